@@ -1,0 +1,132 @@
+"""
+### patient_ingest
+
+Reads a file of PMC-Patients case reports (local path, `file://` or `s3://`; CSV, JSON or JSON Lines,
+optionally gzipped), validates every row (failures go to `quarantine.jsonl` with row, field and
+reason), profiles the data, embeds only new or changed records, stages a new index version,
+evaluates it and publishes it atomically as the Asset `patient_index`. One MLflow run per DAG run.
+
+Trigger it from the form, or with conf `{"source_uri": "s3://bucket/key"}` (the S3 trigger does).
+The run's reports are in `PATIENTINSIGHT_HOME/lake/runs/<run id>/`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from patientinsight import dag_support
+from patientinsight.settings import get_settings
+from patientinsight.storage import storage_options_for
+
+PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
+SETTINGS = get_settings()
+
+
+def _on_failure(context: Any) -> None:
+    """Close the run's MLflow run as FAILED, keeping the reports written so far."""
+    dag_support.fail_run(get_settings(), context["ti"].xcom_pull(task_ids="start"))
+
+
+def _link(state: dict[str, Any]) -> dict[str, Any]:
+    """Every task pushes its run's MLflow address, for the link of plugins/mlflow_link.py."""
+    get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
+    return state
+
+
+@dag(
+    dag_id="patient_ingest",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # each version is built on the published one: one run at a time
+    tags=["patientinsight", "ingest"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "data-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": _on_failure,
+    },
+    params={
+        "source_uri": Param(
+            str(SETTINGS.sample_source), type="string", minLength=1, title="Source URI",
+            description="Local path, file:// or s3:// URI of a PMC-Patients export (.csv, .json, .jsonl, .gz).",
+        ),
+        "full_refresh": Param(
+            False, type="boolean", title="Full refresh",
+            description="Delete indexed records that are missing from the source.",
+        ),
+        "max_quarantine_ratio": Param(
+            SETTINGS.max_quarantine_ratio, type="number", minimum=0, maximum=1, title="Max quarantined share",
+            description="Fail the run when more than this share of rows fails validation.",
+        ),
+        "limit": Param(
+            None, type=["null", "integer"], minimum=1, title="Row limit",
+            description="Read at most this many rows (empty: all).",
+        ),
+    },  # fmt: skip
+)
+def patient_ingest() -> None:
+    @task
+    def start() -> dict[str, Any]:
+        context = get_current_context()
+        state = dag_support.begin_run(get_settings(), context["dag"].dag_id, context["run_id"], dict(context["params"]))
+        return _link(state)
+
+    @task
+    def validate(state: dict[str, Any]) -> dict[str, Any]:
+        settings = get_settings()
+        options = storage_options_for(state["source_uri"], settings.aws_conn_id)
+        return dag_support.validate(settings, _link(state), options)
+
+    @task
+    def profile(state: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.profile(get_settings(), _link(state))
+
+    @task
+    def plan(state: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.plan(get_settings(), _link(state))
+
+    @task
+    def embed(state: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.embed(get_settings(), _link(state))
+
+    @task
+    def build(state: dict[str, Any], embedded: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.build(get_settings(), _link(state))
+
+    @task
+    def evaluate(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.evaluate(get_settings(), _link(state), built["version"])
+
+    @task(outlets=[PATIENT_INDEX])
+    def publish(state: dict[str, Any], built: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+        result = dag_support.publish(get_settings(), _link(state), built["version"])
+        get_current_context()["outlet_events"][PATIENT_INDEX].extra = {
+            "version": built["version"],
+            "records": built["records"],
+        }
+        return result
+
+    @task
+    def finish(state: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
+        return dag_support.finish_run(get_settings(), _link(state), steps)
+
+    state = start()
+    validated = validate(state)
+    planned = plan(state)
+    profiled = profile(state)
+    validated >> [planned, profiled]
+    embedded = embed(state, planned)
+    built = build(state, embedded)
+    evaluated = evaluate(state, built)
+    published = publish(state, built, evaluated)
+    steps = {"validate": validated, "profile": profiled, "plan": planned, "embed": embedded}
+    finish(state, {**steps, "build": built, "evaluate": evaluated, "publish": published})
+
+
+patient_ingest()

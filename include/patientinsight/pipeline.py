@@ -1,0 +1,330 @@
+"""The steps of patient_ingest as plain functions over a run folder in the lake.
+
+The DAG calls each step as its own task; `run_ingest` calls them in order for the command line.
+Steps pass paths, never data: each reads what the previous one wrote under `run_dir`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from patientinsight.embedding import Embedder
+from patientinsight.evaluation import build_queries, evaluate
+from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
+from patientinsight.settings import Settings
+from patientinsight.sources import read_chunks
+from patientinsight.validation import validate_chunk
+
+log = logging.getLogger(__name__)
+
+
+class QuarantineExceeded(RuntimeError):
+    """More rows failed validation than the run allows; `report` holds the counts all the same."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def run_key(run_id: str) -> str:
+    """A folder name from an Airflow run id (which may hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return Embedder(
+        settings.embedding_model,
+        strategy=settings.embed_strategy,
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap=settings.chunk_overlap,
+        batch_size=settings.embed_batch_size,
+    )
+
+
+def make_index(settings: Settings) -> EmbeddedIndex:
+    return EmbeddedIndex(settings.index_dir, keep_versions=settings.keep_versions)
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _record_parts(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "records").glob("part-*.parquet"))
+
+
+@dataclass
+class Timer:
+    started: float = 0.0
+
+    def __enter__(self) -> Timer:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+def validate_source(
+    source: str,
+    run_dir: Path,
+    chunk_rows: int,
+    max_quarantine_ratio: float,
+    limit: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Read, normalize and validate the source; valid records go to records/, the rest to
+    quarantine.jsonl with row, field and reason. Fails above the allowed quarantined share."""
+    records_dir = run_dir / "records"
+    shutil.rmtree(records_dir, ignore_errors=True)  # a retried task starts clean
+    records_dir.mkdir(parents=True)
+    seen: set[str] = set()
+    read = indexed = quarantined = 0
+    by_field: dict[str, int] = {}
+    with Timer() as timer, (run_dir / "quarantine.jsonl").open("w", encoding="utf-8") as bad:
+        for part, chunk in enumerate(_limited(read_chunks(source, chunk_rows, storage_options), limit)):
+            result = validate_chunk(chunk, source, seen)
+            read += len(chunk.rows)
+            indexed += len(result.valid)
+            quarantined += len(result.quarantined)
+            for entry in result.quarantined:
+                bad.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+                for error in entry["errors"]:
+                    by_field[error["field"]] = by_field.get(error["field"], 0) + 1
+            if len(result.valid):
+                result.valid.to_parquet(records_dir / f"part-{part:05d}.parquet", index=False)
+            log.info("validated %d rows (%d valid, %d quarantined)", read, indexed, quarantined)
+    if read != indexed + quarantined:  # the invariant every report promises
+        raise AssertionError(f"rows read {read} != valid {indexed} + quarantined {quarantined}")
+    ratio = quarantined / read if read else 0.0
+    report = {
+        "source": source,
+        "read": read,
+        "valid": indexed,
+        "quarantined": quarantined,
+        "quarantine_ratio": ratio,
+        "max_quarantine_ratio": max_quarantine_ratio,
+        "quarantined_by_field": by_field,
+        "seconds": timer.seconds,
+    }
+    _write_json(run_dir / "validation.json", report)
+    for entry in _first_errors(run_dir / "quarantine.jsonl", 20):
+        log.warning("quarantined %s row %s uid=%s: %s", source, entry["row"], entry["uid"], entry["errors"])
+    if read == 0:
+        raise QuarantineExceeded(f"{source}: no rows were read", report)
+    if ratio > max_quarantine_ratio:
+        raise QuarantineExceeded(
+            f"{source}: {quarantined} of {read} rows quarantined ({ratio:.1%}), above the allowed "
+            f"{max_quarantine_ratio:.1%}; see {run_dir / 'quarantine.jsonl'}",
+            report,
+        )
+    return report
+
+
+def _limited(chunks: Iterator[Any], limit: int | None) -> Iterator[Any]:
+    remaining = limit
+    for chunk in chunks:
+        if remaining is not None:
+            if remaining <= 0:
+                return
+            if len(chunk.rows) > remaining:
+                chunk = type(chunk)(chunk.rows[:remaining], chunk.first_row)
+            remaining -= len(chunk.rows)
+        yield chunk
+
+
+def _first_errors(path: Path, n: int) -> Iterator[dict[str, Any]]:
+    """Quarantine entries without their raw rows: what a log may show (ids, fields, reasons)."""
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= n:
+                return
+            entry = json.loads(line)
+            yield {"row": entry["row"], "uid": entry["uid"], "errors": entry["errors"]}
+
+
+def profile_run(run_dir: Path, max_rows: int) -> dict[str, Any]:
+    from patientinsight.profiling import profile_records
+
+    with Timer() as timer:
+        frames = []
+        remaining = max_rows
+        for part in _record_parts(run_dir):
+            if remaining <= 0:
+                break
+            frame = pd.read_parquet(part)
+            frames.append(frame.head(remaining))
+            remaining -= len(frames[-1])
+        records = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        paths = profile_records(records, run_dir, title=f"patient_ingest {run_dir.name}") if len(records) else {}
+    return {"profiled_rows": len(records), "seconds": timer.seconds, **paths}
+
+
+def plan_changes(
+    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], full_refresh: bool
+) -> dict[str, Any]:
+    """Which records need embedding (new, or content hash changed) and which to delete."""
+    with Timer() as timer:
+        base = index.published()
+        stored: dict[str, str] = {}
+        if base is not None:
+            same_model = _same_embedding(index.manifest(base), embedding)
+            # A different model or strategy makes every stored vector stale: re-embed all.
+            stored = index.open(base).hashes() if same_model else {}
+        embed: list[str] = []
+        unchanged = 0
+        source_uids: set[str] = set()
+        for part in _record_parts(run_dir):
+            frame = pd.read_parquet(part, columns=["uid", "content_hash"])
+            for uid, digest in zip(frame["uid"], frame["content_hash"], strict=True):
+                source_uids.add(uid)
+                if stored.get(uid) == digest:
+                    unchanged += 1
+                else:
+                    embed.append(uid)
+        deletes: list[str] = []
+        if full_refresh and base is not None:
+            quarantined = {e["uid"] for e in _quarantine_uids(run_dir)}
+            published = index.open(base).hashes()
+            deletes = sorted(set(published) - source_uids - quarantined)
+    plan = {"base": base, "embed": embed, "delete": deletes, "unchanged": unchanged, "full_refresh": full_refresh}
+    _write_json(run_dir / "plan.json", plan)
+    summary = {"to_embed": len(embed), "unchanged": unchanged, "to_delete": len(deletes), "base": base}
+    log.info("plan: %s", summary)
+    return {**summary, "seconds": timer.seconds}
+
+
+def _quarantine_uids(run_dir: Path) -> Iterator[dict[str, Any]]:
+    with (run_dir / "quarantine.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            if entry.get("uid"):
+                yield {"uid": entry["uid"]}
+
+
+def _same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
+    keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
+    return all(manifest.get(k) == embedding.get(k) for k in keys)
+
+
+def embed_planned(run_dir: Path, embedder: Embedder) -> dict[str, Any]:
+    """Embed the planned records part by part; vectors go to embeddings/part-*.npz beside them."""
+    plan = _read_json(run_dir / "plan.json")
+    wanted = set(plan["embed"])
+    out_dir = run_dir / "embeddings"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir()
+    done = chunks = 0
+    with Timer() as timer:
+        for part in _record_parts(run_dir):
+            frame = pd.read_parquet(part, columns=["uid", "text"])
+            frame = frame[frame["uid"].isin(wanted)]
+            if frame.empty:
+                continue
+            vectors, counts = embedder.embed_documents(frame["text"].tolist())
+            np.savez(out_dir / f"{part.stem}.npz", uids=frame["uid"].to_numpy(dtype=str), vectors=vectors, counts=counts)
+            done += len(frame)
+            chunks += len(vectors)
+            rate = done / max(time.perf_counter() - timer.started, 1e-9)
+            log.info("embedded %d/%d records (%.1f records/s, %d chunks)", done, len(wanted), rate, chunks)
+    seconds = timer.seconds
+    return {
+        "embedded": done,
+        "chunks": chunks,
+        "seconds": seconds,
+        "records_per_s": done / seconds if done and seconds else 0.0,
+    }
+
+
+def build_version(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any]) -> dict[str, Any]:
+    """Stage a new index version: the base, minus deletes, with the embedded records upserted."""
+    plan = _read_json(run_dir / "plan.json")
+    if plan["base"] is not None and not plan["embed"] and not plan["delete"]:
+        # Nothing changed: the published version already is the result; re-runs add no versions.
+        reader = index.open(plan["base"])
+        return {"version": plan["base"], "records": reader.count(), "seconds": 0.0}
+    with Timer() as timer:
+        builder = index.builder(plan["base"], manifest={**embedding, "run": run_dir.name})
+        for part in _record_parts(run_dir):
+            vectors_file = run_dir / "embeddings" / f"{part.stem}.npz"
+            if not vectors_file.exists():
+                continue
+            stored = np.load(vectors_file)
+            frame = pd.read_parquet(part).set_index("uid").loc[list(stored["uids"])].reset_index()
+            builder.upsert(EmbeddedBatch(frame, stored["vectors"], stored["counts"]))
+        builder.delete(plan["delete"])
+        version = builder.commit()
+    reader = index.open(version)
+    log.info("staged index version %s with %d records", version, reader.count())
+    return {"version": version, "records": reader.count(), "seconds": timer.seconds}
+
+
+def evaluate_version(
+    index: EmbeddedIndex, version: str, embedder: Embedder, max_queries: int
+) -> dict[str, float]:
+    """Patient-to-patient retrieval on the version's own annotated records, with short,
+    clinician-style queries (the first two sentences), on the holdout half."""
+    with Timer() as timer:
+        reader = index.open(version)
+        records = pd.read_parquet(reader.path / "records.parquet", columns=["uid", "pmid", "text", "similar_patients"])
+        queries = build_queries(records, mode="short", split="holdout")[:max_queries]
+        vectors = embedder.encode([q.text for q in queries]) if queries else np.empty((0, 0))
+        by_uid = {q.uid: v for q, v in zip(queries, vectors, strict=True)}
+        metrics = evaluate(queries, lambda q, k: [h.uid for h in reader.search(by_uid[q.uid], k, Filters())])
+    metrics = {f"eval_short_{k}": v for k, v in metrics.items()}
+    metrics["seconds"] = timer.seconds
+    (reader.path.parent / f"{version}.metrics.json").write_text(json.dumps(metrics, indent=2))
+    log.info("evaluation of %s: %s", version, {k: round(v, 4) for k, v in metrics.items()})
+    return metrics
+
+
+def publish_version(index: EmbeddedIndex, version: str) -> dict[str, Any]:
+    with Timer() as timer:
+        index.publish(version)
+    log.info("published index version %s", version)
+    return {"version": version, "seconds": timer.seconds}
+
+
+def run_report(run_dir: Path, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The run's counts in one place; read = indexed + quarantined always holds here."""
+    validation, plan, embed, build = steps["validate"], steps["plan"], steps["embed"], steps["build"]
+    report = {
+        "read": validation["read"],
+        "indexed": validation["valid"],
+        "quarantined": validation["quarantined"],
+        "embedded": embed["embedded"],
+        "chunks": embed["chunks"],
+        "unchanged": plan["unchanged"],
+        "deleted": plan["to_delete"],
+        "index_version": steps["publish"]["version"],
+        "index_records": build["records"],
+        "report_dir": str(run_dir),
+        "seconds": {name: round(float(step.get("seconds", 0.0)), 3) for name, step in steps.items()},
+        "evaluation": steps.get("evaluate", {}),
+    }
+    assert report["read"] == report["indexed"] + report["quarantined"]
+    _write_json(run_dir / "report.json", report)
+    return report
+
+
+REPORT_FILES = ("validation.json", "quarantine.jsonl", "profile.html", "profile.json", "plan.json", "report.json")
+
+
+def report_files(run_dir: Path) -> list[Path]:
+    """The reports a run leaves in its folder, in the order a reader wants them."""
+    return [run_dir / name for name in REPORT_FILES]
