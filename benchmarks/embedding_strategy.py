@@ -53,7 +53,10 @@ def main() -> None:
                     queries = build_queries(records, mode=mode, split=split)
                     qv = embedder.encode([q.text for q in queries])
                     by_uid = {q.uid: v for q, v in zip(queries, qv, strict=True)}
-                    m = evaluate(queries, lambda q, k, by_uid=by_uid: [h.uid for h in reader.search(by_uid[q.uid], k)])
+                    m = evaluate(
+                        queries,
+                        lambda q, k, by_uid=by_uid, reader=reader: [h.uid for h in reader.search(by_uid[q.uid], k)],
+                    )
                     print(
                         f"| {name} | {len(vectors)} | {seconds:.1f} | {len(records) / seconds:.1f} | {split} | "
                         f"{len(queries)} | {mode} | {m['mrr']:.4f} | {m['p@10']:.4f} | {m['ndcg@10']:.4f} | "

@@ -16,9 +16,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight import dag_support
+from patientinsight.pipeline import QuarantineExceeded
 from patientinsight.settings import get_settings
+from patientinsight.sources import SourceError
 from patientinsight.storage import storage_options_for
 
 PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
@@ -53,22 +56,34 @@ def _link(state: dict[str, Any]) -> dict[str, Any]:
     },
     params={
         "source_uri": Param(
-            str(SETTINGS.sample_source), type="string", minLength=1, title="Source URI",
+            str(SETTINGS.sample_source),
+            type="string",
+            minLength=1,
+            title="Source URI",
             description="Local path, file:// or s3:// URI of a PMC-Patients export (.csv, .json, .jsonl, .gz).",
         ),
         "full_refresh": Param(
-            False, type="boolean", title="Full refresh",
+            False,
+            type="boolean",
+            title="Full refresh",
             description="Delete indexed records that are missing from the source.",
         ),
         "max_quarantine_ratio": Param(
-            SETTINGS.max_quarantine_ratio, type="number", minimum=0, maximum=1, title="Max quarantined share",
+            SETTINGS.max_quarantine_ratio,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Max quarantined share",
             description="Fail the run when more than this share of rows fails validation.",
         ),
         "limit": Param(
-            None, type=["null", "integer"], minimum=1, title="Row limit",
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Row limit",
             description="Read at most this many rows (empty: all).",
         ),
-    },  # fmt: skip
+    },
 )
 def patient_ingest() -> None:
     @task
@@ -81,7 +96,10 @@ def patient_ingest() -> None:
     def validate(state: dict[str, Any]) -> dict[str, Any]:
         settings = get_settings()
         options = storage_options_for(state["source_uri"], settings.aws_conn_id)
-        return dag_support.validate(settings, _link(state), options)
+        try:
+            return dag_support.validate(settings, _link(state), options)
+        except (SourceError, QuarantineExceeded) as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
 
     @task
     def profile(state: dict[str, Any]) -> dict[str, Any]:

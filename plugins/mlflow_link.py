@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
@@ -22,4 +22,4 @@ class MlflowRunLink(BaseOperatorLink):
 
 class PatientInsightPlugin(AirflowPlugin):
     name = "patientinsight"
-    global_operator_extra_links = [MlflowRunLink()]
+    global_operator_extra_links: ClassVar[list[Any]] = [MlflowRunLink()]

@@ -18,9 +18,7 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     from patientinsight.ingest import run_ingest
 
     run_id = args.run_id or datetime.now(UTC).strftime("cli__%Y%m%dT%H%M%S_") + uuid.uuid4().hex[:6]
-    return run_ingest(
-        args.source, get_settings(), full_refresh=args.full_refresh, limit=args.limit, run_id=run_id
-    )
+    return run_ingest(args.source, get_settings(), full_refresh=args.full_refresh, limit=args.limit, run_id=run_id)
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result = args.func(args)
     except Exception as exc:  # the message names file, row and field; no traceback for users

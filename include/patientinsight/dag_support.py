@@ -19,9 +19,7 @@ RUN_TAG = "airflow.run_id"
 State = dict[str, Any]
 
 
-def begin_run(
-    settings: Settings, dag_id: str, run_id: str, params: dict[str, Any]
-) -> State:
+def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, Any]) -> State:
     """The run folder and the MLflow run of one DAG run; a retry finds and reuses both."""
     run_dir = settings.runs_dir / pipeline.run_key(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)

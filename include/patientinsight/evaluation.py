@@ -32,9 +32,7 @@ class Query:
     relevant: dict[str, int]  # uid -> graded relevance
 
 
-def build_queries(
-    records: pd.DataFrame, mode: str = "short", split: str | None = "holdout"
-) -> list[Query]:
+def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None = "holdout") -> list[Query]:
     """Every record whose annotated similar patients are in the corpus becomes a query."""
     corpus = set(records["uid"])
     queries = []

@@ -7,7 +7,6 @@ reader sees the old version or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -123,7 +122,7 @@ class EmbeddedIndex:
         pointer = self.root / "CURRENT"
         tmp = self.root / f".CURRENT.{uuid.uuid4().hex}"
         tmp.write_text(version + "\n")
-        os.replace(tmp, pointer)  # atomic on POSIX: readers never see a partial pointer
+        tmp.replace(pointer)  # atomic on POSIX: readers never see a partial pointer
         self._prune(keep=version)
 
     def _prune(self, keep: str) -> None:
@@ -182,115 +181,6 @@ class EmbeddedReader:
             hits.append(Hit(str(self._uids[i]), float(best[i]), int(np.argmax(chunk_scores[start:end]))))
         return hits
 
-    def records(self, uids: list[str]) -> pd.DataFrame: ...
-
-
-class VersionBuilder(Protocol):
-    def upsert(self, batch: EmbeddedBatch) -> None: ...
-    def delete(self, uids: list[str]) -> None: ...
-    def commit(self) -> str: ...
-
-
-class VectorIndex(Protocol):
-    """What the pipeline and the service need of any index (embedded here, Pinecone in production)."""
-
-    def published(self) -> str | None: ...
-    def open(self, version: str) -> IndexReader: ...
-    def builder(self, base: str | None, manifest: dict[str, Any]) -> VersionBuilder: ...
-    def publish(self, version: str) -> None: ...
-
-
-class EmbeddedIndex:
-    """Versions under `root/versions/<id>/` (records.parquet, vectors.npy, manifest.json);
-    `root/CURRENT` names the published one."""
-
-    def __init__(self, root: Path, keep_versions: int = 5) -> None:
-        self.root = Path(root)
-        self.keep_versions = keep_versions
-        self.versions_dir = self.root / "versions"
-
-    def published(self) -> str | None:
-        try:
-            return (self.root / "CURRENT").read_text().strip() or None
-        except FileNotFoundError:
-            return None
-
-    def open(self, version: str) -> EmbeddedReader:
-        return EmbeddedReader(self.versions_dir / version, version)
-
-    def builder(self, base: str | None, manifest: dict[str, Any]) -> EmbeddedBuilder:
-        return EmbeddedBuilder(self, base, manifest)
-
-    def manifest(self, version: str) -> dict[str, Any]:
-        return dict(json.loads((self.versions_dir / version / "manifest.json").read_text()))
-
-    def publish(self, version: str) -> None:
-        if not (self.versions_dir / version / "manifest.json").exists():
-            raise FileNotFoundError(f"index version {version} does not exist")
-        pointer = self.root / "CURRENT"
-        tmp = self.root / f".CURRENT.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, pointer)  # atomic on POSIX: readers never see a partial pointer
-        self._prune(keep=version)
-
-    def _prune(self, keep: str) -> None:
-        committed = sorted(p.name for p in self.versions_dir.iterdir() if not p.name.startswith("."))
-        old = [v for v in committed if v != keep][: max(0, len(committed) - self.keep_versions)]
-        for name in old:
-            shutil.rmtree(self.versions_dir / name, ignore_errors=True)
-
-
-class EmbeddedReader:
-    """A read-only view of one committed version. Vectors are memory-mapped, metadata loaded once."""
-
-    def __init__(self, path: Path, version: str) -> None:
-        self.path = path
-        self.version = version
-        self.manifest = json.loads((path / "manifest.json").read_text())
-        self._meta = pd.read_parquet(
-            path / "records.parquet", columns=["uid", "age_years", "sex", "content_hash", "chunk_count"]
-        )
-        self.vectors = np.load(path / "vectors.npy", mmap_mode="r")
-        counts = self._meta["chunk_count"].to_numpy(dtype=np.int64)
-        self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self._uids = self._meta["uid"].to_numpy(dtype=object)
-        self._age = self._meta["age_years"].to_numpy(dtype=np.float64)
-        self._sex = self._meta["sex"].to_numpy(dtype=object)
-
-    def count(self) -> int:
-        return len(self._meta)
-
-    def hashes(self) -> dict[str, str]:
-        return dict(zip(self._meta["uid"], self._meta["content_hash"], strict=True))
-
-    def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-record score (its best chunk's cosine) and that chunk's position, for every record."""
-        if self.count() == 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        chunk_scores = self.vectors @ np.asarray(vector, dtype=np.float32)
-        best = np.maximum.reduceat(chunk_scores, self._starts)
-        # Position of the best chunk within its record (first one on ties).
-        owner = np.repeat(np.arange(len(self._starts)), np.diff(np.append(self._starts, len(chunk_scores))))
-        is_best = chunk_scores == best[owner]
-        first_best = np.full(len(best), -1, dtype=np.int64)
-        idx = np.flatnonzero(is_best)
-        first_best[owner[idx[::-1]]] = idx[::-1]
-        return best, first_best - self._starts
-
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
-        best, best_chunk = self.scores(vector)
-        if len(best) == 0 or k <= 0:
-            return []
-        mask = filters.mask(self._age, self._sex) if filters else None
-        if mask is not None:
-            best = np.where(mask, best, -np.inf)
-        k = min(k, int(np.isfinite(best).sum()))
-        if k == 0:
-            return []
-        top = np.argpartition(-best, k - 1)[:k]
-        top = top[np.argsort(-best[top], kind="stable")]
-        return [Hit(str(self._uids[i]), float(best[i]), int(best_chunk[i])) for i in top]
-
     def records(self, uids: list[str]) -> pd.DataFrame:
         """The stored records of these uids (all META_COLUMNS), in the order asked."""
         table = pd.read_parquet(self.path / "records.parquet", filters=[("uid", "in", list(uids))])
@@ -332,9 +222,7 @@ class EmbeddedBuilder:
             frames.append(frame)
             vectors.append(np.asarray(batch.vectors, dtype=np.float32))
         records = (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(columns=[*META_COLUMNS, "chunk_count"])
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*META_COLUMNS, "chunk_count"])
         )
         dim = int(self.manifest.get("dim", 0))
         matrix = np.concatenate(vectors) if vectors else np.empty((0, dim), np.float32)
@@ -354,5 +242,5 @@ class EmbeddedBuilder:
             "created_at": datetime.now(UTC).isoformat(),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        os.rename(staging, self.index.versions_dir / version)  # a version appears whole or not at all
+        staging.rename(self.index.versions_dir / version)  # a version appears whole or not at all
         return version

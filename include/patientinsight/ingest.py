@@ -73,4 +73,3 @@ def run_ingest(
         tracking.log_artifacts(uri, mlflow_run, pipeline.report_files(run_dir), folder="reports")
     tracking.end_run(uri, mlflow_run)
     return {**report, "mlflow_run_id": mlflow_run}
-

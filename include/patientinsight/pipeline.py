@@ -175,9 +175,7 @@ def profile_run(run_dir: Path, max_rows: int) -> dict[str, Any]:
     return {"profiled_rows": len(records), "seconds": timer.seconds, **paths}
 
 
-def plan_changes(
-    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], full_refresh: bool
-) -> dict[str, Any]:
+def plan_changes(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], full_refresh: bool) -> dict[str, Any]:
     """Which records need embedding (new, or content hash changed) and which to delete."""
     with Timer() as timer:
         base = index.published()
@@ -202,7 +200,13 @@ def plan_changes(
             quarantined = {e["uid"] for e in _quarantine_uids(run_dir)}
             published = index.open(base).hashes()
             deletes = sorted(set(published) - source_uids - quarantined)
-    plan = {"base": base, "embed": embed, "delete": deletes, "unchanged": unchanged, "full_refresh": full_refresh}
+    plan = {
+        "base": base,
+        "embed": embed,
+        "delete": deletes,
+        "unchanged": unchanged,
+        "full_refresh": full_refresh,
+    }
     _write_json(run_dir / "plan.json", plan)
     summary = {"to_embed": len(embed), "unchanged": unchanged, "to_delete": len(deletes), "base": base}
     log.info("plan: %s", summary)
@@ -237,7 +241,12 @@ def embed_planned(run_dir: Path, embedder: Embedder) -> dict[str, Any]:
             if frame.empty:
                 continue
             vectors, counts = embedder.embed_documents(frame["text"].tolist())
-            np.savez(out_dir / f"{part.stem}.npz", uids=frame["uid"].to_numpy(dtype=str), vectors=vectors, counts=counts)
+            np.savez(
+                out_dir / f"{part.stem}.npz",
+                uids=frame["uid"].to_numpy(dtype=str),
+                vectors=vectors,
+                counts=counts,
+            )
             done += len(frame)
             chunks += len(vectors)
             rate = done / max(time.perf_counter() - timer.started, 1e-9)
@@ -274,9 +283,7 @@ def build_version(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any]
     return {"version": version, "records": reader.count(), "seconds": timer.seconds}
 
 
-def evaluate_version(
-    index: EmbeddedIndex, version: str, embedder: Embedder, max_queries: int
-) -> dict[str, float]:
+def evaluate_version(index: EmbeddedIndex, version: str, embedder: Embedder, max_queries: int) -> dict[str, float]:
     """Patient-to-patient retrieval on the version's own annotated records, with short,
     clinician-style queries (the first two sentences), on the holdout half."""
     with Timer() as timer:
@@ -322,7 +329,14 @@ def run_report(run_dir: Path, steps: dict[str, dict[str, Any]]) -> dict[str, Any
     return report
 
 
-REPORT_FILES = ("validation.json", "quarantine.jsonl", "profile.html", "profile.json", "plan.json", "report.json")
+REPORT_FILES = (
+    "validation.json",
+    "quarantine.jsonl",
+    "profile.html",
+    "profile.json",
+    "plan.json",
+    "report.json",
+)
 
 
 def report_files(run_dir: Path) -> list[Path]:

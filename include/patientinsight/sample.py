@@ -12,31 +12,79 @@ import random
 from pathlib import Path
 
 CONDITIONS = [
-    ("community-acquired pneumonia", "fever, productive cough and pleuritic chest pain",
-     "a right lower lobe consolidation on chest radiograph", "intravenous ceftriaxone and azithromycin"),
-    ("acute myocardial infarction", "crushing retrosternal chest pain radiating to the left arm",
-     "ST-segment elevation in the inferior leads and a raised troponin", "primary percutaneous coronary intervention"),
-    ("diabetic ketoacidosis", "polyuria, polydipsia, vomiting and abdominal pain",
-     "a blood glucose of 32 mmol/L, ketonaemia and a metabolic acidosis", "intravenous fluids and an insulin infusion"),
-    ("acute appendicitis", "periumbilical pain migrating to the right iliac fossa with anorexia",
-     "an inflamed, non-compressible appendix on ultrasound", "laparoscopic appendectomy"),
-    ("pulmonary embolism", "sudden dyspnoea, tachycardia and haemoptysis",
-     "filling defects in both lower lobe pulmonary arteries on CT angiography", "anticoagulation with low-molecular-weight heparin"),
-    ("bacterial meningitis", "headache, neck stiffness, photophobia and confusion",
-     "a turbid cerebrospinal fluid with neutrophilic pleocytosis", "intravenous ceftriaxone, vancomycin and dexamethasone"),
-    ("Kawasaki disease", "five days of fever, conjunctival injection, a strawberry tongue and a rash",
-     "coronary artery dilatation on echocardiography", "intravenous immunoglobulin and aspirin"),
-    ("ischaemic stroke", "sudden right-sided weakness and expressive aphasia",
-     "an occlusion of the left middle cerebral artery on CT angiography", "intravenous thrombolysis followed by thrombectomy"),
-    ("acute pancreatitis", "severe epigastric pain radiating to the back",
-     "a serum lipase five times the upper limit and peripancreatic fat stranding", "fluid resuscitation, analgesia and early enteral feeding"),
-    ("pyloric stenosis", "projectile non-bilious vomiting after every feed",
-     "a thickened pyloric muscle on ultrasound", "laparoscopic pyloromyotomy"),
-    ("sarcoidosis", "dry cough, erythema nodosum and arthralgia",
-     "bilateral hilar lymphadenopathy with non-caseating granulomas on biopsy", "oral prednisolone"),
-    ("tuberculous spondylitis", "chronic back pain, night sweats and weight loss",
-     "destruction of two thoracic vertebrae with a paravertebral abscess", "a year of antituberculous therapy"),
-]  # fmt: skip
+    (
+        "community-acquired pneumonia",
+        "fever, productive cough and pleuritic chest pain",
+        "a right lower lobe consolidation on chest radiograph",
+        "intravenous ceftriaxone and azithromycin",
+    ),
+    (
+        "acute myocardial infarction",
+        "crushing retrosternal chest pain radiating to the left arm",
+        "ST-segment elevation in the inferior leads and a raised troponin",
+        "primary percutaneous coronary intervention",
+    ),
+    (
+        "diabetic ketoacidosis",
+        "polyuria, polydipsia, vomiting and abdominal pain",
+        "a blood glucose of 32 mmol/L, ketonaemia and a metabolic acidosis",
+        "intravenous fluids and an insulin infusion",
+    ),
+    (
+        "acute appendicitis",
+        "periumbilical pain migrating to the right iliac fossa with anorexia",
+        "an inflamed, non-compressible appendix on ultrasound",
+        "laparoscopic appendectomy",
+    ),
+    (
+        "pulmonary embolism",
+        "sudden dyspnoea, tachycardia and haemoptysis",
+        "filling defects in both lower lobe pulmonary arteries on CT angiography",
+        "anticoagulation with low-molecular-weight heparin",
+    ),
+    (
+        "bacterial meningitis",
+        "headache, neck stiffness, photophobia and confusion",
+        "a turbid cerebrospinal fluid with neutrophilic pleocytosis",
+        "intravenous ceftriaxone, vancomycin and dexamethasone",
+    ),
+    (
+        "Kawasaki disease",
+        "five days of fever, conjunctival injection, a strawberry tongue and a rash",
+        "coronary artery dilatation on echocardiography",
+        "intravenous immunoglobulin and aspirin",
+    ),
+    (
+        "ischaemic stroke",
+        "sudden right-sided weakness and expressive aphasia",
+        "an occlusion of the left middle cerebral artery on CT angiography",
+        "intravenous thrombolysis followed by thrombectomy",
+    ),
+    (
+        "acute pancreatitis",
+        "severe epigastric pain radiating to the back",
+        "a serum lipase five times the upper limit and peripancreatic fat stranding",
+        "fluid resuscitation, analgesia and early enteral feeding",
+    ),
+    (
+        "pyloric stenosis",
+        "projectile non-bilious vomiting after every feed",
+        "a thickened pyloric muscle on ultrasound",
+        "laparoscopic pyloromyotomy",
+    ),
+    (
+        "sarcoidosis",
+        "dry cough, erythema nodosum and arthralgia",
+        "bilateral hilar lymphadenopathy with non-caseating granulomas on biopsy",
+        "oral prednisolone",
+    ),
+    (
+        "tuberculous spondylitis",
+        "chronic back pain, night sweats and weight loss",
+        "destruction of two thoracic vertebrae with a paravertebral abscess",
+        "a year of antituberculous therapy",
+    ),
+]
 
 # (value, unit) pairs that exercise every unit the dataset uses.
 AGE_SHAPES = [
@@ -58,14 +106,32 @@ def _age_words(age: list[list[float | str]]) -> str:
 
 def _summary(rng: random.Random, condition: tuple[str, str, str, str], age: list, sex: str) -> str:
     name, symptoms, finding, treatment = condition
-    person = {"M": rng.choice(["man", "male patient", "boy"]), "F": rng.choice(["woman", "female patient", "girl"])}[sex]
+    person = {
+        "M": rng.choice(["man", "male patient", "boy"]),
+        "F": rng.choice(["woman", "female patient", "girl"]),
+    }[sex]
     days = rng.randint(1, 14)
-    history = rng.choice(["no relevant past medical history", "hypertension and hyperlipidaemia",
-                          "type 2 diabetes mellitus", "a history of smoking", "asthma since childhood"])
-    outcome = rng.choice(["recovered fully and was discharged", "improved steadily and was discharged",
-                          "had an uneventful recovery", "was well at follow-up three months later"])
-    vitals = (f"temperature {rng.uniform(36.5, 39.8):.1f} °C, heart rate {rng.randint(70, 135)} beats per minute, "
-              f"blood pressure {rng.randint(90, 160)}/{rng.randint(50, 95)} mmHg")
+    history = rng.choice(
+        [
+            "no relevant past medical history",
+            "hypertension and hyperlipidaemia",
+            "type 2 diabetes mellitus",
+            "a history of smoking",
+            "asthma since childhood",
+        ]
+    )
+    outcome = rng.choice(
+        [
+            "recovered fully and was discharged",
+            "improved steadily and was discharged",
+            "had an uneventful recovery",
+            "was well at follow-up three months later",
+        ]
+    )
+    vitals = (
+        f"temperature {rng.uniform(36.5, 39.8):.1f} °C, heart rate {rng.randint(70, 135)} beats per minute, "
+        f"blood pressure {rng.randint(90, 160)}/{rng.randint(50, 95)} mmHg"
+    )
     return (
         f"A {_age_words(age)} {person} presented to the emergency department with {symptoms} "
         f"for {days} days. The patient had {history}. On examination: {vitals}. "
@@ -86,7 +152,7 @@ def generate_rows(articles: int = 24, seed: int = 7) -> list[dict[str, str]]:
         pmid = str(39000000 + a * 31)
         patients = rng.randint(1, 4)
         uids = [f"{pmc}-{i + 1}" for i in range(patients)]
-        for i, uid in enumerate(uids):
+        for uid in uids:
             sex = rng.choice("MF")
             age = rng.choice(AGE_SHAPES)(rng)
             similar = {other: 2 for other in uids if other != uid}

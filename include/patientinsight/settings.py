@@ -23,7 +23,7 @@ class Settings(BaseSettings):
         "sentence-transformers model name or path.",
     )
     embed_strategy: Literal["truncate", "chunk"] = Field(
-        default="chunk",
+        default="truncate",
         description="'truncate': one vector of the first max_seq_length tokens; 'chunk': overlapping "
         "token windows, a case scores as its best chunk. Chosen by measurement (docs/PERFORMANCE.md).",
     )
@@ -46,9 +46,7 @@ class Settings(BaseSettings):
     profile_max_rows: int = Field(
         default=20000, ge=1, description="Rows profiled at most (the first ones), to bound memory."
     )
-    eval_max_queries: int = Field(
-        default=500, ge=0, description="Most queries evaluated per run (0: skip evaluation)."
-    )
+    eval_max_queries: int = Field(default=500, ge=0, description="Most queries evaluated per run (0: skip evaluation).")
 
     @property
     def lake_dir(self) -> Path:

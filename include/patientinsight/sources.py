@@ -48,9 +48,7 @@ def check_columns(uri: str, columns: set[str]) -> None:
         raise SourceError(f"{uri}: required column 'patient' (v1) or 'text' (v2) is missing")
 
 
-def read_chunks(
-    uri: str, chunk_rows: int = 5000, storage_options: dict[str, Any] | None = None
-) -> Iterator[RawChunk]:
+def read_chunks(uri: str, chunk_rows: int = 5000, storage_options: dict[str, Any] | None = None) -> Iterator[RawChunk]:
     """Stream a source as chunks of at most `chunk_rows` rows; memory stays bounded by one chunk."""
     fmt = source_format(uri)
     try:

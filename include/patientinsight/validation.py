@@ -56,9 +56,7 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
     across chunks: the first record of a uid is kept, later ones are quarantined."""
     normalized: list[Normalized] = [normalize_row(raw) for raw in chunk.rows]
     row_numbers = [chunk.first_row + i for i in range(len(chunk.rows))]
-    errors: dict[int, list[tuple[str, str]]] = {
-        i: list(n.errors) for i, n in enumerate(normalized) if n.errors
-    }
+    errors: dict[int, list[tuple[str, str]]] = {i: list(n.errors) for i, n in enumerate(normalized) if n.errors}
 
     frame = _frame(n.record for n in normalized)
     try:

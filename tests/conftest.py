@@ -1,0 +1,56 @@
+"""Test-wide set-up: a throw-away Airflow home and PatientInsight home per session, set before any
+Airflow import so that every test (and dag.test()) uses them; offline model loading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="patientinsight-tests-"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = config.rootpath
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(_SESSION_DIR / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PATIENTINSIGHT_HOME": str(_SESSION_DIR / "home"),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def repo_root(pytestconfig: pytest.Config) -> Path:
+    return pytestconfig.rootpath
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(repo_root: Path) -> Path:
+    """../shared/data/pmc-patients beside the checkout (CI has it); tests that need it skip without it."""
+    path = Path(os.environ.get("PATIENTINSIGHT_REAL_DATA", repo_root.parent / "shared" / "data" / "pmc-patients"))
+    if not path.exists():
+        pytest.skip(f"real PMC-Patients records not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from patientinsight.sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("sample") / "pmc_patients_sample.csv")
+
+
+@pytest.fixture(scope="session")
+def embedder():  # type: ignore[no-untyped-def]
+    from patientinsight.embedding import PACKAGED_MODEL, Embedder
+
+    return Embedder(PACKAGED_MODEL, strategy="chunk", chunk_tokens=64, chunk_overlap=16)

@@ -1,0 +1,104 @@
+"""The whole ingest without a scheduler (the command line's path), on the synthetic sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from patientinsight import cli
+from patientinsight.ingest import run_ingest
+from patientinsight.pipeline import QuarantineExceeded, make_embedder, make_index
+from patientinsight.settings import Settings
+from tests.helpers import changed_and_removed, mlflow_run, read_rows, write_rows
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Path, tmp_path: Path) -> None:
+    first = run_ingest(str(sample_csv), settings, run_id="first")
+    rows = len(read_rows(sample_csv))
+    assert first["read"] == rows == first["indexed"] + first["quarantined"]
+    assert first["quarantined"] == 1 and first["embedded"] == first["indexed"]
+    run_dir = Path(first["report_dir"])
+    for name in ("validation.json", "quarantine.jsonl", "profile.html", "profile.json", "report.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    (entry,) = [json.loads(line) for line in (run_dir / "quarantine.jsonl").open()]
+    assert entry["row"] == rows and entry["errors"][0]["field"] == "uid"
+
+    index = make_index(settings)
+    assert index.published() == first["index_version"]
+    reader = index.open(first["index_version"])
+    assert reader.count() == first["indexed"]
+    query = make_embedder(settings).embed_query(
+        "crushing chest pain with ST elevation, treated with coronary intervention"
+    )
+    top = reader.records([h.uid for h in reader.search(query, 3)])
+    assert top["title"].str.contains("myocardial infarction", case=False).all()
+
+    run = mlflow_run(settings.tracking_uri, first["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["source_uri"] == str(sample_csv)
+    assert run.data.metrics["validate_read"] == rows
+    assert "eval_short_mrr" in run.data.metrics
+
+    second = run_ingest(str(sample_csv), settings, run_id="second")
+    assert (second["embedded"], second["unchanged"]) == (0, first["indexed"])
+    assert second["index_version"] == first["index_version"]
+
+    edited, changed, removed = changed_and_removed(sample_csv, tmp_path / "edited.csv")
+    third = run_ingest(str(edited), settings, full_refresh=True, run_id="third")
+    assert (third["embedded"], third["deleted"], third["unchanged"]) == (1, 1, first["indexed"] - 2)
+    reader = make_index(settings).open(third["index_version"])
+    hashes = reader.hashes()
+    assert removed not in hashes and changed in hashes and reader.count() == first["indexed"] - 1
+
+
+def test_without_full_refresh_nothing_is_deleted(settings: Settings, sample_csv: Path, tmp_path: Path) -> None:
+    run_ingest(str(sample_csv), settings, run_id="a")
+    edited, _, removed = changed_and_removed(sample_csv, tmp_path / "edited.csv")
+    report = run_ingest(str(edited), settings, run_id="b")
+    assert report["deleted"] == 0
+    assert removed in make_index(settings).open(report["index_version"]).hashes()
+
+
+def test_too_many_bad_rows_fail_and_publish_nothing(settings: Settings, sample_csv: Path, tmp_path: Path) -> None:
+    rows = read_rows(sample_csv)
+    for r in rows[:5]:
+        r["gender"] = "unknown"
+    bad = write_rows(tmp_path / "bad.csv", rows)
+    with pytest.raises(QuarantineExceeded, match=r"bad\.csv: 5 of \d+ rows quarantined"):
+        run_ingest(str(bad), settings, run_id="bad")
+    assert make_index(settings).published() is None
+    entries = [json.loads(line) for line in (settings.runs_dir / "bad" / "quarantine.jsonl").open()]
+    # row 4 fails on sex, so its later duplicate (the last row) is the first valid copy and is kept
+    assert [e["row"] for e in entries] == [1, 2, 3, 4, 5]
+
+
+def test_cli_json(
+    settings: Settings, sample_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "get_settings", lambda: settings)
+    assert cli.main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"index_version": None, "records": 0}
+    assert cli.main(["ingest", str(sample_csv), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = {
+        "read",
+        "indexed",
+        "quarantined",
+        "embedded",
+        "unchanged",
+        "deleted",
+        "index_version",
+        "report_dir",
+    }
+    assert expected <= report.keys()
+    assert cli.main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["index_version"] == report["index_version"] and status["records"] == report["indexed"]
+    assert cli.main(["ingest", str(sample_csv.with_name("missing.csv")), "--json"]) == 1

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+
+from patientinsight.records import age_in_years, content_hash, normalize_row, relevance_map
+
+
+@pytest.mark.parametrize(
+    ("age", "years"),
+    [
+        ("[[60.0, 'year']]", 60.0),
+        ([[6.0, "month"]], 0.5),
+        ([[7.0, "year"], [6.0, "month"]], 7.5),
+        ([[2.0, "week"]], round(14 / 365.25, 4)),
+        ([[10.0, "day"]], round(10 / 365.25, 4)),
+        ([[12.0, "hour"]], round(12 / (365.25 * 24), 4)),
+        ([[3.0, "years"]], 3.0),
+        ("[]", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_age_in_every_unit(age: object, years: float | None) -> None:
+    assert age_in_years(age) == years
+
+
+@pytest.mark.parametrize("age", ["[[5.0, 'decade']]", "[[-1.0, 'year']]", "[5, 'year']", "not a literal ("])
+def test_bad_ages_raise(age: str) -> None:
+    with pytest.raises((ValueError, SyntaxError)):
+        age_in_years(age)
+
+
+def test_relevance_map_from_literal_and_json() -> None:
+    assert relevance_map("{'33492400': 2}") == {"33492400": 2}
+    assert relevance_map({"7665777-2": 1}) == {"7665777-2": 1}
+    assert relevance_map(None) == {}
+    with pytest.raises(ValueError):
+        relevance_map("[1, 2]")
+
+
+def test_normalize_v1_row() -> None:
+    n = normalize_row({
+        "patient_uid": "7665777-1", "PMID": 33492400.0, "title": " T ", "patient": " text ",
+        "age": "[[60.0, 'year']]", "gender": "m", "similar_patients": "{'7665777-2': 2}",
+    })  # fmt: skip
+    assert n.errors == []
+    assert n.record["pmid"] == "33492400"
+    assert n.record["title"] == "T"
+    assert n.record["text"] == "text"
+    assert n.record["sex"] == "M"
+    assert n.record["similar_patients"] == {"7665777-2": 2}
+    assert n.record["relevant_articles"] == {}
+    assert len(n.record["content_hash"]) == 64
+
+
+def test_normalize_v2_row_uses_text_and_pub_date() -> None:
+    n = normalize_row({"patient_uid": "1-1", "PMID": "1", "title": "t", "text": "summary", "age": [[1.0, "day"]],
+                       "gender": "F", "pub_date": "2020-01-02"})  # fmt: skip
+    assert n.record["text"] == "summary"
+    assert n.record["pub_date"] == "2020-01-02"
+
+
+def test_unparseable_field_is_an_error_not_a_crash() -> None:
+    n = normalize_row({"patient_uid": "1-1", "PMID": "1", "title": "t", "patient": "x", "age": "[[1, 'eon']]",
+                       "gender": "F", "similar_patients": "{broken"})  # fmt: skip
+    fields = [f for f, _ in n.errors]
+    assert fields == ["age", "similar_patients"]
+    assert "unknown age unit 'eon'" in n.errors[0][1]
+
+
+def test_content_hash_follows_content() -> None:
+    base = normalize_row({"patient_uid": "1-1", "PMID": "1", "title": "t", "patient": "x", "age": "[[1.0, 'year']]",
+                          "gender": "F"}).record  # fmt: skip
+    assert content_hash(base) == base["content_hash"]
+    assert content_hash({**base, "text": "y"}) != base["content_hash"]
+    assert content_hash({**base, "age_years": 2.0}) != base["content_hash"]
