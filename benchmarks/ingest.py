@@ -62,7 +62,8 @@ def main() -> None:
     print(f"| **pipeline, wall (incl. MLflow), warm process** | {total:.2f} | {n / total:.1f} |")
     print(f"| pipeline, wall, cold process (imports, new MLflow store) | {cold:.2f} | {n / cold:.1f} |")
     print(f"| embedding bound (same texts, encode only) | {bound:.2f} | {len(texts) / bound:.1f} |")
-    print(f"\npipeline / bound = {bound / total:.1%} warm, {bound / cold:.1%} cold (read {n}, indexed {report['indexed']}, "
+    print(f"\npipeline / bound = {bound / total:.1%} warm, {bound / cold:.1%} cold")
+    print(f"(read {n}, indexed {report['indexed']}, "
           f"quarantined {report['quarantined']}, embedded {report['embedded']})")  # fmt: skip
 
 

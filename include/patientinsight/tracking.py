@@ -17,10 +17,22 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def artifact_location(tracking_uri: str) -> str | None:
+    """A local SQLite store keeps its artifacts beside it; MLflow's default is ./mlruns in the
+    current directory, which scatters reports wherever a command happens to run."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None  # a tracking server decides where its artifacts go
+
+
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> str:
     client = _client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+    )
     run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
     return str(run.info.run_id)
 

@@ -1,0 +1,1 @@
+"""The clinicians' query service (FastAPI), on the shared retrieval code of `patientinsight`."""
