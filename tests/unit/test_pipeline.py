@@ -42,6 +42,7 @@ def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Pa
 
     run = mlflow_run(settings.tracking_uri, first["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((settings.home / "mlartifacts").as_uri())  # not in the cwd
     assert run.data.params["source_uri"] == str(sample_csv)
     assert run.data.metrics["validate_read"] == rows
     assert "eval_short_mrr" in run.data.metrics
