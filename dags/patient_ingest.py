@@ -15,7 +15,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight import dag_support
@@ -83,6 +84,14 @@ def _link(state: dict[str, Any]) -> dict[str, Any]:
             title="Row limit",
             description="Read at most this many rows (empty: all).",
         ),
+        "max_mrr_drop": Param(
+            SETTINGS.gate_max_mrr_drop,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Max MRR drop",
+            description="Publish without asking unless MRR falls more than this below the published version's.",
+        ),
     },
 )
 def patient_ingest() -> None:
@@ -121,8 +130,27 @@ def patient_ingest() -> None:
     def evaluate(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
         return dag_support.evaluate(get_settings(), _link(state), built["version"])
 
-    @task(outlets=[PATIENT_INDEX])
-    def publish(state: dict[str, Any], built: dict[str, Any], evaluated: dict[str, Any]) -> dict[str, Any]:
+    @task.branch
+    def gate(state: dict[str, Any], evaluated: dict[str, Any]) -> str:
+        decision = dag_support.decide(get_settings(), _link(state), evaluated)
+        get_current_context()["ti"].xcom_push(key="decision", value=decision)  # for the approver and the report
+        return "approve_publish" if decision["needs_approval"] else "publish"
+
+    # A worse index waits for a data engineer (Required Actions in the UI); no answer in two days
+    # counts as a rejection, and the published version stays.
+    approve = ApprovalOperator(
+        task_id="approve_publish",
+        subject="patient_ingest: the new index version retrieves worse. Publish it anyway?",
+        body=(
+            "{{ ti.xcom_pull(task_ids='gate', key='decision')['reason'] }}\n\n"
+            "Approve publishes the new version; Reject keeps the published one."
+        ),
+        defaults="Reject",
+        response_timeout=timedelta(days=2),
+    )
+
+    @task(outlets=[PATIENT_INDEX], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def publish(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
         result = dag_support.publish(get_settings(), _link(state), built["version"])
         get_current_context()["outlet_events"][PATIENT_INDEX].extra = {
             "version": built["version"],
@@ -130,8 +158,9 @@ def patient_ingest() -> None:
         }
         return result
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
     def finish(state: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
+        steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
         return dag_support.finish_run(get_settings(), _link(state), steps)
 
     state = start()
@@ -142,7 +171,9 @@ def patient_ingest() -> None:
     embedded = embed(state, planned)
     built = build(state, embedded)
     evaluated = evaluate(state, built)
-    published = publish(state, built, evaluated)
+    published = publish(state, built)
+    gate(state, evaluated) >> [published, approve]
+    approve >> published
     steps = {"validate": validated, "profile": profiled, "plan": planned, "embed": embedded}
     finish(state, {**steps, "build": built, "evaluate": evaluated, "publish": published})
 

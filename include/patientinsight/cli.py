@@ -18,7 +18,43 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     from patientinsight.ingest import run_ingest
 
     run_id = args.run_id or datetime.now(UTC).strftime("cli__%Y%m%dT%H%M%S_") + uuid.uuid4().hex[:6]
-    return run_ingest(args.source, get_settings(), full_refresh=args.full_refresh, limit=args.limit, run_id=run_id)
+    return run_ingest(
+        args.source,
+        get_settings(),
+        full_refresh=args.full_refresh,
+        limit=args.limit,
+        run_id=run_id,
+        allow_worse=args.allow_worse,
+    )
+
+
+def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per (retriever, query mode): the published index on the holdout half, or the official
+    benchmark with --benchmark."""
+    from patientinsight import quality
+    from patientinsight.pipeline import make_embedder, make_index
+    from patientinsight.retrievers import RETRIEVERS
+
+    settings = get_settings()
+    retrievers = (args.retriever,) if args.retriever else RETRIEVERS
+    if args.benchmark:
+        return quality.evaluate_benchmark(
+            Path(args.benchmark), args.split, make_embedder(settings), settings, retrievers
+        )
+    index = make_index(settings)
+    version = index.published()
+    if version is None:
+        raise RuntimeError("no published index: run `patientinsight ingest SOURCE` first")
+    modes = (args.queries,) if args.queries else ("short", "full")
+    rows = quality.evaluate_version(index.open(version), make_embedder(settings), settings, retrievers, modes)
+    return rows if args.by_group else [{k: v for k, v in row.items() if k != "by_group"} for row in rows]
+
+
+def _render_rows(rows: list[dict[str, Any]]) -> str:
+    keys = ("retriever", "queries_mode", "mrr", "p@10", "ndcg@10", "recall@100", "queries", "default")
+    lines = ["\t".join(keys)]
+    lines += ["\t".join(str(row.get(k, "")) for k in keys) for row in rows]
+    return "\n".join(lines)
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,6 +82,68 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
     return {"sample": str(path)}
 
 
+def _serve(args: argparse.Namespace) -> dict[str, Any]:
+    import uvicorn
+
+    settings = get_settings()
+    host = args.host or settings.serve_host
+    port = args.port or settings.serve_port
+    logging.getLogger("patientinsight").info("query service on http://%s:%d (page at /, API docs at /docs)", host, port)
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+    return {}
+
+
+def _query(args: argparse.Namespace) -> dict[str, Any]:
+    """The API's answer, computed in this process from the published index."""
+    from patientinsight.answering import answer
+    from patientinsight.generation import make_generator
+    from patientinsight.index import Filters
+    from patientinsight.pipeline import make_embedder, make_index
+    from patientinsight.retrieval import CaseIndex
+
+    settings = get_settings()
+    index = make_index(settings)
+    version = index.published()
+    if version is None:
+        raise RuntimeError("no index version is published yet: run `patientinsight ingest SOURCE` first")
+    if len(args.text) > settings.max_query_chars:
+        raise ValueError(f"text: at most {settings.max_query_chars} characters")
+    loaded = CaseIndex(
+        index.open(version), make_embedder(settings), settings.retriever, settings.hybrid_weight, settings.rm3_weight
+    )
+    filters = Filters(args.age_min, args.age_max, args.sex)
+    return answer(
+        args.text,
+        args.k,
+        filters,
+        not args.no_generate,
+        loaded,
+        make_generator(settings),
+        settings.passages_per_case,
+        settings.generator_timeout_s,
+    )
+
+
+def _render_query(result: dict[str, Any]) -> str:
+    lines = [f"index {result['index_version']} ({result['retriever']}), {len(result['cases'])} cases"]
+    for i, case in enumerate(result["cases"], start=1):
+        lines.append(f"[{i}] {case['score']:.3f} {case['title']} ({case['article_url']})")
+        lines.extend(f"    - {passage}" for passage in case["passages"])
+    analysis = result["analysis"]
+    if analysis["text"]:
+        lines += ["", analysis["text"]]
+    if analysis["error"]:
+        lines.append(f"analysis error: {analysis['error']}")
+    return "\n".join(lines)
+
+
+def _k(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= 50:
+        raise argparse.ArgumentTypeError("k must be between 1 and 50")
+    return k
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patientinsight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,8 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--full-refresh", action="store_true", help="delete indexed records missing from the source")
     ingest.add_argument("--limit", type=int, default=None, help="read at most this many rows")
     ingest.add_argument("--run-id", default=None, help="name of the run folder (default: a new one)")
+    ingest.add_argument("--allow-worse", action="store_true", help="publish even when the quality gate holds back")
     ingest.add_argument("--json", action="store_true", help="print one JSON object")
     ingest.set_defaults(func=_ingest)
+
+    evaluate = sub.add_parser("eval", help="retrieval quality of the published index (holdout half) or a benchmark")
+    evaluate.add_argument("--retriever", choices=["dense", "lexical", "lexical_rm3", "hybrid"], default=None)
+    evaluate.add_argument("--queries", choices=["full", "short"], default=None, help="default: both")
+    evaluate.add_argument("--benchmark", default=None, help="folder of the official files in BEIR format")
+    evaluate.add_argument("--split", default="test", help="qrels split of --benchmark (default: test)")
+    evaluate.add_argument("--by-group", action="store_true", help="add metrics by sex and age band")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object per line")
+    evaluate.set_defaults(func=_eval, render=_render_rows)
 
     status = sub.add_parser("status", help="the published index version and its record count")
     status.add_argument("--json", action="store_true")
@@ -66,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("out", nargs="?", default=None, help="default: PATIENTINSIGHT_HOME/sample/...")
     sample.add_argument("--json", action="store_true")
     sample.set_defaults(func=_sample)
+
+    serve = sub.add_parser("serve", help="run the query API and its page (uvicorn)")
+    serve.add_argument("--host", default=None, help="default: PATIENTINSIGHT_SERVE_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="default: PATIENTINSIGHT_SERVE_PORT (8000)")
+    serve.set_defaults(func=_serve)
+
+    query = sub.add_parser("query", help="answer a patient description from the published index, as the API does")
+    query.add_argument("text", help="the patient, described in plain text")
+    query.add_argument("-k", type=_k, default=5, help="how many similar cases (1 to 50, default 5)")
+    query.add_argument("--age-min", type=float, default=None)
+    query.add_argument("--age-max", type=float, default=None)
+    query.add_argument("--sex", choices=["M", "F"], default=None)
+    query.add_argument("--no-generate", action="store_true", help="the cases only, no analysis")
+    query.add_argument("--json", action="store_true", help="print the API's JSON")
+    query.set_defaults(func=_query, render=_render_query)
     return parser
 
 
@@ -77,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the message names file, row and field; no traceback for users
         logging.getLogger("patientinsight").error("%s: %s", type(exc).__name__, exc)
         return 1
-    if args.json:
-        print(json.dumps(result, default=str))
+    if getattr(args, "json", False):
+        for item in result if isinstance(result, list) else [result]:
+            print(json.dumps(item, default=str))
+    elif getattr(args, "render", None):
+        print(args.render(result))
     else:
         for key, value in result.items():
             print(f"{key}: {value}")

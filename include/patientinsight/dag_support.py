@@ -40,6 +40,7 @@ def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, An
         "full_refresh": bool(params["full_refresh"]),
         "limit": params["limit"],
         "max_quarantine_ratio": float(params["max_quarantine_ratio"]),
+        "max_mrr_drop": float(params.get("max_mrr_drop", settings.gate_max_mrr_drop)),
     }
 
 
@@ -80,13 +81,22 @@ def embed(settings: Settings, state: State) -> dict[str, Any]:
 def build(settings: Settings, state: State) -> dict[str, Any]:
     embedding = pipeline.make_embedder(settings).describe()
     return _tracked(settings, state, "build", lambda: pipeline.build_version(
-        Path(state["run_dir"]), pipeline.make_index(settings), embedding))  # fmt: skip
+        Path(state["run_dir"]), pipeline.make_index(settings), embedding, settings.title_weight))  # fmt: skip
 
 
 def evaluate(settings: Settings, state: State, version: str) -> dict[str, Any]:
     return _tracked(settings, state, "evaluate", lambda: pipeline.evaluate_version(
-        pipeline.make_index(settings), version, pipeline.make_embedder(settings),
-        settings.eval_max_queries))  # fmt: skip
+        pipeline.make_index(settings), version, pipeline.make_embedder(settings), settings))  # fmt: skip
+
+
+def decide(settings: Settings, state: State, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The gate: whether this version may be published without a person's approval."""
+    decision = pipeline.gate(evaluation, state["max_mrr_drop"])
+    tracking.log_metrics(
+        settings.tracking_uri, state["mlflow_run_id"], {"gate_needs_approval": float(decision["needs_approval"])}
+    )
+    log.info("gate: %s", decision["reason"])
+    return decision
 
 
 def publish(settings: Settings, state: State, version: str) -> dict[str, Any]:
@@ -97,10 +107,13 @@ def publish(settings: Settings, state: State, version: str) -> dict[str, Any]:
 def finish_run(settings: Settings, state: State, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Write the run's report, attach the reports to MLflow and close the run."""
     run_dir = Path(state["run_dir"])
-    report = pipeline.run_report(run_dir, steps)
+    # Skipped tasks (publish after a rejection) hand over None.
+    report = pipeline.run_report(run_dir, {k: v for k, v in steps.items() if v}, pipeline.make_index(settings))
     uri = settings.tracking_uri
     counts = ("read", "indexed", "quarantined", "embedded", "unchanged", "deleted")
-    tracking.log_metrics(uri, state["mlflow_run_id"], {k: float(report[k]) for k in counts})
+    tracking.log_metrics(
+        uri, state["mlflow_run_id"], {**{k: float(report[k]) for k in counts}, "published": float(report["published"])}
+    )
     tracking.log_artifacts(uri, state["mlflow_run_id"], pipeline.report_files(run_dir), folder="reports")
     tracking.end_run(uri, state["mlflow_run_id"])
     return report

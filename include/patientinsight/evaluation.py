@@ -30,6 +30,17 @@ class Query:
     uid: str
     text: str
     relevant: dict[str, int]  # uid -> graded relevance
+    sex: str | None = None
+    age_years: float | None = None
+
+
+AGE_BANDS = ((0.0, 18.0, "0-17"), (18.0, 40.0, "18-39"), (40.0, 65.0, "40-64"), (65.0, 200.0, "65+"))
+
+
+def age_band(age: float | None) -> str:
+    if age is None or age != age:  # NaN: unknown
+        return "unknown"
+    return next(label for low, high, label in AGE_BANDS if low <= age < high)
 
 
 def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None = "holdout") -> list[Query]:
@@ -42,7 +53,9 @@ def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None 
         if not relevant or (split is not None and split_of(str(row.pmid)) != split):
             continue
         text = first_sentences(row.text) if mode == "short" else row.text
-        queries.append(Query(row.uid, text, relevant))
+        sex = getattr(row, "sex", None)
+        age = getattr(row, "age_years", None)
+        queries.append(Query(row.uid, text, relevant, sex, None if age is None else float(age)))
     return queries
 
 
@@ -84,3 +97,15 @@ def evaluate(
         totals[f"recall@{depth}"] += recall_at(ranked, query.relevant, depth)
     n = len(queries)
     return {**{k: (v / n if n else 0.0) for k, v in totals.items()}, "queries": float(n)}
+
+
+def evaluate_by_group(
+    queries: Sequence[Query], retrieve: Callable[[Query, int], list[str]], depth: int = 100
+) -> dict[str, dict[str, float]]:
+    """The same metrics per sex and per age band of the query patient, so that a retriever that
+    serves one group worse shows it."""
+    groups: dict[str, list[Query]] = {}
+    for query in queries:
+        groups.setdefault(f"sex={query.sex or 'unknown'}", []).append(query)
+        groups.setdefault(f"age={age_band(query.age_years)}", []).append(query)
+    return {name: evaluate(members, retrieve, depth) for name, members in sorted(groups.items())}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +81,7 @@ class IndexReader(Protocol):
 class VersionBuilder(Protocol):
     def upsert(self, batch: EmbeddedBatch) -> None: ...
     def delete(self, uids: list[str]) -> None: ...
-    def commit(self) -> str: ...
+    def commit(self, extras: Callable[[Path, pd.DataFrame], None] | None = None) -> str: ...
 
 
 class VectorIndex(Protocol):
@@ -164,22 +165,30 @@ class EmbeddedReader:
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
         best, chunk_scores = self.scores(vector)
-        if len(best) == 0 or k <= 0:
+        hits = []
+        for i, score in self.top(best, k, filters):
+            start = self._starts[i]
+            end = self._starts[i + 1] if i + 1 < len(self._starts) else len(chunk_scores)
+            hits.append(Hit(str(self._uids[i]), score, int(np.argmax(chunk_scores[start:end]))))
+        return hits
+
+    def top(self, record_scores: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        """The k best (record position, score) pairs among the records the filters allow, best first:
+        shared by every retriever, so filters mean the same everywhere."""
+        if len(record_scores) == 0 or k <= 0:
             return []
         mask = filters.mask(self._age, self._sex) if filters else None
         if mask is not None:
-            best = np.where(mask, best, -np.inf)
-        k = min(k, int(np.isfinite(best).sum()))
+            record_scores = np.where(mask, record_scores, -np.inf)
+        k = min(k, int(np.isfinite(record_scores).sum()))
         if k == 0:
             return []
-        top = np.argpartition(-best, k - 1)[:k]
-        top = top[np.argsort(-best[top], kind="stable")]
-        hits = []
-        for i in top:
-            start = self._starts[i]
-            end = self._starts[i + 1] if i + 1 < len(self._starts) else len(chunk_scores)
-            hits.append(Hit(str(self._uids[i]), float(best[i]), int(np.argmax(chunk_scores[start:end]))))
-        return hits
+        top = np.argpartition(-record_scores, k - 1)[:k]
+        top = top[np.argsort(-record_scores[top], kind="stable")]
+        return [(int(i), float(record_scores[i])) for i in top]
+
+    def uid_at(self, position: int) -> str:
+        return str(self._uids[position])
 
     def records(self, uids: list[str]) -> pd.DataFrame:
         """The stored records of these uids (all META_COLUMNS), in the order asked."""
@@ -203,7 +212,9 @@ class EmbeddedBuilder:
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
 
-    def commit(self) -> str:
+    def commit(self, extras: Callable[[Path, pd.DataFrame], None] | None = None) -> str:
+        """Write the new version; `extras` adds files built from its records (the lexical index)
+        inside the staging folder, so they appear together with the vectors or not at all."""
         frames: list[pd.DataFrame] = []
         vectors: list[np.ndarray] = []
         replaced = set(self._deletes)
@@ -241,6 +252,8 @@ class EmbeddedBuilder:
             "vectors": int(matrix.shape[0]),
             "created_at": datetime.now(UTC).isoformat(),
         }
+        if extras is not None:
+            extras(staging, records)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         staging.rename(self.index.versions_dir / version)  # a version appears whole or not at all
         return version

@@ -42,7 +42,10 @@ def run_ingest(
     limit: int | None = None,
     run_id: str = "manual",
     storage_options: dict[str, Any] | None = None,
+    allow_worse: bool = False,
 ) -> dict[str, Any]:
+    """Every step in order, in this process. Without a person to ask, a version that the gate holds
+    back is not published unless `allow_worse`."""
     run_dir = settings.runs_dir / pipeline.run_key(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     uri = settings.tracking_uri
@@ -59,11 +62,15 @@ def run_ingest(
         embedding = embedder.describe()
         steps["plan"] = pipeline.plan_changes(run_dir, index, embedding, full_refresh)
         steps["embed"] = pipeline.embed_planned(run_dir, embedder)
-        steps["build"] = pipeline.build_version(run_dir, index, embedding)
+        steps["build"] = pipeline.build_version(run_dir, index, embedding, settings.title_weight)
         version = steps["build"]["version"]
-        steps["evaluate"] = pipeline.evaluate_version(index, version, embedder, settings.eval_max_queries)
-        steps["publish"] = pipeline.publish_version(index, version)
-        report = pipeline.run_report(run_dir, steps)
+        steps["evaluate"] = pipeline.evaluate_version(index, version, embedder, settings)
+        steps["gate"] = pipeline.gate(steps["evaluate"], settings.gate_max_mrr_drop)
+        if steps["gate"]["needs_approval"] and not allow_worse:
+            log.warning("not published: %s; re-run with --allow-worse to publish anyway", steps["gate"]["reason"])
+        else:
+            steps["publish"] = pipeline.publish_version(index, version)
+        report = pipeline.run_report(run_dir, steps, index)
     except Exception:
         tracking.end_run(uri, mlflow_run, "FAILED")
         raise

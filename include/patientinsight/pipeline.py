@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from patientinsight.embedding import Embedder
-from patientinsight.evaluation import build_queries, evaluate
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
+from patientinsight.index import EmbeddedBatch, EmbeddedIndex
+from patientinsight.lexical import write_index as write_lexical_index
 from patientinsight.settings import Settings
 from patientinsight.sources import read_chunks
 from patientinsight.validation import validate_chunk
@@ -260,8 +260,11 @@ def embed_planned(run_dir: Path, embedder: Embedder) -> dict[str, Any]:
     }
 
 
-def build_version(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any]) -> dict[str, Any]:
-    """Stage a new index version: the base, minus deletes, with the embedded records upserted."""
+def build_version(
+    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], title_weight: int = 1
+) -> dict[str, Any]:
+    """Stage a new index version: the base, minus deletes, with the embedded records upserted, and
+    its lexical (BM25) index built from the same records."""
     plan = _read_json(run_dir / "plan.json")
     if plan["base"] is not None and not plan["embed"] and not plan["delete"]:
         # Nothing changed: the published version already is the result; re-runs add no versions.
@@ -277,27 +280,67 @@ def build_version(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any]
             frame = pd.read_parquet(part).set_index("uid").loc[list(stored["uids"])].reset_index()
             builder.upsert(EmbeddedBatch(frame, stored["vectors"], stored["counts"]))
         builder.delete(plan["delete"])
-        version = builder.commit()
+        version = builder.commit(
+            extras=lambda folder, records: write_lexical_index(
+                folder, records["title"].tolist(), records["text"].tolist(), title_weight
+            )
+        )
     reader = index.open(version)
     log.info("staged index version %s with %d records", version, reader.count())
     return {"version": version, "records": reader.count(), "seconds": timer.seconds}
 
 
-def evaluate_version(index: EmbeddedIndex, version: str, embedder: Embedder, max_queries: int) -> dict[str, float]:
-    """Patient-to-patient retrieval on the version's own annotated records, with short,
-    clinician-style queries (the first two sentences), on the holdout half."""
+def evaluate_version(index: EmbeddedIndex, version: str, embedder: Embedder, settings: Settings) -> dict[str, Any]:
+    """Patient-to-patient retrieval of the default retriever on the version's own annotated records
+    (holdout half, short and full queries), beside the published version's, for the gate."""
+    from patientinsight.quality import evaluate_version as measure
+
+    def metrics_of(name: str) -> dict[str, float]:
+        cached = index.versions_dir / f"{name}.metrics.json"
+        if cached.exists():
+            stored: dict[str, float] = json.loads(cached.read_text())
+            if stored.get("retriever") == settings.retriever:
+                return stored
+        rows = measure(
+            index.open(name), embedder, settings, (settings.retriever,), max_queries=settings.eval_max_queries
+        )
+        flat: dict[str, Any] = {"retriever": settings.retriever}
+        for row in rows:
+            for key in ("mrr", "p@10", "ndcg@10", "recall@100", "queries"):
+                flat[f"{row['queries_mode']}_{key}"] = row[key]
+        cached.write_text(json.dumps(flat, indent=2))  # beside the version: versions stay immutable
+        return flat
+
     with Timer() as timer:
-        reader = index.open(version)
-        records = pd.read_parquet(reader.path / "records.parquet", columns=["uid", "pmid", "text", "similar_patients"])
-        queries = build_queries(records, mode="short", split="holdout")[:max_queries]
-        vectors = embedder.encode([q.text for q in queries]) if queries else np.empty((0, 0))
-        by_uid = {q.uid: v for q, v in zip(queries, vectors, strict=True)}
-        metrics = evaluate(queries, lambda q, k: [h.uid for h in reader.search(by_uid[q.uid], k, Filters())])
-    metrics = {f"eval_short_{k}": v for k, v in metrics.items()}
-    metrics["seconds"] = timer.seconds
-    (reader.path.parent / f"{version}.metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("evaluation of %s: %s", version, {k: round(v, 4) for k, v in metrics.items()})
-    return metrics
+        new = metrics_of(version)
+        published = index.published()
+        base = metrics_of(published) if published and published != version else None
+    result: dict[str, Any] = {f"eval_{k}": v for k, v in new.items() if k != "retriever"}
+    result["retriever"] = settings.retriever
+    if base is not None:
+        result.update({f"published_{k}": v for k, v in base.items() if k != "retriever"})
+    result["seconds"] = timer.seconds
+    log.info("evaluation of %s (%s): %s", version, settings.retriever, {k: v for k, v in result.items() if "mrr" in k})
+    return result
+
+
+def gate(evaluation: dict[str, Any], max_mrr_drop: float) -> dict[str, Any]:
+    """Publish on its own unless MRR fell more than `max_mrr_drop` below the published version's in
+    either query mode; then a person decides."""
+    drops = {
+        mode: round(evaluation[f"published_{mode}_mrr"] - evaluation[f"eval_{mode}_mrr"], 4)
+        for mode in ("short", "full")
+        if f"published_{mode}_mrr" in evaluation and f"eval_{mode}_mrr" in evaluation
+    }
+    worse = {mode: d for mode, d in drops.items() if d > max_mrr_drop}
+    reason = (
+        f"MRR fell by {worse} (allowed {max_mrr_drop}) against the published version"
+        if worse
+        else "no published version to compare with"
+        if not drops
+        else f"MRR change within {max_mrr_drop}: drops {drops}"
+    )
+    return {"needs_approval": bool(worse), "mrr_drops": drops, "max_mrr_drop": max_mrr_drop, "reason": reason}
 
 
 def publish_version(index: EmbeddedIndex, version: str) -> dict[str, Any]:
@@ -307,9 +350,11 @@ def publish_version(index: EmbeddedIndex, version: str) -> dict[str, Any]:
     return {"version": version, "seconds": timer.seconds}
 
 
-def run_report(run_dir: Path, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The run's counts in one place; read = indexed + quarantined always holds here."""
+def run_report(run_dir: Path, steps: dict[str, dict[str, Any]], index: EmbeddedIndex) -> dict[str, Any]:
+    """The run's counts in one place; read = indexed + quarantined always holds here. `index_version`
+    is what readers see after the run: the new version, or the old one when the gate held it back."""
     validation, plan, embed, build = steps["validate"], steps["plan"], steps["embed"], steps["build"]
+    published = index.published()
     report = {
         "read": validation["read"],
         "indexed": validation["valid"],
@@ -318,11 +363,14 @@ def run_report(run_dir: Path, steps: dict[str, dict[str, Any]]) -> dict[str, Any
         "chunks": embed["chunks"],
         "unchanged": plan["unchanged"],
         "deleted": plan["to_delete"],
-        "index_version": steps["publish"]["version"],
+        "staged_version": build["version"],
+        "index_version": published,
+        "published": published == build["version"],
         "index_records": build["records"],
         "report_dir": str(run_dir),
         "seconds": {name: round(float(step.get("seconds", 0.0)), 3) for name, step in steps.items()},
         "evaluation": steps.get("evaluate", {}),
+        "gate": steps.get("gate", {}),
     }
     assert report["read"] == report["indexed"] + report["quarantined"]
     _write_json(run_dir / "report.json", report)

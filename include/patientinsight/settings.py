@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,112 @@ class Settings(BaseSettings):
         default=20000, ge=1, description="Rows profiled at most (the first ones), to bound memory."
     )
     eval_max_queries: int = Field(default=500, ge=0, description="Most queries evaluated per run (0: skip evaluation).")
+    retriever: Literal["dense", "lexical", "lexical_rm3", "hybrid"] = Field(
+        default="lexical_rm3",
+        description="Default retriever of the service and the command line; chosen on the holdout half "
+        "(docs/PERFORMANCE.md).",
+    )
+    hybrid_weight: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Dense share of the hybrid score (tuned on the tune half)."
+    )
+    rm3_weight: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="Weight of the feedback terms in lexical_rm3 (tuned on tune)."
+    )
+    title_weight: int = Field(default=1, ge=0, description="How many times the title counts in the BM25 index.")
+    gate_max_mrr_drop: float = Field(
+        default=0.02,
+        ge=0.0,
+        le=1.0,
+        description="Default of the DAG's gate: an MRR drop beyond this waits for approval.",
+    )
+    serve_host: str = Field(default="127.0.0.1", description="Address the query service binds to.")
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="Port of the query service.")
+    dev_mode: bool = Field(
+        default=False,
+        description="Development mode: no API key is needed while the service binds to loopback and the "
+        "client is local. Never set in production.",
+    )
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated 'key_id:sha256_hex' entries: the SHA-256 of each API key, never the key "
+        "(make one with `python -m serving.auth`).",
+    )
+    max_query_chars: int = Field(default=20000, ge=1, description="Longest query text accepted, in characters.")
+    max_body_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted, in bytes.")
+    rate_limit_per_minute: int = Field(
+        default=120, ge=1, description="Requests per minute per API key (a token bucket; 429 with Retry-After)."
+    )
+    audit_db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the query audit table; default: SQLite in PATIENTINSIGHT_HOME."
+    )
+    index_poll_s: float = Field(
+        default=2.0, gt=0, description="Seconds between checks of the published index version (hot switch)."
+    )
+    passages_per_case: int = Field(default=3, ge=1, le=10, description="Matching sentences returned per case.")
+    generator: Literal["extractive", "openai", "sagemaker"] = Field(
+        default="extractive",
+        description="Analysis generator: 'extractive' (no language model), 'openai' (any OpenAI-compatible "
+        "chat endpoint) or 'sagemaker' (a TGI endpoint on SageMaker).",
+    )
+    generator_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a generator may take; past it the cases come back without it."
+    )
+    generator_max_tokens: int = Field(default=600, ge=1, description="Most tokens a generator may write.")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", description="Base URL of the OpenAI-compatible chat endpoint."
+    )
+    openai_model: str = Field(default="gpt-4o-mini", description="Model name sent to the chat endpoint.")
+    openai_api_key: SecretStr | None = Field(default=None, description="Key of the chat endpoint (from the env).")
+    sagemaker_endpoint_name: str | None = Field(
+        default=None, description="SageMaker endpoint serving the TGI container (the llm_endpoint DAG's output)."
+    )
+    sagemaker_region: str = Field(default="us-east-1", description="AWS region of the SageMaker endpoint.")
+    sagemaker_execution_role_arn: str | None = Field(
+        default=None,
+        description="IAM role SageMaker assumes for the llm_endpoint DAG's model (pull the TGI image, write "
+        "CloudWatch logs); required to deploy, never in code.",
+    )
+    sagemaker_deferrable: bool = Field(
+        default=True,
+        description="llm_endpoint waits for InService in the Airflow triggerer (needs a triggerer running); "
+        "false: the worker waits.",
+    )
+    llm_mlflow_experiment: str = Field(
+        default="llm_endpoint", description="MLflow experiment of the llm_endpoint DAG (one run per deployment)."
+    )
+    serving_image_repository: str = Field(
+        default="patientinsight/serving",
+        description="Default image repository of the serving_rollout form (the ECR repository in production).",
+    )
+    rollout_chart_path: Path = Field(
+        default=Path("/opt/patientinsight/helm/patientinsight-serving"),
+        description="The serving chart as baked into the Airflow image; the rollout pod runs helm on it.",
+    )
+    rollout_pod_image: str = Field(
+        default="patientinsight/airflow:0.1.0",
+        description="Image of the rollout pod: the Airflow image, which carries helm and the chart.",
+    )
+    rollout_pod_namespace: str = Field(default="airflow", description="Namespace the rollout pod runs in.")
+    rollout_service_account: str = Field(
+        default="patientinsight-rollout",
+        description="Service account of the rollout pod (RBAC to manage the release's namespace).",
+    )
+    kubernetes_conn_id: str = Field(
+        default="kubernetes_default",
+        description="Airflow connection for the Kubernetes API; absent, the in-cluster config is used.",
+    )
+    rollout_helm_timeout_s: int = Field(
+        default=600, ge=30, description="helm --timeout: how long the new pods have to become ready."
+    )
+    rollout_service_url: str = Field(
+        default="http://{release}.{namespace}.svc.cluster.local:8000",
+        description="Where the rollout is verified ({release} and {namespace} filled in); GET <url>/readyz.",
+    )
+    rollout_verify_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long the verification waits for the service to answer ready."
+    )
+    rollout_verify_interval_s: float = Field(default=5.0, gt=0, description="Seconds between readiness checks.")
+    rollout_mlflow_experiment: str = Field(default="serving_rollout", description="MLflow experiment of rollouts.")
 
     @property
     def lake_dir(self) -> Path:
@@ -67,6 +173,10 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def audit_url(self) -> str:
+        return self.audit_db_url or f"sqlite:///{self.home / 'audit.db'}"
 
 
 @lru_cache(maxsize=1)

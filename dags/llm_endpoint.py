@@ -1,0 +1,189 @@
+"""
+### llm_endpoint
+
+Deploys OpenBioLLM (or any Hugging Face model id) on the Hugging Face TGI container to a SageMaker
+real-time endpoint: a model and an endpoint config with names unique to this deployment, then the
+endpoint created if missing or updated if live (SageMaker's blue/green update: the old fleet serves
+until the new one is healthy), waited on until InService. A Failed endpoint fails the run with
+SageMaker's FailureReason. With an autoscaling range, a target-tracking policy on invocations per
+instance. Then one smoke-test invocation (a fixed textbook question; its latency is recorded).
+
+One MLflow run per deployment (experiment `PATIENTINSIGHT_LLM_MLFLOW_EXPERIMENT`). The live deployment
+is described in `PATIENTINSIGHT_HOME/llm_endpoints/<endpoint name>.json`; serving calls the endpoint
+named by `PATIENTINSIGHT_SAGEMAKER_ENDPOINT_NAME`. AWS credentials and region: the Airflow connection
+`PATIENTINSIGHT_AWS_CONN_ID`. The GPU bills by the hour while the endpoint exists: delete it with the
+DAG `llm_endpoint_teardown`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from patientinsight import llm_smoke, llm_support
+from patientinsight.llm_endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
+from patientinsight.llm_operators import (
+    CreateEndpointConfigOnceOperator,
+    CreateModelOnceOperator,
+    CreateOrUpdateEndpointOperator,
+)
+from patientinsight.settings import get_settings
+from patientinsight.tgi_image import DEFAULT_TGI_VERSION, ImageLookupError, tgi_versions
+
+SETTINGS = get_settings()
+
+
+def _client(service: str) -> Any:
+    """A boto3 client from the Airflow aws connection (credentials, region, endpoint_url)."""
+    return AwsBaseHook(aws_conn_id=get_settings().aws_conn_id, client_type=service).conn
+
+
+def _on_failure(context: Any) -> None:
+    """Close the deployment's MLflow run as FAILED, with the reason."""
+    exception = context.get("exception")
+    llm_support.fail(get_settings(), context["ti"].xcom_pull(task_ids="plan"), str(exception) if exception else None)
+
+
+def _link(state: dict[str, Any]) -> None:
+    get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
+
+
+@dag(
+    dag_id="llm_endpoint",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # two deployments of one endpoint at once would race on UpdateEndpoint
+    tags=["patientinsight", "llm", "sagemaker"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "ml-engineering",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=60),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": _on_failure,
+    },
+    params={
+        "model_id": Param(
+            "aaditya/Llama3-OpenBioLLM-8B",
+            type="string",
+            minLength=1,
+            title="Model id",
+            description="Hugging Face model id the TGI container downloads (HF_MODEL_ID).",
+        ),
+        "instance_type": Param(
+            "ml.g5.2xlarge",
+            type="string",
+            pattern=r"^ml\.",
+            title="Instance type",
+            description="SageMaker instance type (ml.g5.2xlarge: one A10G with 24 GB, enough for 8B in bf16).",
+        ),
+        "initial_instance_count": Param(1, type="integer", minimum=1, title="Initial instance count"),
+        "tgi_version": Param(
+            DEFAULT_TGI_VERSION,
+            type="string",
+            enum=tgi_versions(),
+            title="TGI version",
+            description="Picks the TGI image for the connection's region (ignored when an image URI is given).",
+        ),
+        "image_uri": Param(
+            None,
+            type=["null", "string"],
+            title="TGI image URI",
+            description="Empty: the Hugging Face TGI image of the TGI version for the region.",
+        ),
+        "sm_num_gpus": Param(1, type="integer", minimum=1, title="SM_NUM_GPUS", description="GPUs per instance."),
+        "max_input_length": Param(3072, type="integer", minimum=1, title="MAX_INPUT_LENGTH (tokens)"),
+        "max_total_tokens": Param(4096, type="integer", minimum=2, title="MAX_TOTAL_TOKENS (tokens)"),
+        "endpoint_name": Param(
+            None,
+            type=["null", "string"],
+            title="Endpoint name",
+            description=f"Empty: PATIENTINSIGHT_SAGEMAKER_ENDPOINT_NAME (what serving calls), else "
+            f"{DEFAULT_ENDPOINT_NAME}.",
+        ),
+        "execution_role": Param(
+            None,
+            type=["null", "string"],
+            title="Execution role ARN",
+            description="Empty: PATIENTINSIGHT_SAGEMAKER_EXECUTION_ROLE_ARN.",
+        ),
+        "autoscaling_min_instances": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Autoscaling: min instances",
+            description="With the max: register target tracking; both empty: a fixed instance count.",
+        ),
+        "autoscaling_max_instances": Param(None, type=["null", "integer"], minimum=1, title="Autoscaling: max"),
+        "autoscaling_target_invocations": Param(
+            20.0,
+            type="number",
+            exclusiveMinimum=0,
+            title="Autoscaling: target invocations per instance",
+            description="SageMakerVariantInvocationsPerInstance (per minute) that target tracking holds.",
+        ),
+    },
+)
+def llm_endpoint() -> None:
+    @task(multiple_outputs=True)
+    def plan() -> dict[str, Any]:
+        context = get_current_context()
+        hook = AwsBaseHook(aws_conn_id=get_settings().aws_conn_id, client_type="sagemaker")
+        if not hook.conn_region_name:
+            raise AirflowFailException("the aws connection has no region_name")
+        try:
+            state = llm_support.begin(
+                get_settings(), context["dag"].dag_id, context["run_id"], dict(context["params"]),
+                hook.conn_region_name, context["dag_run"].run_after,
+            )  # fmt: skip
+        except (DeploymentError, ImageLookupError) as exc:
+            raise AirflowFailException(str(exc)) from exc  # the same form fails the same way: no retry
+        _link(state)
+        return state
+
+    planned = plan()
+    model = CreateModelOnceOperator(task_id="create_model", config=planned["model"], aws_conn_id=SETTINGS.aws_conn_id)
+    config = CreateEndpointConfigOnceOperator(
+        task_id="create_endpoint_config", config=planned["endpoint_config"], aws_conn_id=SETTINGS.aws_conn_id
+    )
+    deploy = CreateOrUpdateEndpointOperator(
+        task_id="deploy_endpoint",
+        config=planned["endpoint"],
+        aws_conn_id=SETTINGS.aws_conn_id,
+        deferrable=SETTINGS.sagemaker_deferrable,
+        check_interval=30,
+        max_ingestion_time=3600,
+    )
+
+    @task
+    def autoscale(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any] | None:
+        _link(state)
+        return llm_support.autoscale(_client("application-autoscaling"), state)
+
+    @task
+    def smoke_test(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
+        _link(state)
+        try:
+            return llm_smoke.run(_client("sagemaker-runtime"), state["endpoint_name"])
+        except llm_smoke.SmokeTestFailed as exc:
+            raise AirflowFailException(str(exc)) from exc  # a wrong answer shape is the deployment's, not luck
+
+    @task
+    def finish(
+        state: dict[str, Any], deployed: dict[str, Any], scaling: dict[str, Any] | None, smoke: dict[str, Any]
+    ) -> dict[str, Any]:
+        _link(state)
+        return llm_support.finish(get_settings(), state, deployed, scaling, smoke)
+
+    planned >> model >> config >> deploy
+    scaled = autoscale(planned, deploy.output)
+    smoked = smoke_test(planned, deploy.output)
+    finish(planned, deploy.output, scaled, smoked)
+
+
+llm_endpoint()

@@ -1,0 +1,225 @@
+"""Query -> similar cases with their matching passages, shared by the service and the command line.
+
+Ranking is the retrievers' (patientinsight.retrievers, chosen by the `retriever` setting), so the
+service ranks exactly as the DAG's evaluation does. `CaseIndex` adds what an answer shows: the
+records' columns, loaded once, so a query never re-reads the parquet file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from patientinsight.embedding import Embedder
+from patientinsight.index import EmbeddedReader, Filters
+from patientinsight.retrievers import Searcher
+
+log = logging.getLogger(__name__)
+
+PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
+_SHOWN_COLUMNS = ["uid", "pmid", "title", "text", "age_years", "sex"]
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that carry no clinical meaning; they would otherwise dominate lexical passage scores.
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "there",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "while",
+        "with",
+        "who",
+        "whom",
+        "after",
+        "before",
+        "during",
+        "patient",
+        "patients",
+        "year",
+        "years",
+        "old",
+        "presented",
+        "presenting",
+        "history",
+    ]
+)
+
+
+def article_url(pmid: str | None) -> str | None:
+    return PUBMED_URL.format(pmid=pmid) if pmid else None
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def _terms(text: str) -> set[str]:
+    # A 6-letter prefix is a cheap stemmer: 'pneumonia'/'pneumonic', 'infarction'/'infarct' meet.
+    return {w[:6] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def best_passages(query: str, text: str, n: int) -> list[str]:
+    """The n sentences of `text` that share the most query terms, best first (ties: earlier first).
+
+    Lexical on purpose: embedding every sentence of every hit would cost more than the whole search
+    (tens of ms per query on two cores), while the case's rank already comes from the embeddings.
+    """
+    sentences = split_sentences(text)
+    if not sentences:
+        return []
+    wanted = _terms(query)
+    scored = []
+    for position, sentence in enumerate(sentences):
+        words = _terms(sentence)
+        overlap = len(wanted & words)
+        scored.append((-(overlap / math.sqrt(len(words) + 1.0)), position, sentence))
+    scored.sort()
+    return [sentence for _, _, sentence in scored[:n]]
+
+
+@dataclass
+class Case:
+    patient_uid: str
+    pmid: str | None
+    title: str | None
+    age_years: float | None
+    sex: str | None
+    score: float | None = None
+    passages: list[str] = field(default_factory=list)
+    text: str = field(default="", repr=False)  # for prompts only: the API shows passages, not the whole text
+
+    @property
+    def article_url(self) -> str | None:
+        return article_url(self.pmid)
+
+    def to_dict(self, with_text: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "patient_uid": self.patient_uid,
+            "pmid": self.pmid,
+            "title": self.title,
+            "article_url": self.article_url,
+            "age_years": self.age_years,
+            "sex": self.sex,
+            "score": self.score,
+            "passages": list(self.passages),
+        }
+        if with_text:
+            out["text"] = self.text
+        return out
+
+
+def _clean(value: Any) -> Any:
+    """NaN and pandas NA become None, so the JSON says null."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value
+
+
+class CaseIndex:
+    """One index version, ready to answer: the configured retriever over it, and the records by uid.
+
+    Everything a query needs is loaded here (the lexical index too), so the first query after a
+    switch is as fast as any other.
+    """
+
+    def __init__(
+        self,
+        reader: EmbeddedReader,
+        embedder: Embedder,
+        retriever: str = "dense",
+        hybrid_weight: float = 0.3,
+        rm3_weight: float = 0.2,
+    ) -> None:
+        self.reader = reader
+        self.version = reader.version
+        self.searcher = Searcher(reader, embedder, hybrid_weight=hybrid_weight, rm3_weight=rm3_weight)
+        self.retriever = retriever
+        if retriever != "dense":
+            try:
+                _ = self.searcher.lexical
+            except FileNotFoundError:  # a version built before the lexical index existed
+                log.warning("index version %s has no lexical index: %s falls back to dense", self.version, retriever)
+                self.retriever = "dense"
+        frame = pd.read_parquet(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
+        self._records = frame.set_index("uid", drop=False)
+
+    def count(self) -> int:
+        return self.reader.count()
+
+    def case(self, uid: str) -> Case | None:
+        if uid not in self._records.index:
+            return None
+        row = self._records.loc[uid]
+        if isinstance(row, pd.DataFrame):  # a uid is unique per version; be safe all the same
+            row = row.iloc[0]
+        age = _clean(row["age_years"])
+        pmid = _clean(row["pmid"])
+        return Case(
+            patient_uid=str(row["uid"]),
+            pmid=str(pmid) if pmid is not None else None,
+            title=_clean(row["title"]),
+            age_years=float(age) if age is not None else None,
+            sex=_clean(row["sex"]),
+            text=str(_clean(row["text"]) or ""),
+        )
+
+    def search(self, text: str, k: int, filters: Filters | None = None) -> list[Case]:
+        cases = []
+        for hit in self.searcher.search(text, k, filters, retriever=self.retriever):
+            case = self.case(hit.uid)
+            if case is not None:
+                case.score = round(float(hit.score), 6)
+                cases.append(case)
+        return cases
+
+
+def retrieve(
+    index: CaseIndex, text: str, k: int, filters: Filters | None = None, passages_per_case: int = 3
+) -> tuple[list[Case], dict[str, float]]:
+    """The k most similar cases with their best-matching sentences, and the search time in ms
+    (the query's encoding included, for the retrievers that use it)."""
+    started = time.perf_counter()
+    cases = index.search(text, k, filters)
+    for case in cases:
+        case.passages = best_passages(text, case.text, passages_per_case)
+    return cases, {"search": (time.perf_counter() - started) * 1000}

@@ -1,0 +1,48 @@
+"""Prometheus metrics of one app, in its own registry (several apps in one process stay apart)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "patientinsight_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.retrieval = Histogram(
+            "patientinsight_retrieval_seconds",
+            "Retrieval time (query encoding where the retriever uses it, search, passages).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generation = Histogram(
+            "patientinsight_generation_seconds",
+            "Generator time by generator and outcome (ok, error).",
+            ["generator", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "patientinsight_generator_tokens",
+            "Tokens reported by the generator, by kind (prompt, completion).",
+            ["generator", "kind"],
+            registry=self.registry,
+        )
+        self.index_records = Gauge(
+            "patientinsight_index_records", "Records in the loaded index version.", registry=self.registry
+        )
+        self.index_info = Info("patientinsight_index", "The loaded index version.", registry=self.registry)
+        self.index_switches = Counter(
+            "patientinsight_index_switches", "Index versions loaded since start.", registry=self.registry
+        )
+        self.index_errors = Counter(
+            "patientinsight_index_load_errors", "Index versions that failed to load.", registry=self.registry
+        )

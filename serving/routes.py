@@ -1,0 +1,171 @@
+"""The HTTP routes: health, readiness, metrics, the query API and the page."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from patientinsight.answering import answer, text_fingerprint
+from patientinsight.index import Filters
+from patientinsight.retrieval import CaseIndex
+from serving.schemas import CaseDetail, Problem, QueryRequest, QueryResponse, Ready
+from serving.state import ServiceState
+
+log = logging.getLogger("serving.query")
+
+NO_INDEX = (
+    "no index version is published yet: run the ingest first (`make run`, the patient_ingest DAG, "
+    "or `patientinsight ingest SOURCE`)"
+)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (its hash is configured).")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or wrong API key."},
+    413: {"model": Problem, "description": "Request body too large."},
+    429: {"model": Problem, "description": "Rate limit reached; see Retry-After."},
+    503: {"model": Problem, "description": "No index is loaded yet."},
+}
+
+router = APIRouter()
+
+
+def service(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def caller(request: Request, key: Annotated[str | None, Security(_api_key)] = None) -> str:
+    """The key id of the caller, after the key check and the rate limit."""
+    state = service(request)
+    server = request.scope.get("server")
+    key_id = state.keys.identify(key)
+    if key_id is None:
+        if not state.keys.open_locally(server[0] if server else None, request.client.host if request.client else None):
+            raise HTTPException(401, "a valid API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
+        key_id = "local-dev"
+    wait = state.limiter.acquire(key_id)
+    if wait:
+        raise HTTPException(429, f"rate limit reached; retry in {wait} s", {"Retry-After": str(wait)})
+    return key_id
+
+
+def loaded(request: Request) -> CaseIndex:
+    index = service(request).follower.current
+    if index is None:
+        raise HTTPException(503, NO_INDEX, {"Retry-After": "30"})
+    return index
+
+
+@router.get("/healthz", tags=["operations"])
+def healthz() -> dict[str, str]:
+    """The process lives."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], response_model=Ready, responses={503: {"model": Ready}})
+def readyz(request: Request) -> JSONResponse:
+    """Ready when an index version is loaded (and says which)."""
+    state = service(request)
+    index = state.follower.current
+    body = Ready(
+        ready=index is not None,
+        index_version=index.version if index else None,
+        records=index.count() if index else 0,
+        model_warm=state.follower.warmed.is_set(),
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post(
+    "/v1/query",
+    tags=["query"],
+    response_model=QueryResponse,
+    responses={**_ERRORS, 400: {"model": Problem, "description": "The body is not UTF-8 JSON text."}, 422: {}},
+)
+def query(
+    body: QueryRequest,
+    request: Request,
+    key_id: Annotated[str, Depends(caller)],
+    index: Annotated[CaseIndex, Depends(loaded)],
+) -> dict[str, Any]:
+    """The most similar published cases to a patient description, and an analysis grounded in them."""
+    state = service(request)
+    limit = state.settings.max_query_chars
+    if len(body.text) > limit:
+        raise RequestValidationError(
+            [{"loc": ("body", "text"), "msg": f"String should have at most {limit} characters", "type": "too_long"}]
+        )
+    filters = Filters(body.filters.age_min, body.filters.age_max, body.filters.sex)
+    result = answer(
+        body.text,
+        body.k,
+        filters,
+        body.generate,
+        index,
+        state.generator,
+        state.settings.passages_per_case,
+        state.settings.generator_timeout_s,
+        compute=state.compute,
+    )
+    _observe(state, result)
+    fingerprint = text_fingerprint(body.text)
+    uids = [case["patient_uid"] for case in result["cases"]]
+    analysis = result["analysis"]
+    log.info(
+        "query key=%s len=%d sha=%s k=%d cases=%d version=%s generator=%s error=%s ms=%.1f",
+        key_id, len(body.text), fingerprint, body.k, len(uids), index.version,
+        analysis["generator"], bool(analysis["error"]), result["timings_ms"]["total"],
+    )  # fmt: skip
+    state.audit.record(
+        key_id, index.version, body.k, len(body.text), fingerprint, uids, analysis["generator"], analysis["error"]
+    )
+    return result
+
+
+def _observe(state: ServiceState, result: dict[str, Any]) -> None:
+    timings, analysis, m = result["timings_ms"], result["analysis"], state.metrics
+    m.retrieval.observe(timings["search"] / 1000)
+    if "generate" in timings:
+        outcome = "error" if analysis["error"] else "ok"
+        m.generation.labels(analysis["generator"], outcome).observe(timings["generate"] / 1000)
+    for kind, count in (analysis["usage"] or {}).items():
+        m.tokens.labels(analysis["generator"], kind.removesuffix("_tokens")).inc(count)
+
+
+@router.get("/v1/cases/{patient_uid}", tags=["query"], response_model=CaseDetail, responses={**_ERRORS, 404: {}})
+def case(
+    patient_uid: str,
+    key_id: Annotated[str, Depends(caller)],
+    index: Annotated[CaseIndex, Depends(loaded)],
+) -> dict[str, Any]:
+    """One case of the loaded index version; an unknown uid is a 404."""
+    found = index.case(patient_uid)
+    if found is None:
+        raise HTTPException(404, "no case with this patient_uid in the loaded index version")
+    return {**found.to_dict(with_text=True), "index_version": index.version}
+
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+def page() -> HTMLResponse:
+    html = resources.files("serving").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(html, headers=PAGE_HEADERS)
+
+
+# The page loads only its own script and style; record text is inserted as text, never as HTML.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}

@@ -1,0 +1,79 @@
+"""The API's request and response bodies (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class QueryFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    age_min: float | None = Field(default=None, ge=0, le=150, description="Youngest age in years.")
+    age_max: float | None = Field(default=None, ge=0, le=150, description="Oldest age in years.")
+    sex: Literal["M", "F"] | None = Field(default=None, description="'M' or 'F'.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QueryFilters:
+        if self.age_min is not None and self.age_max is not None and self.age_min > self.age_max:
+            raise ValueError("age_min must not be greater than age_max")
+        return self
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, description="The patient, described in plain text (length limited by settings).")
+    k: int = Field(default=5, ge=1, le=50, description="How many similar cases to return.")
+    filters: QueryFilters = Field(default_factory=QueryFilters)
+    generate: bool = Field(default=True, description="Write an analysis of the cases.")
+
+
+class CaseOut(BaseModel):
+    patient_uid: str
+    pmid: str | None
+    title: str | None
+    article_url: str | None = Field(description="The article's PubMed page.")
+    age_years: float | None
+    sex: str | None
+    score: float | None = Field(description="Cosine similarity of the case's best-matching part.")
+    passages: list[str] = Field(description="The sentences of the case that best match the query.")
+
+
+class CaseDetail(CaseOut):
+    text: str
+    index_version: str
+
+
+class Citation(BaseModel):
+    ref: int = Field(description="The case's position in `cases`, from 1.")
+    patient_uid: str
+
+
+class AnalysisOut(BaseModel):
+    generator: str
+    model: str | None
+    text: str | None
+    citations: list[Citation]
+    error: str | None = Field(description="Why the generator gave no analysis; the cases are still there.")
+    usage: dict[str, int] | None
+
+
+class QueryResponse(BaseModel):
+    cases: list[CaseOut]
+    analysis: AnalysisOut
+    index_version: str
+    retriever: str = Field(description="The retriever that ranked the cases (dense, lexical, lexical_rm3, hybrid).")
+    timings_ms: dict[str, float]
+
+
+class Ready(BaseModel):
+    ready: bool
+    index_version: str | None
+    records: int
+    model_warm: bool
+
+
+class Problem(BaseModel):
+    detail: str

@@ -1,0 +1,120 @@
+"""The quality gate of patient_ingest in dag.test() runs: a better version publishes on its own; a
+worse one waits in the human-in-the-loop task, answered through Airflow's own HITL REST API (an
+in-process api app on the same metadata database), and is published only when approved."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patientinsight.pipeline import make_index
+from patientinsight.settings import Settings, get_settings
+from tests.helpers import read_rows, write_rows
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("PATIENTINSIGHT_HOME", str(tmp_path / "home"))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def dag(repo_root: Path):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(repo_root / "dags" / "patient_ingest.py")).dags["patient_ingest"]
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[Any]:
+    """Airflow's core REST API in process; every request is an admin (SimpleAuthManager all-admins)."""
+    from airflow.api_fastapi.app import create_app
+    from airflow.configuration import conf
+    from fastapi.testclient import TestClient
+
+    conf.set("core", "simple_auth_manager_all_admins", "True")
+    try:
+        with TestClient(create_app(apps="core")) as client:
+            yield client
+    finally:
+        conf.remove_option("core", "simple_auth_manager_all_admins")
+
+
+def scrambled(sample: Path, out: Path) -> Path:
+    """The sample with every summary moved to the next article's patient: the annotations stay, the
+    texts no longer match them, so retrieval gets much worse."""
+    rows = read_rows(sample)
+    texts = [r["patient"] for r in rows]
+    shift = next(i for i, r in enumerate(rows) if r["PMID"] != rows[0]["PMID"])
+    for i, row in enumerate(rows):
+        row["patient"] = texts[(i + shift) % len(texts)]
+    return write_rows(out, rows)
+
+
+def run_answering(dag: Any, api: Any, conf: dict[str, Any], answer: str | None) -> tuple[Any, list[dict[str, Any]]]:
+    """dag.test() here (task code needs the main thread); a thread answers the approval task through
+    the HITL API once it waits."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    answered: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def respond() -> None:
+        while not done.is_set() and answer is not None and not answered:
+            with create_session() as session:
+                running = [r.run_id for r in session.query(DagRun).filter_by(dag_id="patient_ingest", state="running")]
+            for run_id in running:
+                path = f"/api/v2/dags/patient_ingest/dagRuns/{run_id}/taskInstances/approve_publish/-1/hitlDetails"
+                detail = api.get(path)
+                if detail.status_code == 200 and detail.json().get("response_received") is False:
+                    response = api.patch(path, json={"chosen_options": [answer], "params_input": {}})
+                    answered.append({"run_id": run_id, "detail": detail.json(), "status": response.status_code})
+            time.sleep(1)
+
+    responder = threading.Thread(target=respond, daemon=True)
+    responder.start()
+    try:
+        dag_run = dag.test(run_conf=conf)
+    finally:
+        done.set()
+        responder.join(timeout=30)
+    assert all(a["status"] == 200 for a in answered), answered
+    return dag_run, answered
+
+
+def report_of(settings: Settings, dag_run: Any) -> dict[str, Any]:
+    import json
+
+    from patientinsight.pipeline import run_key
+
+    return json.loads((settings.runs_dir / run_key(dag_run.run_id) / "report.json").read_text())
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_worse_version_waits_for_a_person(
+    dag: Any, api: Any, home: Settings, sample_csv: Path, tmp_path: Path, answer: str
+) -> None:
+    first, asked = run_answering(dag, api, {"source_uri": str(sample_csv)}, answer=None)
+    assert first.state == "success" and asked == []  # nothing to compare with: published on its own
+    published = make_index(home).published()
+    assert report_of(home, first)["gate"]["needs_approval"] is False
+
+    worse = scrambled(sample_csv, tmp_path / "scrambled.csv")
+    dag_run, asked = run_answering(dag, api, {"source_uri": str(worse)}, answer=answer)
+    assert dag_run.state == "success"
+    assert len(asked) == 1 and "MRR fell" in asked[0]["detail"]["body"]
+    report = report_of(home, dag_run)
+    assert report["gate"]["needs_approval"] is True
+    index = make_index(home)
+    if answer == "Approve":
+        assert report["published"] and index.published() == report["staged_version"] != published
+    else:
+        assert not report["published"] and index.published() == published

@@ -1,0 +1,64 @@
+"""Serving tests: one real index built by the real ingest from the synthetic sample (once per
+session), and real uvicorn processes of the service over it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.service import Service
+
+API_KEY = "test-key-" + "x" * 32
+OTHER_KEY = "other-key-" + "y" * 32
+
+
+def keys_setting() -> str:
+    from serving.auth import hash_key
+
+    return f"clinic-a:{hash_key(API_KEY)},clinic-b:{hash_key(OTHER_KEY)}"
+
+
+@pytest.fixture(scope="session")
+def built_home(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Path:
+    """A PatientInsight home with one published index version of the sample, made by run_ingest."""
+    from patientinsight.ingest import run_ingest
+    from patientinsight.settings import Settings
+
+    home = tmp_path_factory.mktemp("served-home")
+    run_ingest(str(sample_csv), Settings(home=home), run_id="serving-tests")
+    return home
+
+
+def copy_index(built_home: Path, home: Path) -> Path:
+    """A home of its own, with a copy of the built index (for tests that publish new versions)."""
+    shutil.copytree(built_home / "index", home / "index")
+    return home
+
+
+@pytest.fixture(scope="session")
+def keyed_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The production posture: API keys required (no dev mode), the default limits."""
+    service = Service(
+        tmp_path_factory.mktemp("keyed"),
+        env={"PATIENTINSIGHT_API_KEYS": keys_setting(), "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"},
+    )
+    service.env["PATIENTINSIGHT_HOME"] = str(built_home)
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def dev_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Development mode on loopback: no key needed."""
+    service = Service(
+        tmp_path_factory.mktemp("dev"),
+        env={"PATIENTINSIGHT_DEV_MODE": "true", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"},
+    )
+    service.env["PATIENTINSIGHT_HOME"] = str(built_home)
+    service.start()
+    yield service
+    service.stop()

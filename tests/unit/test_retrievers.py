@@ -1,0 +1,119 @@
+"""Lexical index, RM3 feedback, every retriever's filters, the gate rule, and the BEIR loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patientinsight.beir import load_corpus, load_queries
+from patientinsight.embedding import Embedder
+from patientinsight.evaluation import Query, evaluate_by_group
+from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
+from patientinsight.lexical import LexicalIndex, tokenize, write_index
+from patientinsight.pipeline import gate
+from patientinsight.quality import evaluate_benchmark
+from patientinsight.retrievers import RETRIEVERS, Searcher
+from patientinsight.settings import Settings
+
+TEXTS = [
+    ("Pneumonia", "A man with fever, productive cough and lobar consolidation treated with ceftriaxone.", 70.0, "M"),
+    ("Pneumonia again", "A woman with fever, cough and consolidation of the right lower lobe.", 35.0, "F"),
+    ("Appendicitis", "A girl with right iliac fossa pain, anorexia and an inflamed appendix.", 12.0, "F"),
+    ("Kawasaki disease", "A boy with fever, conjunctival injection and coronary artery dilatation.", 4.0, "M"),
+]
+
+
+def frame() -> pd.DataFrame:
+    n = len(TEXTS)
+    return pd.DataFrame({
+        "uid": [f"{i}-1" for i in range(n)], "pmid": ["1"] * n, "title": [t[0] for t in TEXTS],
+        "text": [t[1] for t in TEXTS], "age_years": [t[2] for t in TEXTS], "sex": [t[3] for t in TEXTS],
+        "pub_date": [None] * n, "similar_patients": ["{}"] * n, "relevant_articles": ["{}"] * n,
+        "content_hash": ["h"] * n,
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def searcher(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Searcher:
+    records = frame()
+    vectors, counts = embedder.embed_documents(records["text"].tolist())
+    index = EmbeddedIndex(tmp_path_factory.mktemp("index"))
+    builder = index.builder(None, embedder.describe())
+    builder.upsert(EmbeddedBatch(records, vectors, counts))
+    version = builder.commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist()))
+    return Searcher(index.open(version), embedder)
+
+
+def test_tokenize_stems_and_drops_stop_words() -> None:
+    assert tokenize(["The fevers and coughing"]) == [["fever", "cough"]]
+
+
+def test_lexical_scores_only_matching_documents(tmp_path: Path) -> None:
+    write_index(tmp_path, ["a", "b"], ["fever and cough", "broken wrist"])
+    scores = LexicalIndex(tmp_path).scores("coughing fever")
+    assert scores[0] > 0 and scores[1] == 0
+    assert not LexicalIndex(tmp_path).scores("zebra").any()
+
+
+def test_rm3_brings_in_documents_sharing_feedback_terms(searcher: Searcher) -> None:
+    # "productive" only occurs in the first case; feedback adds its other terms (fever, consolidation...)
+    base = searcher.lexical.scores("productive")
+    expanded = searcher.lexical.expanded_scores("productive", feedback_docs=1, weight=0.5)
+    assert base[1] == 0 and expanded[1] > 0
+    assert np.argmax(expanded) == 0
+
+
+@pytest.mark.parametrize("retriever", RETRIEVERS)
+def test_every_retriever_ranks_and_filters(searcher: Searcher, retriever: str) -> None:
+    hits = searcher.search("fever cough consolidation", 4, None, retriever)
+    assert hits[0].uid in {"0-1", "1-1"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    females = searcher.search("fever cough consolidation", 4, Filters(sex="F"), retriever)
+    assert females and {h.uid for h in females} <= {"1-1", "2-1"}
+    children = searcher.search("fever", 4, Filters(age_max=17), retriever)
+    assert children and {h.uid for h in children} <= {"2-1", "3-1"}
+    assert searcher.search("fever", 4, Filters(age_min=100), retriever) == []
+
+
+def test_unknown_retriever(searcher: Searcher) -> None:
+    with pytest.raises(ValueError, match="unknown retriever 'bm99'"):
+        searcher.search("fever", 3, None, "bm99")
+
+
+def test_gate_rule() -> None:
+    better = {"eval_short_mrr": 0.8, "eval_full_mrr": 0.9, "published_short_mrr": 0.79, "published_full_mrr": 0.9}
+    assert gate(better, 0.02)["needs_approval"] is False
+    worse = {**better, "eval_full_mrr": 0.85}
+    decision = gate(worse, 0.02)
+    assert decision["needs_approval"] is True and decision["mrr_drops"]["full"] == pytest.approx(0.05)
+    assert "MRR fell" in decision["reason"]
+    assert gate({"eval_short_mrr": 0.1}, 0.02) == {
+        "needs_approval": False, "mrr_drops": {}, "max_mrr_drop": 0.02,
+        "reason": "no published version to compare with",
+    }  # fmt: skip
+
+
+def test_metrics_by_group() -> None:
+    queries = [Query("a", "t", {"x": 1}, "F", 30.0), Query("b", "t", {"y": 1}, "M", 70.0)]
+    groups = evaluate_by_group(queries, lambda q, k: ["x"])
+    assert groups["sex=F"]["mrr"] == 1.0 and groups["sex=M"]["mrr"] == 0.0
+    assert groups["age=18-39"]["queries"] == 1 and groups["age=65+"]["mrr"] == 0.0
+
+
+def test_beir_loader(repo_root: Path) -> None:
+    folder = repo_root / "tests" / "fixtures" / "beir"
+    corpus = load_corpus(folder)
+    assert list(corpus["uid"]) == ["1-1", "2-1", "3-1", "4-1"]
+    queries = load_queries(folder, "test")
+    assert [(q.uid, q.relevant) for q in queries] == [("q-1", {"1-1": 1, "3-1": 2}), ("q-2", {"2-1": 1})]
+    with pytest.raises(FileNotFoundError, match="no judgments for split 'train'"):
+        load_queries(folder, "train")
+
+
+def test_benchmark_evaluation_follows_the_judgments(repo_root: Path, embedder: Embedder) -> None:
+    rows = evaluate_benchmark(repo_root / "tests" / "fixtures" / "beir", "test", embedder, Settings(), ("lexical",))
+    (row,) = rows
+    assert row["retriever"] == "lexical" and row["queries"] == 2 and row["mrr"] == 1.0
