@@ -47,7 +47,7 @@ def build_state(settings: Settings) -> ServiceState:
     index = make_index(settings)
 
     def load(version: str) -> CaseIndex:
-        return CaseIndex(index.open(version), embedder, settings.retriever, settings.hybrid_weight, settings.rm3_weight)
+        return CaseIndex.for_settings(index.open(version), embedder, settings)
 
     def switched(loaded: CaseIndex) -> None:
         metrics.index_records.set(loaded.count())

@@ -108,9 +108,7 @@ def _query(args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError("no index version is published yet: run `patientinsight ingest SOURCE` first")
     if len(args.text) > settings.max_query_chars:
         raise ValueError(f"text: at most {settings.max_query_chars} characters")
-    loaded = CaseIndex(
-        index.open(version), make_embedder(settings), settings.retriever, settings.hybrid_weight, settings.rm3_weight
-    )
+    loaded = CaseIndex.for_settings(index.open(version), make_embedder(settings), settings)
     filters = Filters(args.age_min, args.age_max, args.sex)
     return answer(
         args.text,

@@ -15,6 +15,11 @@ import pandas as pd
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a summary (a full stop, ! or ? followed by a capital, digit or bracket)."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
 def first_sentences(text: str, n: int = 2) -> str:
     """The opening of a summary, the way a clinician would describe the patient."""
     return " ".join(_SENTENCE_END.split(text.strip(), maxsplit=n)[:n])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,85 +16,27 @@ from typing import Any
 import pandas as pd
 
 from patientinsight.embedding import Embedder
+from patientinsight.evaluation import split_sentences
 from patientinsight.index import EmbeddedReader, Filters
+from patientinsight.lexical import tokenize
 from patientinsight.retrievers import Searcher
+from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
 _SHOWN_COLUMNS = ["uid", "pmid", "title", "text", "age_years", "sex"]
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
-_WORD = re.compile(r"[a-z0-9]+")
-# Words that carry no clinical meaning; they would otherwise dominate lexical passage scores.
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "she",
-        "that",
-        "the",
-        "their",
-        "there",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "which",
-        "while",
-        "with",
-        "who",
-        "whom",
-        "after",
-        "before",
-        "during",
-        "patient",
-        "patients",
-        "year",
-        "years",
-        "old",
-        "presented",
-        "presenting",
-        "history",
-    ]
-)
+# Stemmed words that say nothing about this patient in a case report: they would win passage scores.
+_FILLER = frozenset({"patient", "year", "old", "present", "histori", "admit", "day"})
 
 
 def article_url(pmid: str | None) -> str | None:
     return PUBMED_URL.format(pmid=pmid) if pmid else None
 
 
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
-
-
 def _terms(text: str) -> set[str]:
-    # A 6-letter prefix is a cheap stemmer: 'pneumonia'/'pneumonic', 'infarction'/'infarct' meet.
-    return {w[:6] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+    # The lexical index's own tokens (stop words out, Snowball stems), so passages match as ranking does.
+    return set(tokenize([text])[0]) - _FILLER
 
 
 def best_passages(query: str, text: str, n: int) -> list[str]:
@@ -182,6 +123,11 @@ class CaseIndex:
                 self.retriever = "dense"
         frame = pd.read_parquet(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
         self._records = frame.set_index("uid", drop=False)
+
+    @classmethod
+    def for_settings(cls, reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> CaseIndex:
+        """The retriever and its knobs as configured: the service and the command line answer alike."""
+        return cls(reader, embedder, settings.retriever, settings.hybrid_weight, settings.rm3_weight)
 
     def count(self) -> int:
         return self.reader.count()

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from patientinsight.pipeline import make_embedder, make_index, run_key
-from patientinsight.settings import Settings, get_settings
+from patientinsight.settings import Settings
 from tests.helpers import changed_and_removed, mlflow_run, read_rows
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    monkeypatch.setenv("PATIENTINSIGHT_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def dag(repo_root: Path):  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(repo_root / "dags" / "patient_ingest.py")).dags["patient_ingest"]
 
 
 def run(dag: Any, settings: Settings, **conf: Any) -> dict[str, Any]:
