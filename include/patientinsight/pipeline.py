@@ -49,10 +49,33 @@ def make_embedder(settings: Settings) -> Embedder:
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap=settings.chunk_overlap,
         batch_size=settings.embed_batch_size,
+        backend=settings.embedding_backend,
+        threads=settings.embed_threads,
+        cache_dir=settings.home / "models",
     )
 
 
 def make_index(settings: Settings) -> EmbeddedIndex:
+    """The configured index. The Pinecone index keeps the embedded index's lake layout (it subclasses
+    it), so every step below works on either."""
+    if settings.index_backend == "pinecone":
+        from patientinsight.pinecone_index import PineconeIndex, PineconeOptions, resolve_credentials
+
+        api_key, conn_host = resolve_credentials(settings.pinecone_conn_id or None)
+        options = PineconeOptions(
+            index_name=settings.pinecone_index_name,
+            api_key=api_key,
+            controller_host=settings.pinecone_host or conn_host,
+            cloud=settings.pinecone_cloud,
+            region=settings.pinecone_region,
+            batch_size=settings.pinecone_batch_size,
+            concurrency=settings.pinecone_concurrency,
+            max_retries=settings.pinecone_max_retries,
+            backoff_s=settings.pinecone_backoff_s,
+            timeout_s=settings.pinecone_timeout_s,
+            ready_timeout_s=settings.pinecone_ready_timeout_s,
+        )
+        return PineconeIndex(settings.index_dir, options, keep_versions=settings.keep_versions)
     return EmbeddedIndex(settings.index_dir, keep_versions=settings.keep_versions)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -153,6 +154,58 @@ class Settings(BaseSettings):
     )
     rollout_verify_interval_s: float = Field(default=5.0, gt=0, description="Seconds between readiness checks.")
     rollout_mlflow_experiment: str = Field(default="serving_rollout", description="MLflow experiment of rollouts.")
+    index_backend: Literal["embedded", "pinecone"] = Field(
+        default="embedded",
+        description="Where the vectors live: 'embedded' (local disk) or 'pinecone' (Pinecone serverless; records, "
+        "lexical index and the CURRENT pointer stay in the lake).",
+    )
+    pinecone_conn_id: str = Field(
+        default="pinecone_default",
+        description="Airflow connection whose password is the Pinecone API key (and host, if set, the control "
+        "plane); without it, PINECONE_API_KEY. Empty: the environment only.",
+    )
+    pinecone_index_name: str = Field(
+        default="patientinsight", description="Pinecone serverless index (created when missing, cosine, dense)."
+    )
+    pinecone_cloud: str = Field(default="aws", description="Cloud of a Pinecone index created by the pipeline.")
+    pinecone_region: str = Field(default="us-east-1", description="Region of a Pinecone index created by the pipeline.")
+    pinecone_host: str | None = Field(
+        default=None,
+        description="Pinecone control-plane URL; default: the connection's host, else PINECONE_CONTROLLER_HOST, "
+        "else https://api.pinecone.io.",
+    )
+    pinecone_batch_size: int = Field(
+        default=100, ge=1, le=1000, description="Vectors per Pinecone upsert request (benchmarks/pinecone_upsert.py)."
+    )
+    pinecone_concurrency: int = Field(
+        default=8, ge=1, le=64, description="Upsert requests in flight at once (benchmarks/pinecone_upsert.py)."
+    )
+    pinecone_max_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries of a Pinecone request on 429, 5xx or connection errors, on top of the SDK's.",
+    )
+    pinecone_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry delay in seconds; doubles per retry (with jitter)."
+    )
+    pinecone_timeout_s: float = Field(default=30.0, gt=0, description="Seconds per Pinecone request attempt.")
+    pinecone_ready_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a commit waits for a new index to be ready and for a namespace to count every vector.",
+    )
+    embedding_backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="'onnx': ONNX Runtime on an export of the model cached in PATIENTINSIGHT_HOME/models (falls back "
+        "to torch, logged, when the export cannot be made or loaded); 'torch': sentence-transformers. Vectors agree to "
+        "cosine > 0.999, so switching does not re-embed.",
+    )
+    embed_threads: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Threads of the encoder (torch.set_num_threads, onnxruntime intra_op_num_threads); default: "
+        "the core count.",
+    )
 
     @property
     def lake_dir(self) -> Path:

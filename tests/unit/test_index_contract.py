@@ -1,0 +1,317 @@
+"""One contract for every vector index: the embedded index on local disk, and the Pinecone index
+against the Pinecone stand-in (tests/pinecone_standin.py) through the official SDK over HTTP.
+Below the contract: what only Pinecone can do wrong (throttling, outages, credentials), through the
+pipeline's own steps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patientinsight import pipeline
+from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex, Filters
+from patientinsight.ingest import run_ingest
+from patientinsight.pinecone_index import PineconeIndex, PineconeIndexError, PineconeOptions, PineconeReader
+from patientinsight.settings import Settings
+from tests.pinecone_standin import PineconeStandIn
+from tests.unit.test_index import records, unit
+
+MANIFEST = {"dim": 3, "model": "test"}
+
+
+@dataclass
+class Backend:
+    index: EmbeddedIndex
+    standin: PineconeStandIn | None
+
+    def stored_versions(self) -> set[str]:
+        """The versions whose vectors the backend still holds: folders, or non-empty namespaces."""
+        if self.standin is None:
+            return {p.name for p in self.index.versions_dir.iterdir() if (p / "vectors.npy").exists()}
+        (stored,) = self.standin.indexes.values()
+        return {ns for ns, rows in stored.namespaces.items() if rows}
+
+
+@pytest.fixture(params=["embedded", "pinecone"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    if request.param == "embedded":
+        yield Backend(EmbeddedIndex(tmp_path / "index", keep_versions=2), None)
+        return
+    with PineconeStandIn() as standin:
+        options = PineconeOptions(api_key=standin.api_key, controller_host=standin.url, backoff_s=0.01, batch_size=2)
+        yield Backend(PineconeIndex(tmp_path / "index", options, keep_versions=2), standin)
+
+
+def batch(
+    uids: list[str], vectors: list[np.ndarray], counts: list[int] | None = None, **columns: list
+) -> EmbeddedBatch:
+    frame = records(uids, columns.get("ages"), columns.get("sexes"))
+    return EmbeddedBatch(frame, np.stack(vectors), np.array(counts or [1] * len(uids), dtype=np.int64))
+
+
+def build(index: EmbeddedIndex, base: str | None, new: EmbeddedBatch | None = None, deletes: tuple = ()) -> str:
+    builder = index.builder(base, MANIFEST)
+    if new is not None:
+        builder.upsert(new)
+    builder.delete(list(deletes))
+    return builder.commit()
+
+
+# -- the contract ---------------------------------------------------------------------------------------
+
+
+def test_upsert_counts_hashes_and_top_k_order(backend: Backend) -> None:
+    index = backend.index
+    # a owns chunks 0-1, b owns chunk 2, c owns chunk 3
+    version = build(
+        index, None, batch(["a", "b", "c"], [unit(1, 0, 0), unit(0, 1, 0), unit(0.9, 0.1, 0), unit(0, 0, 1)], [2, 1, 1])
+    )
+    reader = index.open(version)
+    assert reader.count() == 3
+    assert reader.hashes() == {"a": "h-a", "b": "h-b", "c": "h-c"}
+    hits = reader.search(unit(0, 1, 0), k=3)
+    assert [h.uid for h in hits] == ["a", "b", "c"]
+    assert hits[0].best_chunk == 1 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[1].score == pytest.approx(float(unit(0.9, 0.1, 0) @ unit(0, 1, 0)), abs=1e-5)
+    assert [h.uid for h in reader.search(unit(1, 0, 0), k=2)] == ["a", "b"]
+    assert reader.search(unit(1, 0, 0), k=0) == []
+    assert reader.records(["c", "a"])["uid"].tolist() == ["c", "a"]
+
+
+def test_top_k_counts_records_not_chunks(backend: Backend) -> None:
+    """One record's many chunks must not crowd the others out of the k best records."""
+    many = [unit(1, 0.01 * i, 0) for i in range(30)]
+    others = [unit(0.5, 1, 0), unit(0.3, 1, 0), unit(0, 0, 1)]
+    reader = backend.index.open(build(backend.index, None, batch(["a", "b", "c", "d"], many + others, [30, 1, 1, 1])))
+    hits = reader.search(unit(1, 0, 0), k=3)
+    assert [h.uid for h in hits] == ["a", "b", "c"] and hits[0].best_chunk == 0
+    best, chunks = reader.scores(unit(1, 0, 0))
+    assert len(best) == 4 and len(chunks) == 33 and int(np.argmax(best)) == 0
+
+
+def test_filters(backend: Backend) -> None:
+    vectors = [unit(1, 0, 0), unit(1, 0.1, 0), unit(1, 0.2, 0), unit(1, 0.3, 0)]
+    new = batch(["a", "b", "c", "d"], vectors, ages=[5.0, 30.0, 70.0, None], sexes=["M", "F", "F", "M"])
+    reader = backend.index.open(build(backend.index, None, new))
+    q = unit(1, 0, 0)
+    assert [h.uid for h in reader.search(q, 10, Filters(sex="f"))] == ["b", "c"]
+    assert [h.uid for h in reader.search(q, 10, Filters(age_min=18))] == ["b", "c"]  # unknown age fails
+    assert [h.uid for h in reader.search(q, 10, Filters(age_min=18, age_max=40))] == ["b"]
+    assert [h.uid for h in reader.search(q, 10, Filters(age_max=40, sex="M"))] == ["a"]
+    assert [h.uid for h in reader.search(q, 1, Filters(sex="F"))] == ["b"]
+    assert reader.search(q, 10, Filters(age_min=90)) == []
+    assert [h.uid for h in reader.search(q, 10, Filters())] == ["a", "b", "c", "d"]
+
+
+def test_update_and_delete_make_a_new_version(backend: Backend) -> None:
+    index = backend.index
+    first = build(index, None, batch(["a", "b", "c"], [unit(1, 0, 0), unit(0, 1, 0), unit(0, 1, 1)]))
+    changed = batch(["b"], [unit(0, 0, 1)])
+    changed.records["content_hash"] = ["h-b2"]
+    second = build(index, first, changed, deletes=("a",))
+    reader = index.open(second)
+    assert reader.count() == 2
+    assert reader.hashes() == {"b": "h-b2", "c": "h-c"}
+    assert [h.uid for h in reader.search(unit(0, 0, 1), 2)] == ["b", "c"]
+    assert reader.search(unit(0, 0, 1), 1)[0].score == pytest.approx(1.0, abs=1e-5)
+    assert "a" not in {h.uid for h in reader.search(unit(1, 0, 0), 10)}
+    # c was carried unchanged from the base: same vector, same score
+    assert reader.search(unit(0, 1, 1), 1)[0].uid == "c"
+    old = index.open(first)  # versions are immutable
+    assert old.count() == 3 and old.hashes()["b"] == "h-b"
+    assert old.search(unit(0, 1, 0), 1)[0].uid == "b"
+
+
+def test_publish_switches_pointer_and_prunes(backend: Backend) -> None:
+    index = backend.index
+    assert index.published() is None
+    versions: list[str] = []
+    for i in range(4):
+        new = batch([f"u{i}"], [unit(1, i, 0)])
+        versions.append(build(index, versions[-1] if versions else None, new))
+        index.publish(versions[-1])
+        assert index.published() == versions[-1]
+        assert (index.root / "CURRENT").read_text().strip() == versions[-1]
+    assert sorted(p.name for p in index.versions_dir.iterdir()) == versions[-2:]
+    assert backend.stored_versions() == set(versions[-2:])
+    assert index.open(index.published()).count() == 4
+    with pytest.raises(FileNotFoundError):
+        index.publish("v-missing")
+    assert index.published() == versions[-1]
+
+
+def test_empty_version(backend: Backend) -> None:
+    reader = backend.index.open(build(backend.index, None))
+    assert reader.count() == 0 and reader.hashes() == {} and reader.search(unit(1, 0, 0), 5) == []
+
+
+# -- Pinecone only ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def standin() -> Iterator[PineconeStandIn]:
+    with PineconeStandIn() as server:
+        yield server
+
+
+def pinecone_index(tmp_path: Path, standin: PineconeStandIn, **options: object) -> PineconeIndex:
+    opts = PineconeOptions(api_key=standin.api_key, controller_host=standin.url, backoff_s=0.01, **options)  # type: ignore[arg-type]
+    return PineconeIndex(tmp_path / "index", opts)
+
+
+def test_index_is_created_dense_cosine_and_vectors_carry_hashes(tmp_path: Path, standin: PineconeStandIn) -> None:
+    index = pinecone_index(tmp_path, standin)
+    version = build(index, None, batch(["a", "b"], [unit(1, 0, 0), unit(0, 1, 0)], [1, 1], ages=[40.0, None]))
+    (stored,) = standin.indexes.values()
+    assert (stored.name, stored.dimension, stored.metric) == ("patientinsight", 3, "cosine")
+    assert standin.api_versions == {"2026-07"}
+    reader = index.open(version)
+    assert reader.remote_hashes() == reader.hashes() == {"a": "h-a", "b": "h-b"}
+    assert reader.remote_count() == 2
+    meta = {vid: m for vid, (_, m) in standin.namespace("patientinsight", version).items()}
+    assert meta["a#0"] == {"uid": "a", "chunk": 0, "content_hash": "h-a", "age_years": 40.0, "sex": "F"}
+    assert "age_years" not in meta["b#0"] and all("text" not in m for m in meta.values())
+    # a second model of another dimension is refused, not mixed in
+    with pytest.raises(PineconeIndexError, match="dimension 3"):
+        PineconeIndex(tmp_path / "other", index.options).builder(None, {"dim": 384}).commit()
+
+
+def test_commit_waits_until_pinecone_counts_every_vector(tmp_path: Path) -> None:
+    with PineconeStandIn(visible_after_s=0.5) as standin:  # eventual consistency, as in Pinecone
+        index = pinecone_index(tmp_path, standin)
+        version = build(index, None, batch(["a", "b", "c"], [unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]))
+        assert len(index.open(version).search(unit(1, 1, 1), 10)) == 3
+
+
+def test_switching_from_embedded_carries_vectors_from_the_lake(tmp_path: Path, standin: PineconeStandIn) -> None:
+    embedded = EmbeddedIndex(tmp_path / "index")
+    first = build(embedded, None, batch(["a", "b"], [unit(1, 0, 0), unit(0, 1, 0)]))
+    embedded.publish(first)
+    index = pinecone_index(tmp_path, standin)
+    second = build(index, index.published(), batch(["c"], [unit(0, 0, 1)]))
+    reader = index.open(second)
+    assert reader.hashes() == {"a": "h-a", "b": "h-b", "c": "h-c"}
+    assert [reader.search(unit(*v), 1)[0].uid for v in ((1, 0, 0), (0, 1, 0), (0, 0, 1))] == ["a", "b", "c"]
+    assert standin.count("/vectors/fetch") == 0  # nothing to fetch: the base's vectors were on disk
+
+
+def write_run(run_dir: Path, uids: list[str], base: str | None) -> Path:
+    """A run folder as validate/plan/embed leave it, without running the model."""
+    frame = records(uids)
+    frame["title"] = [f"case {u}" for u in uids]
+    (run_dir / "records").mkdir(parents=True)
+    (run_dir / "embeddings").mkdir()
+    frame.loc[:, list(META_COLUMNS)].to_parquet(run_dir / "records" / "part-00000.parquet", index=False)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(uids), 3)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.savez(run_dir / "embeddings" / "part-00000.npz", uids=np.array(uids), vectors=vectors, counts=np.ones(len(uids)))
+    plan = {"base": base, "embed": uids, "delete": [], "unchanged": 0, "full_refresh": False}
+    (run_dir / "plan.json").write_text(json.dumps(plan))
+    return run_dir
+
+
+@pytest.fixture
+def pinecone_settings(tmp_path: Path, standin: PineconeStandIn, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("PINECONE_API_KEY", standin.api_key)
+    return Settings(
+        home=tmp_path / "home",
+        index_backend="pinecone",
+        pinecone_conn_id="",
+        pinecone_host=standin.url,
+        pinecone_batch_size=2,
+        pinecone_max_retries=8,
+        pinecone_backoff_s=0.01,
+    )
+
+
+def test_throttling_is_retried_by_the_pipeline(
+    tmp_path: Path, standin: PineconeStandIn, pinecone_settings: Settings
+) -> None:
+    index = pipeline.make_index(pinecone_settings)
+    assert isinstance(index, PineconeIndex)
+    # More 429s than the SDK's own 3 retries: the index's backoff has to carry the batch through.
+    standin.fail("/vectors/upsert", 429, times=8, retry_after="0")
+    built = pipeline.build_version(write_run(tmp_path / "run", ["a", "b", "c"], None), index, MANIFEST)
+    assert standin.count("/vectors/upsert", 429) == 8
+    assert built["records"] == 3
+    pipeline.publish_version(index, built["version"])
+    assert pipeline.make_index(pinecone_settings).published() == built["version"]
+    assert index.open(built["version"]).remote_count() == 3
+
+
+def test_persistent_failure_fails_clearly_and_publishes_nothing(
+    tmp_path: Path, standin: PineconeStandIn, pinecone_settings: Settings
+) -> None:
+    settings = pinecone_settings.model_copy(update={"pinecone_max_retries": 2})
+    index = pipeline.make_index(settings)
+    good = pipeline.build_version(write_run(tmp_path / "run1", ["a", "b"], None), index, MANIFEST)["version"]
+    pipeline.publish_version(index, good)
+    # The first batch lands, then the service fails for good: a half-written namespace to clean up.
+    standin.fail("/vectors/upsert", 500, times=None, retry_after="0", after=1)
+    with pytest.raises(PineconeIndexError, match=r"not committed, nothing published: upsert of \d+ vectors") as err:
+        pipeline.build_version(write_run(tmp_path / "run2", ["c", "d", "e", "f"], good), index, MANIFEST)
+    assert "after 3 attempt(s)" in str(err.value) and "500" in str(err.value)
+    assert standin.count("/vectors/upsert", 500) >= 3
+    standin.heal()
+    assert index.published() == good == (index.root / "CURRENT").read_text().strip()
+    assert [p.name for p in index.versions_dir.iterdir()] == [good]  # no version, no staging folder
+    assert set(standin.indexes["patientinsight"].namespaces) == {good}  # the half-written namespace is gone
+
+
+def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(
+    sample_csv: Path, standin: PineconeStandIn, pinecone_settings: Settings
+) -> None:
+    first = run_ingest(str(sample_csv), pinecone_settings, run_id="first")
+    index = pipeline.make_index(pinecone_settings)
+    assert first["published"] and index.published() == first["index_version"]
+    reader = index.open(first["index_version"])
+    assert isinstance(reader, PineconeReader) and reader.remote_count() == first["chunks"]
+    assert reader.remote_hashes() == reader.hashes() and reader.count() == first["indexed"]
+    again = run_ingest(str(sample_csv), pinecone_settings, run_id="again")  # unchanged hashes: nothing re-embedded
+    assert (again["embedded"], again["unchanged"], again["index_version"]) == (
+        0,
+        first["indexed"],
+        first["index_version"],
+    )
+
+    standin.fail("/vectors/upsert", 500, times=None, retry_after="0")
+    settings = pinecone_settings.model_copy(update={"pinecone_max_retries": 1})
+    with pytest.raises(PineconeIndexError, match=r"nothing published: upsert of \d+ vectors .* failed after 2"):
+        run_ingest(str(sample_csv), settings, full_refresh=True, limit=5, run_id="outage")
+    assert pipeline.make_index(settings).published() == first["index_version"]
+    assert (settings.index_dir / "CURRENT").read_text().strip() == first["index_version"]
+    assert set(standin.indexes["patientinsight"].namespaces) == {first["index_version"]}
+
+
+def test_api_key_from_the_airflow_connection(
+    tmp_path: Path, standin: PineconeStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PINECONE_API_KEY", raising=False)
+    settings = Settings(home=tmp_path / "home", index_backend="pinecone", pinecone_backoff_s=0.01)
+    with pytest.raises(PineconeIndexError, match="no Pinecone API key"):
+        build(pipeline.make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
+    conn = {"conn_type": "pinecone", "host": standin.url, "password": standin.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(conn))
+    version = build(pipeline.make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
+    assert pipeline.make_index(settings).open(version).remote_count() == 1
+    wrong = {**conn, "password": "pcsk-wrong"}
+    monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(wrong))
+    with pytest.raises(Exception, match="Invalid API Key"):
+        build(pipeline.make_index(settings), None, batch(["b"], [unit(1, 0, 0)]))
+
+
+def test_records_of_a_version_are_the_lake_copy(tmp_path: Path, standin: PineconeStandIn) -> None:
+    index = pinecone_index(tmp_path, standin)
+    version = build(index, None, batch(["a"], [unit(1, 0, 0)]))
+    folder = index.versions_dir / version
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "records.parquet"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["backend"] == "pinecone" and manifest["namespace"] == version and manifest["vectors"] == 1
+    assert pd.read_parquet(folder / "records.parquet")["uid"].tolist() == ["a"]
