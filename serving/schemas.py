@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class QueryFilters(BaseModel):
+    """Restrictions on the cases returned; age_min must not be greater than age_max (422 otherwise)."""
+
     model_config = ConfigDict(extra="forbid")
 
     age_min: float | None = Field(default=None, ge=0, le=150, description="Youngest age in years.")
