@@ -6,6 +6,10 @@ optionally gzipped), validates every row (failures go to `quarantine.jsonl` with
 reason), profiles the data, embeds only new or changed records, stages a new index version,
 evaluates it and publishes it atomically as the Asset `patient_index`. One MLflow run per DAG run.
 
+The records to embed are cut into shards of `shard_size`; `embed` is mapped over them (one task
+each, in the `embedding` pool), writes vectors to the lake, and `build` stages the version only when
+every shard succeeded: a failed shard is retried alone and nothing is published half-done.
+
 Trigger it from the form, or with conf `{"source_uri": "s3://bucket/key"}` (the S3 trigger does).
 The run's reports are in `PATIENTINSIGHT_HOME/lake/runs/<run id>/`.
 """
@@ -25,6 +29,7 @@ from patientinsight.settings import get_settings
 from patientinsight.sources import SourceError
 from patientinsight.storage import storage_options_for
 
+EMBEDDING_POOL = "embedding"  # defined in airflow_settings.yaml
 PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
 SETTINGS = get_settings()
 
@@ -84,6 +89,13 @@ def _link(state: dict[str, Any]) -> dict[str, Any]:
             title="Row limit",
             description="Read at most this many rows (empty: all).",
         ),
+        "shard_size": Param(
+            SETTINGS.embed_shard_size,
+            type="integer",
+            minimum=1,
+            title="Shard size",
+            description="Records per embedding task; each shard is one mapped task (one worker's work).",
+        ),
         "max_mrr_drop": Param(
             SETTINGS.gate_max_mrr_drop,
             type="number",
@@ -119,11 +131,19 @@ def patient_ingest() -> None:
         return dag_support.plan(get_settings(), _link(state))
 
     @task
-    def embed(state: dict[str, Any], planned: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.embed(get_settings(), _link(state))
+    def shards(state: dict[str, Any], planned: dict[str, Any]) -> list[dict[str, Any]]:
+        return dag_support.shards(get_settings(), _link(state))
 
-    @task
-    def build(state: dict[str, Any], embedded: dict[str, Any]) -> dict[str, Any]:
+    # One task per shard: spread over the workers by the Celery or Kubernetes executor, bounded by the
+    # `embedding` pool (airflow_settings.yaml) under the LocalExecutor. Vectors go to the lake.
+    @task(pool=EMBEDDING_POOL, map_index_template="shard {{ shard_number }}")
+    def embed(state: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+        get_current_context()["shard_number"] = shard["shard"]  # type: ignore[typeddict-unknown-key]
+        return dag_support.embed_shard(get_settings(), _link(state), shard)
+
+    # Runs when every shard succeeded, or when there was none to run (nothing changed).
+    @task(trigger_rule=TriggerRule.NONE_FAILED)
+    def build(state: dict[str, Any]) -> dict[str, Any]:
         return dag_support.build(get_settings(), _link(state))
 
     @task
@@ -168,13 +188,14 @@ def patient_ingest() -> None:
     planned = plan(state)
     profiled = profile(state)
     validated >> [planned, profiled]
-    embedded = embed(state, planned)
-    built = build(state, embedded)
+    embedded = embed.partial(state=state).expand(shard=shards(state, planned))
+    built = build(state)
+    embedded >> built
     evaluated = evaluate(state, built)
     published = publish(state, built)
     gate(state, evaluated) >> [published, approve]
     approve >> published
-    steps = {"validate": validated, "profile": profiled, "plan": planned, "embed": embedded}
+    steps = {"validate": validated, "profile": profiled, "plan": planned}
     finish(state, {**steps, "build": built, "evaluate": evaluated, "publish": published})
 
 

@@ -31,6 +31,7 @@ def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, An
         )
     logged = run_params(params["source_uri"], settings, bool(params["full_refresh"]), params["limit"])
     logged["max_quarantine_ratio"] = float(params["max_quarantine_ratio"])
+    logged["embed_shard_size"] = int(params.get("shard_size") or settings.embed_shard_size)
     tracking.log_params(uri, mlflow_run, logged)
     return {
         "run_dir": str(run_dir),
@@ -41,6 +42,7 @@ def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, An
         "limit": params["limit"],
         "max_quarantine_ratio": float(params["max_quarantine_ratio"]),
         "max_mrr_drop": float(params.get("max_mrr_drop", settings.gate_max_mrr_drop)),
+        "shard_size": int(params.get("shard_size") or settings.embed_shard_size),
     }
 
 
@@ -73,12 +75,24 @@ def plan(settings: Settings, state: State) -> dict[str, Any]:
         Path(state["run_dir"]), pipeline.make_index(settings), embedding, state["full_refresh"]))  # fmt: skip
 
 
-def embed(settings: Settings, state: State) -> dict[str, Any]:
-    return _tracked(settings, state, "embed", lambda: pipeline.embed_planned(
-        Path(state["run_dir"]), pipeline.make_embedder(settings)))  # fmt: skip
+def shards(settings: Settings, state: State) -> list[dict[str, Any]]:
+    """The embedding shards of the plan: one mapped embed task each (none when nothing changed)."""
+    planned = pipeline.plan_shards(Path(state["run_dir"]), state["shard_size"])
+    tracking.log_metrics(settings.tracking_uri, state["mlflow_run_id"], {"embed_shards": float(len(planned))})
+    return planned
+
+
+def embed_shard(settings: Settings, state: State, shard: dict[str, Any]) -> dict[str, Any]:
+    """One shard; a failure retries this shard alone. Its numbers reach MLflow summed, with build."""
+    return pipeline.embed_shard(Path(state["run_dir"]), pipeline.make_embedder(settings), shard)
 
 
 def build(settings: Settings, state: State) -> dict[str, Any]:
+    tracking.log_metrics(
+        settings.tracking_uri,
+        state["mlflow_run_id"],
+        step_metrics("embed", pipeline.embed_summary(Path(state["run_dir"]))),
+    )
     embedding = pipeline.make_embedder(settings).describe()
     return _tracked(settings, state, "build", lambda: pipeline.build_version(
         Path(state["run_dir"]), pipeline.make_index(settings), embedding, settings.title_weight))  # fmt: skip
@@ -107,8 +121,10 @@ def publish(settings: Settings, state: State, version: str) -> dict[str, Any]:
 def finish_run(settings: Settings, state: State, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Write the run's report, attach the reports to MLflow and close the run."""
     run_dir = Path(state["run_dir"])
-    # Skipped tasks (publish after a rejection) hand over None.
-    report = pipeline.run_report(run_dir, {k: v for k, v in steps.items() if v}, pipeline.make_index(settings))
+    # Skipped tasks (publish after a rejection) hand over None; the shards left their sums in the lake.
+    done = {k: v for k, v in steps.items() if v}
+    done["embed"] = pipeline.embed_summary(run_dir)
+    report = pipeline.run_report(run_dir, done, pipeline.make_index(settings))
     uri = settings.tracking_uri
     counts = ("read", "indexed", "quarantined", "embedded", "unchanged", "deleted")
     tracking.log_metrics(

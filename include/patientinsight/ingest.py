@@ -22,6 +22,7 @@ def run_params(source: str, settings: Settings, full_refresh: bool, limit: int |
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap": settings.chunk_overlap,
         "embed_batch_size": settings.embed_batch_size,
+        "embed_shard_size": settings.embed_shard_size,
         "max_quarantine_ratio": settings.max_quarantine_ratio,
     }
 
@@ -60,7 +61,7 @@ def run_ingest(
         )
         embedding = embedder.describe()
         steps["plan"] = pipeline.plan_changes(run_dir, index, embedding, full_refresh)
-        steps["embed"] = pipeline.embed_planned(run_dir, embedder)
+        steps["embed"] = pipeline.embed_planned(run_dir, embedder, settings.embed_shard_size)
         # Profiling after embedding: in one process, the encoder measured ~8% slower after
         # ydata-profiling had run (docs/PERFORMANCE.md). The DAG runs it as a task of its own.
         steps["profile"] = pipeline.profile_run(run_dir, settings.profile_max_rows)

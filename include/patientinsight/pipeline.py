@@ -11,6 +11,7 @@ import logging
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,16 +209,20 @@ def plan_changes(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any],
             # A different model or strategy makes every stored vector stale: re-embed all.
             stored = index.open(base).hashes() if same_model else {}
         embed: list[str] = []
+        embed_parts: list[tuple[str, int]] = []  # (part, records to embed in it), in embed-list order
         unchanged = 0
         source_uids: set[str] = set()
         for part in _record_parts(run_dir):
             frame = pd.read_parquet(part, columns=["uid", "content_hash"])
+            before = len(embed)
             for uid, digest in zip(frame["uid"], frame["content_hash"], strict=True):
                 source_uids.add(uid)
                 if stored.get(uid) == digest:
                     unchanged += 1
                 else:
                     embed.append(uid)
+            if len(embed) > before:
+                embed_parts.append((part.name, len(embed) - before))
         deletes: list[str] = []
         if full_refresh and base is not None:
             quarantined = {e["uid"] for e in _quarantine_uids(run_dir)}
@@ -226,6 +231,7 @@ def plan_changes(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any],
     plan = {
         "base": base,
         "embed": embed,
+        "embed_parts": embed_parts,
         "delete": deletes,
         "unchanged": unchanged,
         "full_refresh": full_refresh,
@@ -249,38 +255,107 @@ def _same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool
     return all(manifest.get(k) == embedding.get(k) for k in keys)
 
 
-def embed_planned(run_dir: Path, embedder: Embedder) -> dict[str, Any]:
-    """Embed the planned records part by part; vectors go to embeddings/part-*.npz beside them."""
+SHARDS_FILE = "shards.json"
+
+
+def plan_shards(run_dir: Path, shard_size: int) -> list[dict[str, Any]]:
+    """Cut the planned records into shards of at most `shard_size`: each an [start, stop) slice of
+    the plan's embed list and the record parts it reads. The DAG maps one embed task over them.
+    Starts the run's embeddings afresh, so a cleared run never mixes shards of two plans."""
+    if shard_size < 1:
+        raise ValueError(f"shard size must be at least 1, got {shard_size}")
     plan = _read_json(run_dir / "plan.json")
-    wanted = set(plan["embed"])
+    part_ends: list[tuple[str, int]] = []  # (part, position in the embed list where it ends)
+    position = 0
+    for name, count in plan["embed_parts"]:
+        position += count
+        part_ends.append((name, position))
+    shards = []
+    for number, start in enumerate(range(0, len(plan["embed"]), shard_size)):
+        stop = min(start + shard_size, len(plan["embed"]))
+        parts, part_start = [], 0
+        for name, part_end in part_ends:
+            if part_start < stop and part_end > start:
+                parts.append(name)
+            part_start = part_end
+        shards.append({"shard": number, "start": start, "stop": stop, "parts": parts})
     out_dir = run_dir / "embeddings"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir()
-    done = chunks = 0
+    _write_json(run_dir / SHARDS_FILE, {"shard_size": shard_size, "shards": shards})
+    log.info("%d records to embed in %d shards of at most %d", len(plan["embed"]), len(shards), shard_size)
+    return shards
+
+
+def _shard_file(run_dir: Path, number: int, suffix: str) -> Path:
+    return run_dir / "embeddings" / f"shard-{number:05d}{suffix}"
+
+
+def embed_shard(run_dir: Path, embedder: Embedder, shard: dict[str, Any]) -> dict[str, Any]:
+    """Embed one shard's records; its vectors (and a summary) go to embeddings/shard-N.*, written
+    under a temporary name and renamed, so a retried or killed shard never leaves half a file."""
+    plan = _read_json(run_dir / "plan.json")
+    uids = plan["embed"][shard["start"] : shard["stop"]]
     with Timer() as timer:
-        for part in _record_parts(run_dir):
-            frame = pd.read_parquet(part, columns=["uid", "text"])
-            frame = frame[frame["uid"].isin(wanted)]
-            if frame.empty:
-                continue
-            vectors, counts = embedder.embed_documents(frame["text"].tolist())
-            np.savez(
-                out_dir / f"{part.stem}.npz",
-                uids=frame["uid"].to_numpy(dtype=str),
-                vectors=vectors,
-                counts=counts,
-            )
-            done += len(frame)
-            chunks += len(vectors)
-            rate = done / max(time.perf_counter() - timer.started, 1e-9)
-            log.info("embedded %d/%d records (%.1f records/s, %d chunks)", done, len(wanted), rate, chunks)
-    seconds = timer.seconds
-    return {
-        "embedded": done,
-        "chunks": chunks,
-        "seconds": seconds,
-        "records_per_s": done / seconds if done and seconds else 0.0,
+        wanted = set(uids)
+        frames = [pd.read_parquet(run_dir / "records" / name, columns=["uid", "text"]) for name in shard["parts"]]
+        texts = pd.concat(frames, ignore_index=True).set_index("uid").loc[uids, "text"].tolist()
+        if len(texts) != len(wanted):
+            raise RuntimeError(f"shard {shard['shard']}: {len(texts)} records found for {len(wanted)} planned")
+        vectors, counts = embedder.embed_documents(texts)
+        target = _shard_file(run_dir, shard["shard"], ".npz")
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.npz")
+        np.savez(partial, uids=np.asarray(uids, dtype=str), vectors=vectors, counts=counts)
+        partial.replace(target)
+    result = {
+        "shard": shard["shard"],
+        "embedded": len(uids),
+        "chunks": len(vectors),
+        "seconds": timer.seconds,
+        "records_per_s": len(uids) / timer.seconds if uids and timer.seconds else 0.0,
     }
+    _write_json(_shard_file(run_dir, shard["shard"], ".json"), result)
+    log.info("shard %d: embedded %d records (%.1f records/s)", shard["shard"], len(uids), result["records_per_s"])
+    return result
+
+
+def embed_summary(run_dir: Path) -> dict[str, Any]:
+    """The embed step's numbers, summed over the run's shards (seconds: encoder time, all shards)."""
+    shards = _read_json(run_dir / SHARDS_FILE)["shards"]
+    results = [_read_json(_shard_file(run_dir, s["shard"], ".json")) for s in shards]
+    embedded = sum(r["embedded"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    return {
+        "embedded": embedded,
+        "chunks": sum(r["chunks"] for r in results),
+        "shards": len(results),
+        "seconds": seconds,
+        "records_per_s": embedded / seconds if embedded and seconds else 0.0,
+    }
+
+
+def embed_planned(run_dir: Path, embedder: Embedder, shard_size: int) -> dict[str, Any]:
+    """Every shard in turn, in this process: the command line's path through the DAG's steps."""
+    for shard in plan_shards(run_dir, shard_size):
+        embed_shard(run_dir, embedder, shard)
+    return embed_summary(run_dir)
+
+
+def _embedded_batches(run_dir: Path) -> Iterator[EmbeddedBatch]:
+    """Each shard's vectors with their records, in plan order. A shard without vectors fails the
+    build: a version is made of every planned record or not at all."""
+    for shard in _read_json(run_dir / SHARDS_FILE)["shards"]:
+        vectors_file = _shard_file(run_dir, shard["shard"], ".npz")
+        if not vectors_file.exists():
+            raise FileNotFoundError(
+                f"shard {shard['shard']} has no vectors ({vectors_file}): its embed task did not finish"
+            )
+        stored = np.load(vectors_file)
+        uids = stored["uids"].tolist()
+        wanted = [("uid", "in", uids)]
+        frames = [pd.read_parquet(run_dir / "records" / name, filters=wanted) for name in shard["parts"]]
+        frame = pd.concat(frames, ignore_index=True).set_index("uid").loc[uids].reset_index()
+        yield EmbeddedBatch(frame, stored["vectors"], stored["counts"])
 
 
 def build_version(
@@ -295,13 +370,8 @@ def build_version(
         return {"version": plan["base"], "records": reader.count(), "seconds": 0.0}
     with Timer() as timer:
         builder = index.builder(plan["base"], manifest={**embedding, "run": run_dir.name})
-        for part in _record_parts(run_dir):
-            vectors_file = run_dir / "embeddings" / f"{part.stem}.npz"
-            if not vectors_file.exists():
-                continue
-            stored = np.load(vectors_file)
-            frame = pd.read_parquet(part).set_index("uid").loc[list(stored["uids"])].reset_index()
-            builder.upsert(EmbeddedBatch(frame, stored["vectors"], stored["counts"]))
+        for batch in _embedded_batches(run_dir):
+            builder.upsert(batch)
         builder.delete(plan["delete"])
         version = builder.commit(
             extras=lambda folder, records: write_lexical_index(
@@ -406,6 +476,7 @@ REPORT_FILES = (
     "profile.html",
     "profile.json",
     "plan.json",
+    "shards.json",
     "report.json",
 )
 

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=50, ge=0, description="Tokens shared by consecutive chunks.")
     embed_batch_size: int = Field(default=32, ge=1, description="Texts per encoder batch.")
     read_chunk_rows: int = Field(default=5000, ge=1, description="Rows read from a source at a time.")
+    embed_shard_size: int = Field(
+        default=5000,
+        ge=1,
+        description="Records per embedding shard: patient_ingest maps one embed task over each shard (one worker "
+        "each under the Celery or Kubernetes executor); the command line runs them in turn.",
+    )
     max_quarantine_ratio: float = Field(
         default=0.05, ge=0.0, le=1.0, description="Fail the run above this quarantined share."
     )

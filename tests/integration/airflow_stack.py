@@ -197,6 +197,18 @@ class AirflowStack:
         (self.workdir / "logs" / "db-migrate.log").write_text(result.stdout + result.stderr)
         if result.returncode:
             raise RuntimeError(f"airflow db migrate failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        # The connections and pools of airflow_settings.yaml, loaded as `make airflow-home` loads them
+        # (connections from the environment, AIRFLOW_CONN_*, still come first).
+        result = subprocess.run(
+            [sys.executable, "-m", "patientinsight.airflow_settings", str(self.repo_root / "airflow_settings.yaml")],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        (self.workdir / "logs" / "airflow-settings.log").write_text(result.stdout + result.stderr)
+        if result.returncode:
+            raise RuntimeError(f"loading airflow_settings.yaml failed ({result.returncode}):\n{result.stderr[-4000:]}")
 
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"

@@ -211,9 +211,12 @@ def write_run(run_dir: Path, uids: list[str], base: str | None) -> Path:
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(uids), 3)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    np.savez(run_dir / "embeddings" / "part-00000.npz", uids=np.array(uids), vectors=vectors, counts=np.ones(len(uids)))
+    shard_file = run_dir / "embeddings" / "shard-00000.npz"
+    np.savez(shard_file, uids=np.array(uids), vectors=vectors, counts=np.ones(len(uids)))
     plan = {"base": base, "embed": uids, "delete": [], "unchanged": 0, "full_refresh": False}
     (run_dir / "plan.json").write_text(json.dumps(plan))
+    shards = [{"shard": 0, "start": 0, "stop": len(uids), "parts": ["part-00000.parquet"]}]
+    (run_dir / "shards.json").write_text(json.dumps({"shard_size": len(uids), "shards": shards}))
     return run_dir
 
 

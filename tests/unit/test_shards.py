@@ -1,0 +1,103 @@
+"""Embedding in shards (what patient_ingest maps one task over), without a scheduler: how the plan is
+cut, that shards add up to the unsharded result, and that a missing shard stops the build."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patientinsight import pipeline
+from patientinsight.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+def planned_run(settings: Settings, source: Path, name: str, chunk_rows: int = 10) -> Path:
+    """A run folder validated in parts of `chunk_rows` rows and planned against the empty index."""
+    run_dir = settings.runs_dir / name
+    run_dir.mkdir(parents=True)
+    pipeline.validate_source(str(source), run_dir, chunk_rows, max_quarantine_ratio=0.5)
+    embedding = pipeline.make_embedder(settings).describe()
+    pipeline.plan_changes(run_dir, pipeline.make_index(settings), embedding, full_refresh=False)
+    return run_dir
+
+
+def test_shards_cover_the_plan_once_and_name_the_parts_they_read(settings: Settings, sample_csv: Path) -> None:
+    run_dir = planned_run(settings, sample_csv, "cut")
+    plan = json.loads((run_dir / "plan.json").read_text())
+    shards = pipeline.plan_shards(run_dir, 7)
+    assert [s["shard"] for s in shards] == list(range(-(-len(plan["embed"]) // 7)))
+    assert all(0 < s["stop"] - s["start"] <= 7 for s in shards)
+    assert [u for s in shards for u in plan["embed"][s["start"] : s["stop"]]] == plan["embed"]
+    for shard in shards:
+        in_parts = set()
+        for name in shard["parts"]:
+            in_parts |= set(pd.read_parquet(run_dir / "records" / name, columns=["uid"])["uid"])
+        assert set(plan["embed"][shard["start"] : shard["stop"]]) <= in_parts
+        assert len(shard["parts"]) <= 2  # 7 records never span more than two parts of 10 rows
+    with pytest.raises(ValueError, match="at least 1"):
+        pipeline.plan_shards(run_dir, 0)
+
+
+def test_sharded_build_equals_the_unsharded_one(settings: Settings, sample_csv: Path) -> None:
+    embedder = pipeline.make_embedder(settings)
+    embedding = embedder.describe()
+    index = pipeline.make_index(settings)
+    versions = {}
+    for name, shard_size in (("one", 10_000), ("many", 6)):
+        run_dir = planned_run(settings, sample_csv, name)
+        summary = pipeline.embed_planned(run_dir, embedder, shard_size)
+        assert summary["shards"] == (1 if name == "one" else -(-summary["embedded"] // 6))
+        versions[name] = pipeline.build_version(run_dir, index, embedding)["version"]
+    one, many = index.open(versions["one"]), index.open(versions["many"])
+    assert one.hashes() == many.hashes() and one.count() == summary["embedded"]
+    order = list(one.hashes())
+    assert list(many.hashes()) == order  # same records in the same order: the lexical index agrees too
+    np.testing.assert_allclose(np.asarray(one.vectors), np.asarray(many.vectors), atol=1e-5)
+
+
+def test_a_missing_shard_stops_the_build_and_a_retried_shard_completes_it(settings: Settings, sample_csv: Path) -> None:
+    embedder = pipeline.make_embedder(settings)
+    index = pipeline.make_index(settings)
+    run_dir = planned_run(settings, sample_csv, "retry")
+    shards = pipeline.plan_shards(run_dir, 20)
+    assert len(shards) == 3
+    for shard in shards[:2]:  # the third shard's task failed
+        pipeline.embed_shard(run_dir, embedder, shard)
+    with pytest.raises(FileNotFoundError, match="shard 2 has no vectors"):
+        pipeline.build_version(run_dir, index, embedder.describe())
+    assert not index.versions_dir.exists() or not any(index.versions_dir.iterdir())  # nothing staged
+
+    first = pipeline.embed_shard(run_dir, embedder, shards[2])
+    again = pipeline.embed_shard(run_dir, embedder, shards[2])  # a retry after success: same files
+    assert first["embedded"] == again["embedded"] == shards[2]["stop"] - shards[2]["start"]
+    assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == [
+        f"shard-{n:05d}.{ext}" for n in range(3) for ext in ("json", "npz")
+    ]
+    built = pipeline.build_version(run_dir, index, embedder.describe())
+    assert built["records"] == shards[-1]["stop"] == pipeline.embed_summary(run_dir)["embedded"]
+
+
+def test_nothing_to_embed_makes_no_shards(settings: Settings, sample_csv: Path) -> None:
+    embedder = pipeline.make_embedder(settings)
+    index = pipeline.make_index(settings)
+    run_dir = planned_run(settings, sample_csv, "first")
+    pipeline.embed_planned(run_dir, embedder, 5000)
+    index.publish(pipeline.build_version(run_dir, index, embedder.describe())["version"])
+    rerun = planned_run(settings, sample_csv, "unchanged")
+    assert pipeline.plan_shards(rerun, 5000) == []
+    assert pipeline.embed_summary(rerun) == {
+        "embedded": 0,
+        "chunks": 0,
+        "shards": 0,
+        "seconds": 0,
+        "records_per_s": 0.0,
+    }
+    assert pipeline.build_version(rerun, index, embedder.describe())["version"] == index.published()
