@@ -17,7 +17,7 @@ DAG `llm_endpoint_teardown`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -25,6 +25,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight import llm_smoke, llm_support
+from patientinsight.dag_defaults import dag_arguments
 from patientinsight.llm_endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
 from patientinsight.llm_operators import (
     CreateEndpointConfigOnceOperator,
@@ -52,21 +53,17 @@ def _link(state: dict[str, Any]) -> None:
     get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
 
 
+# One run at a time: two deployments of one endpoint at once would race on UpdateEndpoint.
 @dag(
-    dag_id="llm_endpoint",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,  # two deployments of one endpoint at once would race on UpdateEndpoint
-    tags=["patientinsight", "llm", "sagemaker"],
-    doc_md=__doc__,
-    default_args={
-        "owner": "ml-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=60),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": _on_failure,
-    },
+    **dag_arguments(
+        "llm_endpoint",
+        owner="ml-engineering",
+        tags=["llm", "sagemaker"],
+        doc_md=__doc__,
+        on_failure=_on_failure,
+        retry_delay=timedelta(seconds=60),
+        exponential_backoff=True,
+    ),
     params={
         "model_id": Param(
             "aaditya/Llama3-OpenBioLLM-8B",

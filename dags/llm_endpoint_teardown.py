@@ -10,12 +10,13 @@ nothing points at a deleted endpoint.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import Param, dag, get_current_context, task
 
+from patientinsight.dag_defaults import dag_arguments
 from patientinsight.llm_endpoint import DEFAULT_ENDPOINT_NAME, endpoint_name_for, remove_record
 from patientinsight.llm_teardown import teardown
 from patientinsight.settings import get_settings
@@ -28,19 +29,14 @@ def _on_failure(context: Any) -> None:
 
 
 @dag(
-    dag_id="llm_endpoint_teardown",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["patientinsight", "llm", "sagemaker"],
-    doc_md=__doc__,
-    default_args={
-        "owner": "ml-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=60),
-        "on_failure_callback": _on_failure,
-    },
+    **dag_arguments(
+        "llm_endpoint_teardown",
+        owner="ml-engineering",
+        tags=["llm", "sagemaker"],
+        doc_md=__doc__,
+        on_failure=_on_failure,
+        retry_delay=timedelta(seconds=60),
+    ),
     params={
         "endpoint_name": Param(
             None,

@@ -16,7 +16,7 @@ The run's reports are in `PATIENTINSIGHT_HOME/lake/runs/<run id>/`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -24,6 +24,7 @@ from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, tas
 from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight import dag_support
+from patientinsight.dag_defaults import dag_arguments
 from patientinsight.pipeline import QuarantineExceeded
 from patientinsight.settings import get_settings
 from patientinsight.sources import SourceError
@@ -45,21 +46,17 @@ def _link(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+# One run at a time: each version is built on the published one.
 @dag(
-    dag_id="patient_ingest",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,  # each version is built on the published one: one run at a time
-    tags=["patientinsight", "ingest"],
-    doc_md=__doc__,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": _on_failure,
-    },
+    **dag_arguments(
+        "patient_ingest",
+        owner="data-engineering",
+        tags=["ingest"],
+        doc_md=__doc__,
+        on_failure=_on_failure,
+        retry_delay=timedelta(seconds=30),
+        exponential_backoff=True,
+    ),
     params={
         "source_uri": Param(
             str(SETTINGS.sample_source),

@@ -17,7 +17,7 @@ From CI/CD: `POST /api/v2/dags/serving_rollout/dagRuns` with
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -26,6 +26,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
 from patientinsight import rollout
+from patientinsight.dag_defaults import dag_arguments
 from patientinsight.settings import get_settings
 
 SETTINGS = get_settings()
@@ -37,20 +38,16 @@ def _on_failure(context: Any) -> None:
     rollout.record_outcome(get_settings(), state, rollout.outcome_of_failed_task(context["ti"].task_id))
 
 
+# One run at a time: two helm upgrades of one release at once fail ("another operation is in progress").
 @dag(
-    dag_id="serving_rollout",
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,  # two helm upgrades of one release at once fail ("another operation is in progress")
-    tags=["patientinsight", "serving", "deploy"],
-    doc_md=__doc__,
-    default_args={
-        "owner": "data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": _on_failure,
-    },
+    **dag_arguments(
+        "serving_rollout",
+        owner="data-engineering",
+        tags=["serving", "deploy"],
+        doc_md=__doc__,
+        on_failure=_on_failure,
+        retry_delay=timedelta(minutes=1),
+    ),
     params={
         "image_repository": Param(
             SETTINGS.serving_image_repository,

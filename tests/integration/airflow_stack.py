@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,23 @@ class AirflowStack:
 
     def copy_logs(self, target: Path) -> None:
         shutil.copytree(self.workdir / "logs", target, dirs_exist_ok=True)
+
+
+@contextlib.contextmanager
+def running_stack(
+    repo_root: Path, workdir: Path, request: Any, dag_id: str, extra_env: dict[str, str] | None = None
+) -> Iterator[AirflowStack]:
+    """A started stack with `dag_id` parsed and unpaused, for a fixture; the components' logs go to
+    stderr when a test of the fixture's scope failed, and every process is stopped at the end."""
+    stack = AirflowStack.start(repo_root, workdir, extra_env)
+    failed_before = request.session.testsfailed
+    try:
+        stack.wait_for_dag(dag_id)
+        yield stack
+    finally:
+        if request.session.testsfailed > failed_before:
+            stack.dump_logs()
+        stack.stop()
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

@@ -24,7 +24,7 @@ import pytest
 from lambda_trigger import handler
 from patientinsight.index import EmbeddedIndex
 from patientinsight.pipeline import run_key
-from tests.integration.airflow_stack import AirflowStack, free_port
+from tests.integration.airflow_stack import AirflowStack, free_port, running_stack
 from tests.lambda_events import LambdaContext, eventbridge_event, s3_event, sqs_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.timeout(1200)]
@@ -86,17 +86,9 @@ def airflow(
         "password": "testing",
         "extra": {"endpoint_url": moto_s3, "region_name": "us-east-1"},
     }
-    stack = AirflowStack.start(
-        repo_root, tmp_path_factory.mktemp("airflow-stack"), {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
-    )
-    failed_before = request.session.testsfailed
-    try:
-        stack.wait_for_dag(DAG_ID)
+    env = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
+    with running_stack(repo_root, tmp_path_factory.mktemp("airflow-stack"), request, DAG_ID, env) as stack:
         yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            stack.dump_logs()
-        stack.stop()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 from patientinsight.index import EmbeddedIndex
 from patientinsight.pipeline import run_key
 from tests.helpers import read_rows
-from tests.integration.airflow_stack import AirflowStack
+from tests.integration.airflow_stack import AirflowStack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
@@ -24,15 +24,8 @@ DAG_ID = "patient_ingest"
 def airflow(
     repo_root: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[AirflowStack]:
-    stack = AirflowStack.start(repo_root, tmp_path_factory.mktemp("sharded-stack"))
-    failed_before = request.session.testsfailed
-    try:
-        stack.wait_for_dag(DAG_ID)
+    with running_stack(repo_root, tmp_path_factory.mktemp("sharded-stack"), request, DAG_ID) as stack:
         yield stack
-    finally:
-        if request.session.testsfailed > failed_before:
-            stack.dump_logs()
-        stack.stop()
 
 
 def test_shards_run_as_mapped_tasks_in_the_embedding_pool(airflow: AirflowStack, sample_csv: Path) -> None:
