@@ -7,16 +7,20 @@ the same records in the same order (row i of records.parquet is document i here)
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import numpy as np
+import pyarrow.parquet as pq
 import scipy.sparse as sp
+from bm25s import scoring
 
 LEXICAL_DIR = "lexical"
+BATCH_DOCUMENTS = 10_000  # documents tokenized at a time
 
 
 @lru_cache(maxsize=1)
@@ -36,12 +40,111 @@ def document_texts(titles: Sequence[str], texts: Sequence[str], title_weight: in
     return [" ".join([title] * title_weight + [text]) for title, text in zip(titles, texts, strict=True)]
 
 
-def write_index(folder: Path, titles: Sequence[str], texts: Sequence[str], title_weight: int = 1) -> None:
+@dataclass
+class _Terms:
+    """One batch of documents as (term id, count) pairs, document by document: all BM25 needs of
+    them, smaller than their tokens since repeated terms are counted once."""
+
+    terms: np.ndarray  # int32, each document's distinct terms in turn
+    counts: np.ndarray  # float32, how often each occurs in its document
+    per_doc: np.ndarray  # int64, distinct terms per document
+    lengths: np.ndarray  # int64, tokens per document
+
+
+def _batch_terms(texts: list[str], vocab: dict[str, int]) -> _Terms:
+    """Tokenize one batch with bm25s and count its terms; `vocab` (the whole corpus's) grows."""
+    part = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=True, show_progress=False)
+    remap = np.empty(len(part.vocab), dtype=np.int32)  # the batch's own ids -> the corpus's ids
+    for token, local in part.vocab.items():
+        remap[local] = vocab.setdefault(token, len(vocab))
+    pairs = [np.unique(remap[np.asarray(ids, dtype=np.int64)], return_counts=True) for ids in part.ids]
+    return _Terms(
+        terms=np.concatenate([t for t, _ in pairs]) if pairs else np.empty(0, np.int32),
+        counts=np.concatenate([c for _, c in pairs]).astype(np.float32) if pairs else np.empty(0, np.float32),
+        per_doc=np.array([len(t) for t, _ in pairs], dtype=np.int64),
+        lengths=np.array([len(ids) for ids in part.ids], dtype=np.int64),
+    )
+
+
+def _bm25_matrix(model: Any, batches: list[_Terms], vocab_size: int) -> dict[str, Any]:
+    """The term -> documents score matrix (CSC) that bm25s's own `index` builds, computed with its
+    idf and term-frequency functions, written in place batch by batch: memory stays at the matrix
+    (8 bytes per stored score), where `BM25.index` holds every token and several copies of the
+    matrix at once (measured: 2.3 GB above the texts for 250,000 records)."""
+    n_docs = int(sum(len(b.lengths) for b in batches))
+    if n_docs == 0:
+        raise ValueError("a lexical index needs at least one document")
+    avg_len = np.concatenate([b.lengths for b in batches]).mean()  # as bm25s: the mean of an int64 array
+    doc_freqs = np.zeros(vocab_size, dtype=np.int64)
+    for b in batches:
+        doc_freqs += np.bincount(b.terms, minlength=vocab_size)
+    idf = scoring._build_idf_array(
+        dict(enumerate(doc_freqs.tolist())), n_docs, scoring._select_idf_scorer(model.idf_method), model.dtype
+    )
+    tfc = scoring._select_tfc_scorer(model.method)
+    nnz = int(doc_freqs.sum())
+    index_dtype = np.int32 if nnz < 2**31 else np.int64
+    indptr = np.zeros(vocab_size + 1, dtype=index_dtype)
+    np.cumsum(doc_freqs, out=indptr[1:])
+    data = np.empty(nnz, dtype=model.dtype)
+    indices = np.empty(nnz, dtype=model.int_dtype)
+    free = indptr[:-1].astype(np.int64)  # next free slot of each term's column
+    first_doc = 0
+    while batches:
+        b = batches.pop(0)  # each batch's arrays are freed once placed
+        docs = np.repeat(np.arange(first_doc, first_doc + len(b.lengths), dtype=np.int64), b.per_doc)
+        lengths = np.repeat(b.lengths, b.per_doc)
+        scores = idf[b.terms] * tfc(tf_array=b.counts, l_d=lengths, l_avg=avg_len, k1=model.k1, b=model.b)
+        # Within a column, documents in order (as bm25s's scipy build leaves them).
+        order = np.argsort(b.terms, kind="stable")
+        terms = b.terms[order]
+        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])
+        sizes = np.diff(np.r_[starts, len(terms)])
+        rank = np.arange(len(terms)) - np.repeat(starts, sizes)
+        slots = free[terms] + rank
+        indices[slots] = docs[order]
+        data[slots] = scores[order]
+        free[terms[starts]] += sizes
+        first_doc += len(b.lengths)
+    return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
+
+
+def write_index_batches(
+    folder: Path, batches: Iterable[tuple[Sequence[str], Sequence[str]]], title_weight: int = 1
+) -> None:
+    """The BM25 index of documents given as batches of (titles, texts), in order; saved with bm25s
+    in its own format, so LexicalIndex loads it as before."""
+    vocab: dict[str, int] = {}
+    terms = [_batch_terms(document_texts(titles, texts, title_weight), vocab) for titles, texts in batches]
+    documents = int(sum(len(t.lengths) for t in terms))
     model = bm25s.BM25()
-    model.index(tokenize(document_texts(titles, texts, title_weight)), show_progress=False)
+    if model.method not in ("robertson", "lucene", "atire"):  # bm25l and bm25+ need a non-occurrence term
+        raise ValueError(f"unsupported BM25 variant {model.method}")
+    model.scores = _bm25_matrix(model, terms, len(vocab))
+    model.vocab_dict = {**vocab, "": len(vocab)} if "" not in vocab else vocab  # as bm25s's index() does
+    model.nonoccurrence_array = None
     out = folder / LEXICAL_DIR
     model.save(str(out), show_progress=False)
-    (out / "fields.json").write_text(json.dumps({"title_weight": title_weight, "documents": len(texts)}))
+    (out / "fields.json").write_text(json.dumps({"title_weight": title_weight, "documents": documents}))
+
+
+def write_index(
+    folder: Path, titles: Sequence[str], texts: Sequence[str], title_weight: int = 1, batch: int = BATCH_DOCUMENTS
+) -> None:
+    if len(titles) != len(texts):
+        raise ValueError("one title per text is required")
+    batches = ((titles[i : i + batch], texts[i : i + batch]) for i in range(0, len(texts), batch))
+    write_index_batches(folder, batches, title_weight)
+
+
+def write_index_from_parquet(folder: Path, records: Path, title_weight: int = 1, batch: int = BATCH_DOCUMENTS) -> None:
+    """The BM25 index of a records.parquet, read a batch of rows at a time (its row order)."""
+    parquet = pq.ParquetFile(records)
+    batches = (
+        (rows.column("title").to_pylist(), rows.column("text").to_pylist())
+        for rows in parquet.iter_batches(batch_size=batch, columns=["title", "text"])
+    )
+    write_index_batches(folder, batches, title_weight)
 
 
 class LexicalIndex:

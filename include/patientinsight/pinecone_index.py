@@ -434,7 +434,11 @@ class PineconeBuilder:
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
 
-    def commit(self, extras: Callable[[Path, pd.DataFrame], None] | None = None) -> str:
+    def commit(
+        self,
+        extras: Callable[[Path, pd.DataFrame], None] | None = None,
+        staged_extras: Callable[[Path], None] | None = None,
+    ) -> str:
         index, opts = self.index, self.index.options
         replaced = set(self._deletes)
         for batch in self._batches:
@@ -481,6 +485,8 @@ class PineconeBuilder:
             }
             if extras is not None:
                 extras(staging, records)
+            if staged_extras is not None:  # as EmbeddedBuilder.commit: from staging/records.parquet
+                staged_extras(staging)
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
             staging.rename(index.versions_dir / version)  # a version appears whole or not at all
         except BaseException as exc:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from patientinsight.embedding import Embedder
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex
-from patientinsight.lexical import write_index as write_lexical_index
+from patientinsight.lexical import write_index_from_parquet
 from patientinsight.settings import Settings
 from patientinsight.sources import read_chunks
 from patientinsight.validation import validate_chunk
@@ -373,10 +373,10 @@ def build_version(
         for batch in _embedded_batches(run_dir):
             builder.upsert(batch)
         builder.delete(plan["delete"])
+        # The lexical index is built from the staged records.parquet, a batch of rows at a time: the
+        # version's records are never all in memory (250k records: docs/PERFORMANCE.md).
         version = builder.commit(
-            extras=lambda folder, records: write_lexical_index(
-                folder, records["title"].tolist(), records["text"].tolist(), title_weight
-            )
+            staged_extras=lambda folder: write_index_from_parquet(folder, folder / "records.parquet", title_weight)
         )
     reader = index.open(version)
     log.info("staged index version %s with %d records", version, reader.count())

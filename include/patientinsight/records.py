@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,14 @@ RECORD_COLUMNS = (
     "relevant_articles",
     "content_hash",
 )
+
+
+# The shape the v1 CSV export writes relevance maps in ({'33492400': 1, ...}): read with two regular
+# expressions, about 10x faster than ast.literal_eval, which still reads every other shape.
+_STR_INT_MAP = re.compile(
+    r"\{\s*(?:'[^'\\\n]*'\s*:\s*(?:0|[1-9]\d*)\s*(?:,\s*'[^'\\\n]*'\s*:\s*(?:0|[1-9]\d*)\s*)*,?\s*)?\}"
+)
+_STR_INT_PAIR = re.compile(r"'([^'\\\n]*)'\s*:\s*(\d+)")
 
 
 @dataclass
@@ -76,6 +85,8 @@ def age_in_years(value: Any) -> float | None:
 
 def relevance_map(value: Any) -> dict[str, int]:
     """{'33492400': 2} in either export; v2 has no relevance fields, which reads as {}."""
+    if isinstance(value, str) and _STR_INT_MAP.fullmatch(value.strip()):
+        return {key: int(number) for key, number in _STR_INT_PAIR.findall(value)}
     parsed = parse_literal(value)
     if parsed is None:
         return {}

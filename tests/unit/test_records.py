@@ -74,3 +74,37 @@ def test_content_hash_follows_content() -> None:
     assert content_hash(base) == base["content_hash"]
     assert content_hash({**base, "text": "y"}) != base["content_hash"]
     assert content_hash({**base, "age_years": 2.0}) != base["content_hash"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{'32320506': 1, '33492400': 2}",
+        " {'7665777-2': 2,'7665777-3' :2 } ",
+        "{}",
+        "{'a': 0,}",
+        "{'a': 1, 'a': 2}",  # the last one wins, as in Python
+        "{'a': 01}",  # not a Python literal
+        "{,}",
+        "{'x': 3.0}",
+        "{1: 2}",
+        "{'a': '1'}",
+        '{"a": 1}',
+        "{'a\\'b': 1}",
+        "[1, 2]",
+    ],
+)
+def test_relevance_map_fast_path_agrees_with_literal_eval(text: str) -> None:
+    """The regular-expression path for the CSV's usual shape gives what ast.literal_eval gives."""
+    import ast
+
+    try:
+        parsed = ast.literal_eval(text.strip())
+        expected: object = {str(k): int(v) for k, v in parsed.items()} if isinstance(parsed, dict) else ValueError
+    except (ValueError, SyntaxError) as exc:
+        expected = type(exc)
+    try:
+        got: object = relevance_map(text)
+    except (ValueError, SyntaxError) as exc:
+        got = type(exc)
+    assert got == expected

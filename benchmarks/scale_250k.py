@@ -1,0 +1,268 @@
+"""Memory and re-run time of a 250,000-record ingest on one machine (the "Scale" goals).
+
+    python benchmarks/scale_250k.py --json                  # 250,000 generated records
+    python benchmarks/scale_250k.py --records 20000 --json  # a smaller rehearsal
+
+Phases, each in its own process so that its peak resident memory (ru_maxrss) is its own:
+1. generate: a v1 CSV of N records, the real records repeated with new uids (text reused: fine for size);
+2. seed: the whole ingest (run_ingest) into an empty index, with a STAND-IN embedder that returns
+   deterministic random unit vectors of the model's shape (384 float32) instead of running the model
+   (embedding 250,000 real texts takes about 3 hours here). Everything else is real: validation,
+   content hashes, records, vectors file, BM25 lexical index, evaluation, publish;
+3. rerun: run_ingest again over the same unchanged source with the REAL embedder configured; nothing
+   may be embedded (asserted);
+4. model: the real model's own resident memory while encoding 1,000 real texts (embedding runs part by
+   part, so its memory does not grow with the input).
+
+Prints one JSON object (--json) or a Markdown table. No record text is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import REAL_CSV, machine, real_records, stamp
+
+MB = 1024 * 1024
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def generate_source(path: Path, n: int) -> Path:
+    """n records in the v1 CSV format (the sample's columns), written block by block: copy k of the
+    real records gets uids '<uid>.r<k>' and a varied first word, as benchmarks/scale.py does."""
+    with REAL_CSV.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = list(reader)
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        written = 0
+        for k in range(-(-n // len(rows))):
+            block = []
+            for row in rows[: n - written]:
+                copy = dict(row)
+                copy["patient_id"] = str(written + len(block))
+                copy["patient_uid"] = f"{row['patient_uid']}.r{k}"
+                copy["patient"] = f"Copy {k}. {row['patient']}"
+                block.append(copy)
+            writer.writerows(block)
+            written += len(block)
+    return path
+
+
+def settings_for(home: Path) -> Any:
+    from patientinsight.settings import Settings
+
+    return Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home}/mlflow.db")
+
+
+def _stand_in_class() -> type:
+    from patientinsight.embedding import Embedder
+
+    class StandInEmbedder(Embedder):
+        """The real model's description and chunking, but random unit vectors instead of the model:
+        one seeded generator per text, so the same text always gets the same vector."""
+
+        def encode(self, texts: Sequence[str], progress_every: int = 1024) -> np.ndarray:
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            for i, text in enumerate(texts):
+                out[i] = np.random.default_rng(zlib.crc32(text.encode("utf-8"))).standard_normal(self.dim)
+            out /= np.linalg.norm(out, axis=1, keepdims=True)
+            return out
+
+    return StandInEmbedder
+
+
+def _timed_steps(pipeline: Any, marks: dict[str, dict[str, float]]) -> None:
+    """Wrap each pipeline step to record its seconds and the process's peak RSS once it is done."""
+    steps = {
+        "validate": "validate_source",
+        "plan": "plan_changes",
+        "embed": "embed_planned",
+        "profile": "profile_run",
+        "build": "build_version",
+        "evaluate": "evaluate_version",
+        "publish": "publish_version",
+    }
+    for step, name in steps.items():
+        original: Callable[..., Any] = getattr(pipeline, name)
+
+        def wrapped(*args: Any, _f: Callable[..., Any] = original, _s: str = step, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            result = _f(*args, **kwargs)
+            marks[_s] = {"s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
+            return result
+
+        setattr(pipeline, name, wrapped)
+
+
+def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int | None) -> dict[str, Any]:
+    """One run_ingest in this process; the step marks and the peak RSS of the whole run."""
+    from patientinsight import pipeline
+    from patientinsight.ingest import run_ingest
+
+    settings = settings_for(home)
+    if eval_max_queries is not None:
+        settings = settings.model_copy(update={"eval_max_queries": eval_max_queries})
+    if stand_in:
+        real_make = pipeline.make_embedder
+        stand_in_class = _stand_in_class()
+
+        def make_stand_in(s: Any) -> Any:
+            embedder = real_make(s)
+            embedder.__class__ = stand_in_class  # same settings and description, no model runs
+            return embedder
+
+        pipeline.make_embedder = make_stand_in  # type: ignore[assignment]
+    marks: dict[str, dict[str, float]] = {}
+    _timed_steps(pipeline, marks)
+    started = time.perf_counter()
+    report = run_ingest(str(source), settings, run_id="stand-in-seed" if stand_in else "unchanged-rerun")
+    total = time.perf_counter() - started
+    return {
+        "total_s": round(total, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "read": report["read"],
+        "indexed": report["indexed"],
+        "embedded": report["embedded"],
+        "unchanged": report["unchanged"],
+        "index_records": report["index_records"],
+        "published": report["published"],
+        "version": report["staged_version"],
+        "steps": marks,
+    }
+
+
+def phase_model(texts: int) -> dict[str, Any]:
+    """The real model's resident memory: RSS after imports, after loading, and the peak while encoding."""
+    from patientinsight.pipeline import make_embedder
+
+    sample = real_records()["text"].tolist()
+    sample = (sample * (-(-texts // len(sample))))[:texts]
+    with tempfile.TemporaryDirectory(prefix="scale250k-model-") as home:
+        embedder = make_embedder(settings_for(Path(home)))
+        before = current_rss_mb()
+        embedder.encode(sample[:8])  # load (and export, for ONNX) the model
+        loaded = current_rss_mb()
+        started = time.perf_counter()
+        embedder.embed_documents(sample)
+        seconds = time.perf_counter() - started
+    return {
+        "model_backend": embedder.active_backend,
+        "model_texts": len(sample),
+        "model_rss_before_load_mb": before,
+        "model_rss_loaded_mb": loaded,
+        "model_peak_rss_encoding_mb": peak_rss_mb(),
+        "model_own_rss_mb": round(peak_rss_mb() - before, 1),
+        "model_texts_per_s": round(len(sample) / seconds, 1),
+    }
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    """Run one phase of this script in a fresh interpreter; its last stdout line is its JSON."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), *args], env=env, check=True, capture_output=True, text=True
+    )
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure_250k(tmp: Path, records: int = 250_000, eval_max_queries: int | None = 100) -> dict[str, Any]:
+    """Generate, seed (stand-in vectors), re-run unchanged (real embedder), model memory: flat numbers."""
+    source = generate_source(tmp / f"generated-{records}.csv", records)
+    home = tmp / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    eval_args = [] if eval_max_queries is None else ["--eval-max-queries", str(eval_max_queries)]
+    seed = _child(["--phase", "seed", "--source", str(source), "--home", str(home), *eval_args])
+    rerun = _child(["--phase", "rerun", "--source", str(source), "--home", str(home)])
+    if rerun["embedded"] != 0:
+        raise AssertionError(f"the unchanged re-run embedded {rerun['embedded']} records")
+    model = _child(["--phase", "model", "--texts", "1000"])
+    out: dict[str, Any] = {
+        "generated_rows": records,
+        "file_mb": round(source.stat().st_size / MB, 1),
+        "stand_in_embedder": 1,  # the seed's vectors are random unit vectors, not the model's
+        "seed_s": seed["total_s"],
+        "seed_peak_rss_mb": seed["peak_rss_mb"],
+        "seed_indexed": seed["indexed"],
+        "seed_eval_max_queries": -1 if eval_max_queries is None else eval_max_queries,
+        "rerun_s": rerun["total_s"],
+        "rerun_peak_rss_mb": rerun["peak_rss_mb"],
+        "rerun_embedded": rerun["embedded"],
+        "rerun_unchanged": rerun["unchanged"],
+        "rerun_index_records": rerun["index_records"],
+        "rerun_same_version": int(rerun["version"] == seed["version"]),  # an unchanged re-run adds no version
+    }
+    for phase, result in (("seed", seed), ("rerun", rerun)):
+        for step, mark in result["steps"].items():
+            out[f"{phase}_{step}_s"] = mark["s"]
+            out[f"{phase}_{step}_peak_rss_mb"] = mark["peak_rss_mb"]
+    out.update(model)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=250_000, help="generated records (default 250,000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--tmp", type=Path, default=None, help="work folder (default: a new one under /tmp)")
+    parser.add_argument("--eval-max-queries", type=int, default=100, help="queries of the seed's evaluation")
+    parser.add_argument("--phase", choices=["seed", "rerun", "model"], help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--texts", type=int, default=1000, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.phase == "model":
+        print(json.dumps(phase_model(args.texts)))
+        return
+    if args.phase in ("seed", "rerun"):
+        queries = args.eval_max_queries if args.phase == "seed" else None
+        print(json.dumps(phase_ingest(args.source, args.home, args.phase == "seed", queries)))
+        return
+    with tempfile.TemporaryDirectory(prefix="scale250k-", dir=args.tmp) as name:
+        result = {
+            "machine": machine(),
+            "date": stamp(),
+            **measure_250k(Path(name), args.records, args.eval_max_queries),
+        }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"# 250k ingest: {result['generated_rows']} generated records; {result['machine']}; {result['date']}\n")
+    print("Seed vectors come from a stand-in embedder (random unit vectors of the model's shape).\n")
+    print("| number | value |\n|---|---:|")
+    for key, value in result.items():
+        if key not in ("machine", "date"):
+            print(f"| {key} | {value} |")
+    print(f"\n{json.dumps(result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The streaming version build: the lexical index tokenized in batches scores exactly as the one-shot
+build did, and the builder writes records and vectors batch by batch with the same result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import pandas as pd
+import pytest
+
+from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex
+from patientinsight.lexical import (
+    LEXICAL_DIR,
+    LexicalIndex,
+    document_texts,
+    tokenize,
+    write_index,
+    write_index_from_parquet,
+)
+
+WORDS = [
+    "fever",
+    "cough",
+    "fevers",
+    "coughing",
+    "patient",
+    "patients",
+    "pain",
+    "chest",
+    "abdominal",
+    "the",
+    "and",
+    "of",
+    "with",
+    "was",
+    "a",
+    "an",
+    "headache",
+    "renal",
+    "failure",
+    "kidney",
+    "biopsy",
+    "tumor",
+    "tumour",
+    "carcinoma",
+    "fracture",
+    "wrist",
+    "hip",
+    "knee",
+    "surgery",
+    "infection",
+    "sepsis",
+    "diabetes",
+    "insulin",
+    "pregnancy",
+    "woman",
+    "man",
+    "child",
+    "infant",
+    "year",
+    "old",
+    "presented",
+    "admitted",
+    "hospital",
+    "therapy",
+]
+
+
+def corpus(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
+    rng = np.random.default_rng(seed)
+    titles = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 6)))) for _ in range(n)]
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(0, 60)))) for _ in range(n)]
+    titles[1], texts[1] = "", ""  # an empty document
+    titles[2], texts[2] = "the", "and of with"  # stop words only
+    return titles, texts
+
+
+def one_shot_index(folder: Path, titles: list[str], texts: list[str], title_weight: int) -> None:
+    """The build before streaming: every document's token strings at once."""
+    model = bm25s.BM25()
+    model.index(tokenize(document_texts(titles, texts, title_weight)), show_progress=False)
+    model.save(str(folder / LEXICAL_DIR), show_progress=False)
+    (folder / LEXICAL_DIR / "fields.json").write_text(
+        json.dumps({"title_weight": title_weight, "documents": len(texts)})
+    )
+
+
+QUERIES = ["coughing fever", "renal failure biopsy", "wrist fracture surgery", "the and of", "zebra", "tumour"]
+
+
+@pytest.mark.parametrize("title_weight", [1, 2])
+def test_batched_lexical_index_scores_exactly_as_the_one_shot_build(tmp_path: Path, title_weight: int) -> None:
+    titles, texts = corpus(257)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    one_shot_index(tmp_path / "old", titles, texts, title_weight)
+    write_index(tmp_path / "new", titles, texts, title_weight, batch=10)  # 26 batches, vocabularies merged
+    old, new = LexicalIndex(tmp_path / "old"), LexicalIndex(tmp_path / "new")
+    assert new.documents == old.documents == 257
+    assert set(new.model.vocab_dict) == set(old.model.vocab_dict)
+    for query in QUERIES:
+        assert np.array_equal(new.scores(query), old.scores(query)), query
+        assert np.allclose(new.expanded_scores(query), old.expanded_scores(query), rtol=1e-6, atol=0), query
+
+
+def test_lexical_index_from_parquet_equals_the_one_from_lists(tmp_path: Path) -> None:
+    titles, texts = corpus(60, seed=3)
+    pd.DataFrame({"title": titles, "text": texts}).to_parquet(tmp_path / "records.parquet", row_group_size=7)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_index(tmp_path / "a", titles, texts)
+    write_index_from_parquet(tmp_path / "b", tmp_path / "records.parquet", batch=9)
+    for query in QUERIES:
+        assert np.array_equal(LexicalIndex(tmp_path / "a").scores(query), LexicalIndex(tmp_path / "b").scores(query))
+
+
+def records(uids: list[str], tag: str = "") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "uid": uids,
+            "pmid": ["1"] * len(uids),
+            "title": [f"title {u}{tag}" for u in uids],
+            "text": [f"text of {u}{tag}" for u in uids],
+            "age_years": [float(i) if i % 3 else None for i in range(len(uids))],
+            "sex": ["F"] * len(uids),
+            "pub_date": [None] * len(uids),
+            "similar_patients": ["{}"] * len(uids),
+            "relevant_articles": ["{}"] * len(uids),
+            "content_hash": [hashlib.sha256((u + tag).encode()).hexdigest() for u in uids],
+        }
+    )
+
+
+def batch(uids: list[str], counts: list[int], tag: str = "") -> EmbeddedBatch:
+    """Vector rows that say whose they are: row j of record u is [hash(u), j, tag length]."""
+    rows = [
+        [float(int(u.split("-")[1])), float(j), float(len(tag))]
+        for u, c in zip(uids, counts, strict=True)
+        for j in range(c)
+    ]
+    return EmbeddedBatch(records(uids, tag), np.asarray(rows, dtype=np.float32), np.asarray(counts))
+
+
+def folder_digest(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_streaming_builder_keeps_order_vectors_and_the_base_untouched(tmp_path: Path) -> None:
+    index = EmbeddedIndex(tmp_path)
+    builder = index.builder(None, {"dim": 3})
+    builder.upsert(batch(["u-1", "u-2", "u-3"], [1, 2, 1]))
+    builder.upsert(batch(["u-4", "u-5"], [3, 1]))
+    base = builder.commit()
+    index.publish(base)
+    before = folder_digest(index.versions_dir / base)
+
+    builder = index.builder(base, {"dim": 3})
+    builder.upsert(batch(["u-2", "u-6"], [1, 2], tag="new"))  # u-2 replaced, u-6 added
+    builder.delete(["u-4"])
+    seen: list[list[str]] = []
+    version = builder.commit(extras=lambda folder, frame: seen.append(frame["uid"].tolist()))
+
+    assert folder_digest(index.versions_dir / base) == before  # versions are immutable
+    reader = index.open(version)
+    stored = reader.records(["u-1", "u-3", "u-5", "u-2", "u-6"])
+    assert seen == [["u-1", "u-3", "u-5", "u-2", "u-6"]]  # base's kept rows first, then the upserts
+    assert stored["title"].tolist()[-2:] == ["title u-2new", "title u-6new"]
+    assert stored.set_index("uid").loc["u-3", "age_years"] == 2.0
+    expected = [[1, 0, 0], [3, 0, 0], [5, 0, 0], [2, 0, 3], [6, 0, 3], [6, 1, 3]]
+    assert np.array_equal(np.asarray(reader.vectors), np.asarray(expected, dtype=np.float32))
+    manifest = index.manifest(version)
+    assert (manifest["records"], manifest["vectors"], manifest["parent"]) == (5, 6, base)
+    assert reader.hashes()["u-2"] == hashlib.sha256(b"u-2new").hexdigest()
+    assert not [p for p in index.versions_dir.iterdir() if p.name.startswith(".staging")]
+    assert not list(tmp_path.glob(".build-*"))  # the upserts' spill folder is gone
+
+
+def test_a_base_written_by_pandas_is_carried_over(tmp_path: Path) -> None:
+    """Versions written before streaming (pandas to_parquet, all-null columns typed null) still serve as a base."""
+    index = EmbeddedIndex(tmp_path)
+    old = index.versions_dir / "v0"
+    old.mkdir(parents=True)
+    frame = records(["u-1", "u-2"]).assign(age_years=[None, None], chunk_count=[1, 1])
+    frame.loc[:, [*META_COLUMNS, "chunk_count"]].to_parquet(old / "records.parquet", index=False)
+    np.save(old / "vectors.npy", np.eye(2, 3, dtype=np.float32))
+    (old / "manifest.json").write_text(json.dumps({"dim": 3, "version": "v0"}))
+    builder = index.builder("v0", {"dim": 3})
+    builder.upsert(batch(["u-3"], [1]))
+    reader = index.open(builder.commit())
+    assert reader.count() == 3
+    assert np.array_equal(np.asarray(reader.vectors[:2]), np.eye(2, 3, dtype=np.float32))
+
+
+def test_a_failed_commit_leaves_no_version_and_no_staging(tmp_path: Path) -> None:
+    index = EmbeddedIndex(tmp_path)
+    builder = index.builder(None, {"dim": 3})
+    builder.upsert(batch(["u-1"], [1]))
+
+    def broken(folder: Path, frame: pd.DataFrame) -> None:
+        raise RuntimeError("lexical build failed")
+
+    with pytest.raises(RuntimeError):
+        builder.commit(extras=broken)
+    assert list(index.versions_dir.iterdir()) == []
+
+
+def test_an_empty_build_writes_an_empty_version(tmp_path: Path) -> None:
+    index = EmbeddedIndex(tmp_path)
+    reader = index.open(index.builder(None, {"dim": 4}).commit())
+    assert reader.count() == 0
+    assert reader.vectors.shape == (0, 4)
+
+
+def test_staged_extras_build_the_lexical_index_from_the_staged_records(tmp_path: Path) -> None:
+    """The streaming path the pipeline can take: no records frame, the same lexical index."""
+    index = EmbeddedIndex(tmp_path)
+    builders = [index.builder(None, {"dim": 3}) for _ in range(2)]
+    for builder in builders:
+        builder.upsert(batch(["u-1", "u-2", "u-3"], [1, 1, 2]))
+    framed = builders[0].commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist()))
+    staged = builders[1].commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", batch=2))
+    for query in ("title u-2", "text of u-3", "zebra"):
+        a = LexicalIndex(index.versions_dir / framed).scores(query)
+        assert np.array_equal(a, LexicalIndex(index.versions_dir / staged).scores(query))
