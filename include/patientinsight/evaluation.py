@@ -48,6 +48,11 @@ def age_band(age: float | None) -> str:
     return next(label for low, high, label in AGE_BANDS if low <= age < high)
 
 
+def query_text(text: str, mode: str) -> str:
+    """What a query of this mode says: a summary's first sentences ("short") or all of it ("full")."""
+    return first_sentences(text) if mode == "short" else text
+
+
 def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None = "holdout") -> list[Query]:
     """Every record whose annotated similar patients are in the corpus becomes a query."""
     corpus = set(records["uid"])
@@ -57,7 +62,7 @@ def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None 
         relevant = {uid: int(g) for uid, g in links.items() if uid in corpus and uid != row.uid}
         if not relevant or (split is not None and split_of(str(row.pmid)) != split):
             continue
-        text = first_sentences(row.text) if mode == "short" else row.text
+        text = query_text(row.text, mode)
         sex = getattr(row, "sex", None)
         age = getattr(row, "age_years", None)
         queries.append(Query(row.uid, text, relevant, sex, None if age is None else float(age)))

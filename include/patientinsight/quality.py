@@ -4,6 +4,7 @@ with breakdowns by sex and age band; and the official benchmark (BEIR files) on 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from patientinsight.beir import load_corpus, load_queries
 from patientinsight.embedding import Embedder
-from patientinsight.evaluation import Query, build_queries, evaluate, evaluate_by_group
+from patientinsight.evaluation import Query, build_queries, evaluate, evaluate_by_group, query_text
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader
 from patientinsight.lexical import write_index
 from patientinsight.retrievers import RETRIEVERS, Searcher
@@ -55,11 +56,16 @@ def evaluate_version(
     split: str | None = "holdout",
     max_queries: int | None = None,
 ) -> list[dict[str, Any]]:
-    records = pd.read_parquet(reader.path / "records.parquet", columns=RECORD_COLUMNS)
+    # Every record's links, but only the chosen queries' texts: all texts of a 250,000-record version
+    # would hold about a GB (benchmarks/scale_250k.py).
+    columns = [c for c in RECORD_COLUMNS if c != "text"]
+    records = pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
     searcher = searcher_for(reader, embedder, settings)
     out: list[dict[str, Any]] = []
     for mode in modes:
         queries = build_queries(records, mode=mode, split=split)[:max_queries]
+        texts = reader.records([q.uid for q in queries])["text"].tolist() if queries else []
+        queries = [replace(q, text=query_text(t, mode)) for q, t in zip(queries, texts, strict=True)]
         out.extend(_rows(searcher, queries, r, mode, settings.retriever) for r in retrievers)
     return out
 
