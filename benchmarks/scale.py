@@ -8,7 +8,7 @@
 - sweep: patient_ingest on a real Airflow with the LocalExecutor, by shard count and pool slots.
 
     python benchmarks/scale.py --quick --json          # 200 real records, torch and ONNX (< 2 minutes)
-    python benchmarks/scale.py --json                  # everything (about an hour on 2 cores)
+    python benchmarks/scale.py --json                  # everything (about 40 minutes on 2 cores)
     python benchmarks/scale.py --parts pipeline        # one part
 
 Prints one JSON object (--json) or Markdown tables for docs/PERFORMANCE.md. No record text is printed.
