@@ -297,11 +297,12 @@ def embed_shard(run_dir: Path, embedder: Embedder, shard: dict[str, Any]) -> dic
     plan = _read_json(run_dir / "plan.json")
     uids = plan["embed"][shard["start"] : shard["stop"]]
     with Timer() as timer:
-        wanted = set(uids)
         frames = [pd.read_parquet(run_dir / "records" / name, columns=["uid", "text"]) for name in shard["parts"]]
-        texts = pd.concat(frames, ignore_index=True).set_index("uid").loc[uids, "text"].tolist()
-        if len(texts) != len(wanted):
-            raise RuntimeError(f"shard {shard['shard']}: {len(texts)} records found for {len(wanted)} planned")
+        frame = pd.concat(frames, ignore_index=True).set_index("uid")
+        missing = len(set(uids) - set(frame.index))
+        if missing:  # the plan and the records disagree: a shard of another plan, or edited records
+            raise RuntimeError(f"shard {shard['shard']}: {missing} planned records are not in {shard['parts']}")
+        texts = frame.loc[uids, "text"].tolist()
         vectors, counts = embedder.embed_documents(texts)
         target = _shard_file(run_dir, shard["shard"], ".npz")
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.npz")

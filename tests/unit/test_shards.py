@@ -101,3 +101,12 @@ def test_nothing_to_embed_makes_no_shards(settings: Settings, sample_csv: Path) 
         "records_per_s": 0.0,
     }
     assert pipeline.build_version(rerun, index, embedder.describe())["version"] == index.published()
+
+
+def test_a_shard_whose_parts_lack_its_records_fails_clearly(settings: Settings, sample_csv: Path) -> None:
+    run_dir = planned_run(settings, sample_csv, "mismatch")
+    first, *_, last = pipeline.plan_shards(run_dir, 20)
+    wrong = {**first, "parts": last["parts"][-1:]}  # the first shard's records are not in the last part
+    with pytest.raises(RuntimeError, match=r"shard 0: \d+ planned records are not in \['part-"):
+        pipeline.embed_shard(run_dir, pipeline.make_embedder(settings), wrong)
+    assert not list((run_dir / "embeddings").glob("shard-00000.*"))  # nothing written for it
