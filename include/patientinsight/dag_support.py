@@ -31,7 +31,8 @@ def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, An
         )
     logged = run_params(params["source_uri"], settings, bool(params["full_refresh"]), params["limit"])
     logged["max_quarantine_ratio"] = float(params["max_quarantine_ratio"])
-    logged["embed_shard_size"] = int(params.get("shard_size") or settings.embed_shard_size)
+    shard_size = int(params.get("shard_size") or settings.embed_shard_size)
+    logged["embed_shard_size"] = shard_size
     tracking.log_params(uri, mlflow_run, logged)
     return {
         "run_dir": str(run_dir),
@@ -42,7 +43,7 @@ def begin_run(settings: Settings, dag_id: str, run_id: str, params: dict[str, An
         "limit": params["limit"],
         "max_quarantine_ratio": float(params["max_quarantine_ratio"]),
         "max_mrr_drop": float(params.get("max_mrr_drop", settings.gate_max_mrr_drop)),
-        "shard_size": int(params.get("shard_size") or settings.embed_shard_size),
+        "shard_size": shard_size,
     }
 
 

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -265,19 +266,13 @@ def plan_shards(run_dir: Path, shard_size: int) -> list[dict[str, Any]]:
     if shard_size < 1:
         raise ValueError(f"shard size must be at least 1, got {shard_size}")
     plan = _read_json(run_dir / "plan.json")
-    part_ends: list[tuple[str, int]] = []  # (part, position in the embed list where it ends)
-    position = 0
-    for name, count in plan["embed_parts"]:
-        position += count
-        part_ends.append((name, position))
+    names = [name for name, _ in plan["embed_parts"]]
+    ends = list(accumulate(count for _, count in plan["embed_parts"]))  # where each part ends in the list
+    starts = [0, *ends[:-1]]
     shards = []
     for number, start in enumerate(range(0, len(plan["embed"]), shard_size)):
         stop = min(start + shard_size, len(plan["embed"]))
-        parts, part_start = [], 0
-        for name, part_end in part_ends:
-            if part_start < stop and part_end > start:
-                parts.append(name)
-            part_start = part_end
+        parts = [n for n, s, e in zip(names, starts, ends, strict=True) if s < stop and e > start]
         shards.append({"shard": number, "start": start, "stop": stop, "parts": parts})
     out_dir = run_dir / "embeddings"
     shutil.rmtree(out_dir, ignore_errors=True)
