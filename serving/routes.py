@@ -118,6 +118,7 @@ def query(
         state.settings.passages_per_case,
         state.settings.generator_timeout_s,
         compute=state.compute,
+        exclude=body.exclude,
     )
     _observe(state, result)
     fingerprint = text_fingerprint(body.text)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
 class QueryFilters(BaseModel):
@@ -30,6 +30,11 @@ class QueryRequest(BaseModel):
     k: int = Field(default=5, ge=1, le=50, description="How many similar cases to return.")
     filters: QueryFilters = Field(default_factory=QueryFilters)
     generate: bool = Field(default=True, description="Write an analysis of the cases.")
+    exclude: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Case uids to leave out: no stage of the retrieval sees them (candidates, feedback, fusion).",
+    )
 
 
 class CaseOut(BaseModel):
@@ -39,7 +44,9 @@ class CaseOut(BaseModel):
     article_url: str | None = Field(description="The article's PubMed page.")
     age_years: float | None
     sex: str | None
-    score: float | None = Field(description="Cosine similarity of the case's best-matching part.")
+    score: float | None = Field(
+        description="The retriever's score: higher is more similar; its scale depends on the retriever."
+    )
     passages: list[str] = Field(description="The sentences of the case that best match the query.")
 
 

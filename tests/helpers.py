@@ -1,10 +1,12 @@
-"""Small helpers shared by tests: edited copies of the sample, and MLflow read-back."""
+"""Small helpers shared by tests: edited copies of the sample, the real records, and MLflow read-back."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -18,6 +20,31 @@ def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+REAL_CSV = "PMC-Patients-sample-1000.csv"
+
+
+def real_records(folder: Path, limit: int | None = None) -> pd.DataFrame:
+    """The first `limit` real records, normalized and validated as the pipeline does."""
+    from patientinsight.sources import read_chunks
+    from patientinsight.validation import validate_chunk
+
+    seen: set[str] = set()
+    path = folder / REAL_CSV
+    frames = [validate_chunk(chunk, str(path), seen).valid for chunk in read_chunks(str(path), 5000)]
+    return pd.concat(frames, ignore_index=True).iloc[:limit].reset_index(drop=True)
+
+
+def scrambled(sample: Path, out: Path) -> Path:
+    """The sample with every summary moved to the next article's patient: the annotations stay, the
+    texts no longer match them, so the published version's queries are answered much worse."""
+    rows = read_rows(sample)
+    texts = [r["patient"] for r in rows]
+    shift = next(i for i, r in enumerate(rows) if r["PMID"] != rows[0]["PMID"])
+    for i, row in enumerate(rows):
+        row["patient"] = texts[(i + shift) % len(texts)]
+    return write_rows(out, rows)
 
 
 def changed_and_removed(sample: Path, out: Path) -> tuple[Path, str, str]:

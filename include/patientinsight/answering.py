@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+from collections.abc import Collection
 from typing import Any
 
 from patientinsight.generation import Analysis, Generator, generate_safely
@@ -28,12 +29,14 @@ def answer(
     passages_per_case: int = 3,
     timeout_s: float = 30.0,
     compute: contextlib.AbstractContextManager[Any] | None = None,
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
     """`compute` guards the CPU-bound part (encoding and search): on a small machine, queries that
-    take turns finish sooner than queries that fight over the cores."""
+    take turns finish sooner than queries that fight over the cores. `exclude`: case uids that no
+    stage of the retrieval may see."""
     started = time.perf_counter()
     with compute or contextlib.nullcontext():
-        cases, timings = retrieve(index, text, k, filters, passages_per_case)
+        cases, timings = retrieve(index, text, k, filters, passages_per_case, exclude)
     if generate:
         analysis, timings["generate"] = generate_safely(generator, text, cases, timeout_s)
     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from patientinsight import pipeline, tracking
 from patientinsight.ingest import run_params, step_metrics
+from patientinsight.lexical import bm25_params
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def build(settings: Settings, state: State) -> dict[str, Any]:
     )
     embedding = pipeline.make_embedder(settings).describe()
     return _tracked(settings, state, "build", lambda: pipeline.build_version(
-        Path(state["run_dir"]), pipeline.make_index(settings), embedding, settings.title_weight))  # fmt: skip
+        Path(state["run_dir"]), pipeline.make_index(settings), embedding, bm25_params(settings)))  # fmt: skip
 
 
 def evaluate(settings: Settings, state: State, version: str) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def evaluate(settings: Settings, state: State, version: str) -> dict[str, Any]:
 
 def decide(settings: Settings, state: State, evaluation: dict[str, Any]) -> dict[str, Any]:
     """The gate: whether this version may be published without a person's approval."""
-    decision = pipeline.gate(evaluation, state["max_mrr_drop"])
+    decision = pipeline.gate(evaluation, state["max_mrr_drop"], settings.gate_min_queries)
     tracking.log_metrics(
         settings.tracking_uri, state["mlflow_run_id"], {"gate_needs_approval": float(decision["needs_approval"])}
     )

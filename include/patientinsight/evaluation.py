@@ -10,7 +10,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
@@ -93,20 +95,56 @@ def ndcg_at(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> float
     return dcg / idcg if idcg else 0.0
 
 
+PROTOCOL = "leave_one_out"  # how every number here is made: the query's own record is hidden from the retriever
+
+
+class LeakError(AssertionError):
+    """A retriever returned the query's own record: it was not hidden from every stage of retrieval."""
+
+
+def per_query(
+    queries: Sequence[Query], retrieve: Callable[[Query, int], list[str]], depth: int = 100
+) -> list[dict[str, float]]:
+    """Each query's metrics. `retrieve(query, k)` ranks with the query's own record hidden from every
+    stage (candidates, feedback, fusion statistics); returning it is a leak, and raises."""
+    out = []
+    for query in queries:
+        ranked = retrieve(query, depth)[:depth]
+        if query.uid in ranked:
+            raise LeakError(f"query {query.uid} retrieved its own record: exclude it before retrieval")
+        out.append({
+            "mrr": reciprocal_rank(ranked, query.relevant),
+            "p@10": precision_at(ranked, query.relevant, 10),
+            "ndcg@10": ndcg_at(ranked, query.relevant, 10),
+            f"recall@{depth}": recall_at(ranked, query.relevant, depth),
+        })  # fmt: skip
+    return out
+
+
+def mean_metrics(rows: Sequence[Mapping[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    n = len(rows)
+    return {**{k: (sum(r[k] for r in rows) / n if n else 0.0) for k in keys}, "queries": float(n)}
+
+
 def evaluate(
     queries: Sequence[Query], retrieve: Callable[[Query, int], list[str]], depth: int = 100
 ) -> dict[str, float]:
-    """Mean metrics over the queries; `retrieve` returns ranked uids, and the query's own record is
-    dropped from them before scoring."""
-    totals = {"mrr": 0.0, "p@10": 0.0, "ndcg@10": 0.0, f"recall@{depth}": 0.0}
-    for query in queries:
-        ranked = [uid for uid in retrieve(query, depth + 1) if uid != query.uid][:depth]
-        totals["mrr"] += reciprocal_rank(ranked, query.relevant)
-        totals["p@10"] += precision_at(ranked, query.relevant, 10)
-        totals["ndcg@10"] += ndcg_at(ranked, query.relevant, 10)
-        totals[f"recall@{depth}"] += recall_at(ranked, query.relevant, depth)
-    n = len(queries)
-    return {**{k: (v / n if n else 0.0) for k, v in totals.items()}, "queries": float(n)}
+    """Mean metrics over the queries, under the leave-one-out protocol (see `per_query`)."""
+    return mean_metrics(per_query(queries, retrieve, depth), ("mrr", "p@10", "ndcg@10", f"recall@{depth}"))
+
+
+def paired_interval(differences: Sequence[float], level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
+    """The bootstrap interval of the mean of per-query differences (percentile method, fixed seed so a
+    decision can be repeated): how far the mean could move with other queries of the same kind."""
+    values = np.asarray(differences, dtype=np.float64)
+    if len(values) == 0:
+        return (0.0, 0.0)
+    if np.all(values == values[0]):  # no spread: every resample has the same mean
+        return (float(values[0]), float(values[0]))
+    result = stats.bootstrap(
+        (values,), np.mean, confidence_level=level, n_resamples=resamples, method="percentile", random_state=0
+    )
+    return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def evaluate_by_group(

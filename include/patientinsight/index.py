@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +82,9 @@ class IndexReader(Protocol):
 
     def count(self) -> int: ...
     def hashes(self) -> dict[str, str]: ...
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]: ...
+    def search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> list[Hit]: ...
     def records(self, uids: list[str]) -> pd.DataFrame: ...
 
 
@@ -157,13 +159,36 @@ class EmbeddedReader:
         )
         self.vectors = np.load(path / "vectors.npy", mmap_mode="r")
         counts = self._meta["chunk_count"].to_numpy(dtype=np.int64)
+        self._counts = counts
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._uids = self._meta["uid"].to_numpy(dtype=object)
         self._age = self._meta["age_years"].to_numpy(dtype=np.float64)
         self._sex = self._meta["sex"].to_numpy(dtype=object)
+        self._position_of: dict[str, int] | None = None
 
     def count(self) -> int:
         return len(self._meta)
+
+    def uid_at(self, position: int) -> str:
+        return str(self._uids[position])
+
+    def positions(self, uids: Iterable[str]) -> np.ndarray:
+        """Row positions of the given uids in this version; uids it does not hold are skipped."""
+        if self._position_of is None:
+            self._position_of = {str(uid): i for i, uid in enumerate(self._uids)}
+        found = (self._position_of.get(uid) for uid in uids)
+        return np.fromiter((p for p in found if p is not None), dtype=np.int64)
+
+    def hidden(self, exclude: Collection[str] = (), filters: Filters | None = None) -> np.ndarray | None:
+        """A mask of the records to keep out of sight (True = hidden): those excluded by uid and those
+        the filters rule out; None when none are."""
+        allowed = filters.mask(self._age, self._sex) if filters else None
+        positions = self.positions(exclude) if exclude else np.empty(0, np.int64)
+        if allowed is None and len(positions) == 0:
+            return None
+        mask = np.zeros(self.count(), dtype=bool) if allowed is None else ~allowed
+        mask[positions] = True
+        return mask
 
     def hashes(self) -> dict[str, str]:
         return dict(zip(self._meta["uid"], self._meta["content_hash"], strict=True))
@@ -175,8 +200,26 @@ class EmbeddedReader:
         chunk_scores = self.vectors @ np.asarray(vector, dtype=np.float32)
         return np.maximum.reduceat(chunk_scores, self._starts), chunk_scores
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+    def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The scores of the records at these positions only (their best chunk's cosine): a reranker
+        reads a few hundred vectors instead of scanning them all."""
+        if len(positions) == 0:
+            return np.empty(0, np.float32)
+        counts = self._counts[positions]
+        firsts = np.cumsum(counts) - counts  # where each record's chunks begin in the gathered rows
+        rows = np.repeat(self._starts[positions] - firsts, counts) + np.arange(int(counts.sum()))
+        order = np.argsort(rows)  # read the memory map front to back
+        gathered = np.empty(len(rows), dtype=np.float32)
+        gathered[order] = np.asarray(self.vectors[rows[order]]) @ np.asarray(vector, dtype=np.float32)
+        return np.maximum.reduceat(gathered, firsts)
+
+    def search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> list[Hit]:
         best, chunk_scores = self.scores(vector)
+        hidden = self.hidden(exclude, filters)
+        if hidden is not None:
+            best = np.where(hidden, -np.inf, best)
         hits = []
         for i, score in self.top(best, k, filters):
             start = self._starts[i]
@@ -198,9 +241,6 @@ class EmbeddedReader:
         top = np.argpartition(-record_scores, k - 1)[:k]
         top = top[np.argsort(-record_scores[top], kind="stable")]
         return [(int(i), float(record_scores[i])) for i in top]
-
-    def uid_at(self, position: int) -> str:
-        return str(self._uids[position])
 
     def records(self, uids: list[str]) -> pd.DataFrame:
         """The stored records of these uids (all META_COLUMNS), in the order asked."""

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from patientinsight import pipeline, tracking
+from patientinsight.lexical import bm25_params
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,10 @@ def run_ingest(
         # Profiling after embedding: in one process, the encoder measured ~8% slower after
         # ydata-profiling had run (docs/PERFORMANCE.md). The DAG runs it as a task of its own.
         steps["profile"] = pipeline.profile_run(run_dir, settings.profile_max_rows)
-        steps["build"] = pipeline.build_version(run_dir, index, embedding, settings.title_weight)
+        steps["build"] = pipeline.build_version(run_dir, index, embedding, bm25_params(settings))
         version = steps["build"]["version"]
         steps["evaluate"] = pipeline.evaluate_version(index, version, embedder, settings)
-        steps["gate"] = pipeline.gate(steps["evaluate"], settings.gate_max_mrr_drop)
+        steps["gate"] = pipeline.gate(steps["evaluate"], settings.gate_max_mrr_drop, settings.gate_min_queries)
         if steps["gate"]["needs_approval"] and not allow_worse:
             log.warning("not published: %s; re-run with --allow-worse to publish anyway", steps["gate"]["reason"])
         else:

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from bm25s import scoring
 
+from patientinsight.settings import Settings
+
 LEXICAL_DIR = "lexical"
 BATCH_DOCUMENTS = 10_000  # documents tokenized at a time
 
@@ -109,15 +111,32 @@ def _bm25_matrix(model: Any, batches: list[_Terms], vocab_size: int) -> dict[str
     return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
+@dataclass(frozen=True)
+class Bm25Params:
+    """How the BM25 index is built: the title's weight and BM25's term-frequency saturation (k1) and
+    length normalization (b). Defaults are bm25s's; the settings carry the values tuned on `tune`."""
+
+    title_weight: int = 1
+    k1: float = 1.5
+    b: float = 0.75
+
+
+PLAIN_BM25 = Bm25Params()  # bm25s's defaults: the baseline that results are compared with
+
+
+def bm25_params(settings: Settings) -> Bm25Params:
+    return Bm25Params(title_weight=settings.title_weight, k1=settings.bm25_k1, b=settings.bm25_b)
+
+
 def write_index_batches(
-    folder: Path, batches: Iterable[tuple[Sequence[str], Sequence[str]]], title_weight: int = 1
+    folder: Path, batches: Iterable[tuple[Sequence[str], Sequence[str]]], params: Bm25Params = PLAIN_BM25
 ) -> None:
     """The BM25 index of documents given as batches of (titles, texts), in order; saved with bm25s
     in its own format, so LexicalIndex loads it as before."""
     vocab: dict[str, int] = {}
-    terms = [_batch_terms(document_texts(titles, texts, title_weight), vocab) for titles, texts in batches]
+    terms = [_batch_terms(document_texts(titles, texts, params.title_weight), vocab) for titles, texts in batches]
     documents = int(sum(len(t.lengths) for t in terms))
-    model = bm25s.BM25()
+    model = bm25s.BM25(k1=params.k1, b=params.b)
     if model.method not in ("robertson", "lucene", "atire"):  # bm25l and bm25+ need a non-occurrence term
         raise ValueError(f"unsupported BM25 variant {model.method}")
     model.scores = _bm25_matrix(model, terms, len(vocab))
@@ -125,26 +144,33 @@ def write_index_batches(
     model.nonoccurrence_array = None
     out = folder / LEXICAL_DIR
     model.save(str(out), show_progress=False)
-    (out / "fields.json").write_text(json.dumps({"title_weight": title_weight, "documents": documents}))
+    fields = {"title_weight": params.title_weight, "k1": params.k1, "b": params.b, "documents": documents}
+    (out / "fields.json").write_text(json.dumps(fields))
 
 
 def write_index(
-    folder: Path, titles: Sequence[str], texts: Sequence[str], title_weight: int = 1, batch: int = BATCH_DOCUMENTS
+    folder: Path,
+    titles: Sequence[str],
+    texts: Sequence[str],
+    params: Bm25Params = PLAIN_BM25,
+    batch: int = BATCH_DOCUMENTS,
 ) -> None:
     if len(titles) != len(texts):
         raise ValueError("one title per text is required")
     batches = ((titles[i : i + batch], texts[i : i + batch]) for i in range(0, len(texts), batch))
-    write_index_batches(folder, batches, title_weight)
+    write_index_batches(folder, batches, params)
 
 
-def write_index_from_parquet(folder: Path, records: Path, title_weight: int = 1, batch: int = BATCH_DOCUMENTS) -> None:
+def write_index_from_parquet(
+    folder: Path, records: Path, params: Bm25Params = PLAIN_BM25, batch: int = BATCH_DOCUMENTS
+) -> None:
     """The BM25 index of a records.parquet, read a batch of rows at a time (its row order)."""
     parquet = pq.ParquetFile(records)
     batches = (
         (rows.column("title").to_pylist(), rows.column("text").to_pylist())
         for rows in parquet.iter_batches(batch_size=batch, columns=["title", "text"])
     )
-    write_index_batches(folder, batches, title_weight)
+    write_index_batches(folder, batches, params)
 
 
 class LexicalIndex:
@@ -168,14 +194,24 @@ class LexicalIndex:
             return np.zeros(self.documents, dtype=np.float32)
         return np.asarray(self.model.get_scores(tokens), dtype=np.float32)
 
-    def expanded_scores(self, query: str, feedback_docs: int = 10, terms: int = 20, weight: float = 0.5) -> np.ndarray:
+    def expanded_scores(
+        self,
+        query: str,
+        feedback_docs: int = 10,
+        terms: int = 20,
+        weight: float = 0.5,
+        hidden: np.ndarray | None = None,
+    ) -> np.ndarray:
         """RM3-style pseudo-relevance feedback: the terms that weigh most in the top BM25 hits (weighted
-        by their scores) are added to the query with `weight` relative to the original."""
+        by their scores) are added to the query with `weight` relative to the original. Documents
+        `hidden` (a boolean mask) never serve as feedback: a query must not be expanded with its own
+        record."""
         base = self.scores(query)
-        if not base.any():
+        visible = base if hidden is None else np.where(hidden, 0.0, base).astype(np.float32)
+        if not visible.any():
             return base
-        top = np.argpartition(-base, min(feedback_docs, len(base)) - 1)[:feedback_docs]
-        top = top[base[top] > 0]
+        top = np.argpartition(-visible, min(feedback_docs, len(visible)) - 1)[:feedback_docs]
+        top = top[visible[top] > 0]
         if self._by_doc is None:
             self._by_doc = self._by_term.tocsr()
         doc_weights = base[top] / base[top].sum()
@@ -187,5 +223,5 @@ class LexicalIndex:
         term_weights = term_mass[chosen] / term_mass[chosen].sum()
         expansion = np.asarray(self._by_term[:, chosen] @ term_weights).ravel().astype(np.float32)
         # Scale the expansion to the original scores' range so `weight` means the same for every query.
-        scale = base.max() / expansion.max() if expansion.max() > 0 else 0.0
+        scale = visible.max() / expansion.max() if expansion.max() > 0 else 0.0
         return ((1 - weight) * base + weight * scale * expansion).astype(np.float32)

@@ -74,7 +74,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -348,11 +348,13 @@ class PineconeReader(EmbeddedReader):
             path / "records.parquet", columns=["uid", "age_years", "sex", "content_hash", "chunk_count"]
         )
         counts = self._meta["chunk_count"].to_numpy(dtype=np.int64)
+        self._counts = counts
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._uids = self._meta["uid"].to_numpy(dtype=object)
         self._age = self._meta["age_years"].to_numpy(dtype=np.float64)
         self._sex = self._meta["sex"].to_numpy(dtype=object)
         self._positions = {str(uid): i for i, uid in enumerate(self._uids)}
+        self._position_of = self._positions
         self._chunks = int(counts.sum())
 
     def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> list[tuple[str, int, float]]:
@@ -368,15 +370,20 @@ class PineconeReader(EmbeddedReader):
         )
         return [(*_uid_chunk(m.id), float(m.score)) for m in response.matches]
 
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None) -> list[Hit]:
+    def search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> list[Hit]:
         if k <= 0 or self._chunks == 0:
             return []
-        top_k = min(QUERY_TOP_K_MAX, self._chunks, max(k * 4, 10))
+        # Dense scores do not depend on the rest of the corpus, so hiding records after the query ranks
+        # the others exactly as a namespace without them would; ask for enough to make up for them.
+        hidden = set(exclude)
+        top_k = min(QUERY_TOP_K_MAX, self._chunks, max((k + len(hidden)) * 4, 10))
         while True:
             matches = self._query(vector, top_k, filters)
             best: dict[str, Hit] = {}
             for uid, chunk, score in matches:  # best first: a record's first match is its best chunk
-                if uid not in best:
+                if uid not in best and uid not in hidden:
                     best[uid] = Hit(uid, score, chunk)
             exhausted = len(matches) < top_k or top_k >= min(QUERY_TOP_K_MAX, self._chunks)
             if len(best) >= k or exhausted:
@@ -397,6 +404,10 @@ class PineconeReader(EmbeddedReader):
             if position is not None:
                 chunk_scores[self._starts[position] + chunk] = score
         return np.maximum.reduceat(chunk_scores, self._starts), chunk_scores
+
+    def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The candidates' scores, from one query's scores of every record (see `scores`)."""
+        return self.scores(vector)[0][positions]
 
     def remote_hashes(self) -> dict[str, str]:
         """The content hashes as Pinecone holds them (list + fetch every vector): a consistency check."""

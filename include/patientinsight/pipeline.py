@@ -23,7 +23,7 @@ import pandas as pd
 
 from patientinsight.embedding import Embedder
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex
-from patientinsight.lexical import write_index_from_parquet
+from patientinsight.lexical import PLAIN_BM25, Bm25Params, write_index_from_parquet
 from patientinsight.settings import Settings
 from patientinsight.sources import read_chunks
 from patientinsight.validation import validate_chunk
@@ -206,7 +206,7 @@ def plan_changes(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any],
         base = index.published()
         stored: dict[str, str] = {}
         if base is not None:
-            same_model = _same_embedding(index.manifest(base), embedding)
+            same_model = same_embedding(index.manifest(base), embedding)
             # A different model or strategy makes every stored vector stale: re-embed all.
             stored = index.open(base).hashes() if same_model else {}
         embed: list[str] = []
@@ -251,7 +251,8 @@ def _quarantine_uids(run_dir: Path) -> Iterator[dict[str, Any]]:
                 yield {"uid": entry["uid"]}
 
 
-def _same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
+def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
+    """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
     keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
     return all(manifest.get(k) == embedding.get(k) for k in keys)
 
@@ -355,7 +356,7 @@ def _embedded_batches(run_dir: Path) -> Iterator[EmbeddedBatch]:
 
 
 def build_version(
-    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], title_weight: int = 1
+    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], lexical: Bm25Params = PLAIN_BM25
 ) -> dict[str, Any]:
     """Stage a new index version: the base, minus deletes, with the embedded records upserted, and
     its lexical (BM25) index built from the same records."""
@@ -372,7 +373,7 @@ def build_version(
         # The lexical index is built from the staged records.parquet, a batch of rows at a time: the
         # version's records are never all in memory (250k records: docs/PERFORMANCE.md).
         version = builder.commit(
-            staged_extras=lambda folder: write_index_from_parquet(folder, folder / "records.parquet", title_weight)
+            staged_extras=lambda folder: write_index_from_parquet(folder, folder / "records.parquet", lexical)
         )
     reader = index.open(version)
     log.info("staged index version %s with %d records", version, reader.count())
@@ -380,56 +381,32 @@ def build_version(
 
 
 def evaluate_version(index: EmbeddedIndex, version: str, embedder: Embedder, settings: Settings) -> dict[str, Any]:
-    """Patient-to-patient retrieval of the default retriever on the version's own annotated records
-    (holdout half, short and full queries), beside the published version's, for the gate."""
-    from patientinsight.quality import evaluate_version as measure
+    """Retrieval of the configured retriever on the new version, compared like with like for the
+    gate (patientinsight.gate): against the published version on their shared queries and
+    candidates, and against BM25 on the version's own holdout queries; leave-one-out throughout."""
+    from patientinsight import gate as publish_gate
 
-    def metrics_of(name: str) -> dict[str, float]:
-        cached = index.versions_dir / f"{name}.metrics.json"
-        if cached.exists():
-            stored: dict[str, float] = json.loads(cached.read_text())
-            if stored.get("retriever") == settings.retriever:
-                return stored
-        rows = measure(
-            index.open(name), embedder, settings, (settings.retriever,), max_queries=settings.eval_max_queries
-        )
-        flat: dict[str, Any] = {"retriever": settings.retriever}
-        for row in rows:
-            for key in ("mrr", "p@10", "ndcg@10", "recall@100", "queries"):
-                flat[f"{row['queries_mode']}_{key}"] = row[key]
-        cached.write_text(json.dumps(flat, indent=2))  # beside the version: versions stay immutable
-        return flat
-
+    if settings.eval_max_queries == 0:
+        return {"retriever": settings.retriever, "skipped": "evaluation is off (eval_max_queries=0)"}
     with Timer() as timer:
-        new = metrics_of(version)
         published = index.published()
-        base = metrics_of(published) if published and published != version else None
-    result: dict[str, Any] = {f"eval_{k}": v for k, v in new.items() if k != "retriever"}
-    result["retriever"] = settings.retriever
-    if base is not None:
-        result.update({f"published_{k}": v for k, v in base.items() if k != "retriever"})
-    result["seconds"] = timer.seconds
+        reference = index.open(published) if published and published != version else None
+        comparison = publish_gate.compare(index.open(version), reference, embedder, settings)
+    result: dict[str, Any] = {f"eval_{k}": v for k, v in publish_gate.flat_metrics(comparison).items()}
+    result.update({"retriever": settings.retriever, "comparison": comparison, "seconds": timer.seconds})
     log.info("evaluation of %s (%s): %s", version, settings.retriever, {k: v for k, v in result.items() if "mrr" in k})
     return result
 
 
-def gate(evaluation: dict[str, Any], max_mrr_drop: float) -> dict[str, Any]:
-    """Publish on its own unless MRR fell more than `max_mrr_drop` below the published version's in
-    either query mode; then a person decides."""
-    drops = {
-        mode: round(evaluation[f"published_{mode}_mrr"] - evaluation[f"eval_{mode}_mrr"], 4)
-        for mode in ("short", "full")
-        if f"published_{mode}_mrr" in evaluation and f"eval_{mode}_mrr" in evaluation
-    }
-    worse = {mode: d for mode, d in drops.items() if d > max_mrr_drop}
-    reason = (
-        f"MRR fell by {worse} (allowed {max_mrr_drop}) against the published version"
-        if worse
-        else "no published version to compare with"
-        if not drops
-        else f"MRR change within {max_mrr_drop}: drops {drops}"
-    )
-    return {"needs_approval": bool(worse), "mrr_drops": drops, "max_mrr_drop": max_mrr_drop, "reason": reason}
+def gate(evaluation: dict[str, Any], max_mrr_drop: float, min_queries: int) -> dict[str, Any]:
+    """Publish on its own unless retrieval fell materially and beyond the per-query spread against
+    the published version or BM25 (patientinsight.gate.decide); then a person decides."""
+    from patientinsight import gate as publish_gate
+
+    if "comparison" not in evaluation:
+        reason = f"gate skipped: {evaluation.get('skipped', 'no evaluation')}"
+        return {"needs_approval": False, "skipped": True, "reason": reason, "max_mrr_drop": max_mrr_drop}
+    return publish_gate.decide(evaluation["comparison"], max_mrr_drop, min_queries)
 
 
 def publish_version(index: EmbeddedIndex, version: str) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Retrieval quality of an index version: every retriever, both query modes, on the holdout half,
-with breakdowns by sex and age band; and the official benchmark (BEIR files) on demand."""
+with breakdowns by sex and age band; and the official benchmark (BEIR files) on demand. Every query
+comes from the corpus, so its own record is hidden from the retriever (leave-one-out)."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,37 +15,48 @@ import pandas as pd
 
 from patientinsight.beir import load_corpus, load_queries
 from patientinsight.embedding import Embedder
-from patientinsight.evaluation import Query, build_queries, evaluate, evaluate_by_group, query_text
+from patientinsight.evaluation import PROTOCOL, Query, build_queries, evaluate, evaluate_by_group, query_text
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader
-from patientinsight.lexical import write_index
-from patientinsight.retrievers import RETRIEVERS, Searcher
+from patientinsight.lexical import bm25_params, write_index
+from patientinsight.retrievers import DENSE_RETRIEVERS, RETRIEVERS, Searcher
 from patientinsight.settings import Settings
 
 RECORD_COLUMNS = ["uid", "pmid", "text", "sex", "age_years", "similar_patients"]
 
 
-def searcher_for(reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> Searcher:
-    return Searcher(reader, embedder, hybrid_weight=settings.hybrid_weight, rm3_weight=settings.rm3_weight)
+def query_vectors(embedder: Embedder, queries: list[Query], retriever: str) -> dict[str, np.ndarray]:
+    """The queries' vectors, encoded at once, for the retrievers that need them (one encode per
+    search would cost more than the search)."""
+    if retriever not in DENSE_RETRIEVERS or not queries:
+        return {}
+    return dict(zip([q.uid for q in queries], embedder.encode([q.text for q in queries]), strict=True))
 
 
-def _rows(searcher: Searcher, queries: list[Query], retriever: str, mode: str, default: str) -> dict[str, Any]:
-    # Dense and hybrid need query vectors: encode them all at once rather than one per search.
-    vectors: dict[str, np.ndarray] = {}
-    if retriever in ("dense", "hybrid") and queries:
-        vectors = dict(zip([q.uid for q in queries], searcher.embedder.encode([q.text for q in queries]), strict=True))
+def ranker(
+    searcher: Searcher, retriever: str, vectors: dict[str, np.ndarray], also_hidden: frozenset[str] = frozenset()
+) -> Callable[[Query, int], list[str]]:
+    """`retrieve(query, k)` for the evaluation: the query's own record (and `also_hidden`) excluded
+    before retrieval, the leave-one-out protocol."""
 
     def retrieve(q: Query, k: int) -> list[str]:
-        return [h.uid for h in searcher.search(q.text, k, None, retriever, vectors.get(q.uid))]
+        hidden = also_hidden | {q.uid} if also_hidden else (q.uid,)
+        return [h.uid for h in searcher.search(q.text, k, None, retriever, vectors.get(q.uid), exclude=hidden)]
 
+    return retrieve
+
+
+def _rows(searcher: Searcher, queries: list[Query], retriever: str, mode: str) -> dict[str, Any]:
+    retrieve = ranker(searcher, retriever, query_vectors(searcher.embedder, queries, retriever))
     metrics = evaluate(queries, retrieve)
     return {
         "retriever": retriever,
         "queries_mode": mode,
+        "protocol": PROTOCOL,
         **{k: (int(v) if k == "queries" else round(v, 4)) for k, v in metrics.items()},
         "by_group": {
             name: {k: round(v, 4) for k, v in m.items()} for name, m in evaluate_by_group(queries, retrieve).items()
         },
-        "default": retriever == default,
+        "default": retriever == searcher.config.retriever,
     }
 
 
@@ -60,14 +73,18 @@ def evaluate_version(
     # would hold about a GB (benchmarks/scale_250k.py).
     columns = [c for c in RECORD_COLUMNS if c != "text"]
     records = pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
-    searcher = searcher_for(reader, embedder, settings)
+    searcher = Searcher.for_settings(reader, embedder, settings)
     out: list[dict[str, Any]] = []
     for mode in modes:
-        queries = build_queries(records, mode=mode, split=split)[:max_queries]
-        texts = reader.records([q.uid for q in queries])["text"].tolist() if queries else []
-        queries = [replace(q, text=query_text(t, mode)) for q, t in zip(queries, texts, strict=True)]
-        out.extend(_rows(searcher, queries, r, mode, settings.retriever) for r in retrievers)
+        queries = with_texts(reader, build_queries(records, mode=mode, split=split)[:max_queries], mode)
+        out.extend(_rows(searcher, queries, r, mode) for r in retrievers)
     return out
+
+
+def with_texts(reader: EmbeddedReader, queries: list[Query], mode: str) -> list[Query]:
+    """The queries with their texts read from the version (only theirs: see evaluate_version)."""
+    texts = reader.records([q.uid for q in queries])["text"].tolist() if queries else []
+    return [replace(q, text=query_text(t, mode)) for q, t in zip(queries, texts, strict=True)]
 
 
 def evaluate_benchmark(
@@ -80,13 +97,13 @@ def evaluate_benchmark(
     with tempfile.TemporaryDirectory() as tmp:
         index = EmbeddedIndex(Path(tmp))
         builder = index.builder(None, embedder.describe())
-        if any(r in ("dense", "hybrid") for r in retrievers):
+        if any(r in DENSE_RETRIEVERS for r in retrievers):
             vectors, counts = embedder.embed_documents(corpus["text"].tolist())
         else:  # lexical only: one zero vector per document keeps the version well-formed
             vectors, counts = np.zeros((len(corpus), embedder.dim), np.float32), np.ones(len(corpus), np.int64)
         builder.upsert(EmbeddedBatch(corpus, vectors, counts))
         version = builder.commit(
-            extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist(), settings.title_weight)
+            extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist(), bm25_params(settings))
         )
-        searcher = searcher_for(index.open(version), embedder, settings)
-        return [_rows(searcher, queries, r, "full", settings.retriever) for r in retrievers]
+        searcher = Searcher.for_settings(index.open(version), embedder, settings)
+        return [_rows(searcher, queries, r, "full") for r in retrievers]

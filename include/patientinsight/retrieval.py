@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from patientinsight.embedding import Embedder
 from patientinsight.evaluation import split_sentences
 from patientinsight.index import EmbeddedReader, Filters
 from patientinsight.lexical import tokenize
-from patientinsight.retrievers import Searcher
+from patientinsight.retrievers import RetrievalConfig, Searcher
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def best_passages(query: str, text: str, n: int) -> list[str]:
     """The n sentences of `text` that share the most query terms, best first (ties: earlier first).
 
     Lexical on purpose: embedding every sentence of every hit would cost more than the whole search
-    (tens of ms per query on two cores), while the case's rank already comes from the embeddings.
+    (tens of ms per query on two cores), while the case's rank already comes from the retriever.
     """
     sentences = split_sentences(text)
     if not sentences:
@@ -103,23 +104,18 @@ class CaseIndex:
     switch is as fast as any other.
     """
 
-    def __init__(
-        self,
-        reader: EmbeddedReader,
-        embedder: Embedder,
-        retriever: str = "dense",
-        hybrid_weight: float = 0.3,
-        rm3_weight: float = 0.2,
-    ) -> None:
+    def __init__(self, reader: EmbeddedReader, embedder: Embedder, config: RetrievalConfig | None = None) -> None:
         self.reader = reader
         self.version = reader.version
-        self.searcher = Searcher(reader, embedder, hybrid_weight=hybrid_weight, rm3_weight=rm3_weight)
-        self.retriever = retriever
-        if retriever != "dense":
+        self.searcher = Searcher(reader, embedder, config or RetrievalConfig())
+        self.retriever = self.searcher.config.retriever
+        if self.retriever != "dense":
             try:
                 _ = self.searcher.lexical
             except FileNotFoundError:  # a version built before the lexical index existed
-                log.warning("index version %s has no lexical index: %s falls back to dense", self.version, retriever)
+                log.warning(
+                    "index version %s has no lexical index: %s falls back to dense", self.version, self.retriever
+                )
                 self.retriever = "dense"
         frame = pd.read_parquet(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
         self._records = frame.set_index("uid", drop=False)
@@ -127,7 +123,7 @@ class CaseIndex:
     @classmethod
     def for_settings(cls, reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> CaseIndex:
         """The retriever and its knobs as configured: the service and the command line answer alike."""
-        return cls(reader, embedder, settings.retriever, settings.hybrid_weight, settings.rm3_weight)
+        return cls(reader, embedder, RetrievalConfig.from_settings(settings))
 
     def count(self) -> int:
         return self.reader.count()
@@ -149,9 +145,10 @@ class CaseIndex:
             text=str(_clean(row["text"]) or ""),
         )
 
-    def search(self, text: str, k: int, filters: Filters | None = None) -> list[Case]:
+    def search(self, text: str, k: int, filters: Filters | None = None, exclude: Collection[str] = ()) -> list[Case]:
+        """The k most similar cases, none of them one of the `exclude` uids (hidden from every stage)."""
         cases = []
-        for hit in self.searcher.search(text, k, filters, retriever=self.retriever):
+        for hit in self.searcher.search(text, k, filters, retriever=self.retriever, exclude=exclude):
             case = self.case(hit.uid)
             if case is not None:
                 case.score = round(float(hit.score), 6)
@@ -160,12 +157,17 @@ class CaseIndex:
 
 
 def retrieve(
-    index: CaseIndex, text: str, k: int, filters: Filters | None = None, passages_per_case: int = 3
+    index: CaseIndex,
+    text: str,
+    k: int,
+    filters: Filters | None = None,
+    passages_per_case: int = 3,
+    exclude: Collection[str] = (),
 ) -> tuple[list[Case], dict[str, float]]:
     """The k most similar cases with their best-matching sentences, and the search time in ms
     (the query's encoding included, for the retrievers that use it)."""
     started = time.perf_counter()
-    cases = index.search(text, k, filters)
+    cases = index.search(text, k, filters, exclude)
     for case in cases:
         case.passages = best_passages(text, case.text, passages_per_case)
     return cases, {"search": (time.perf_counter() - started) * 1000}

@@ -10,6 +10,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The retrievers, named once: `patientinsight.retrievers` implements exactly these.
+RetrieverName = Literal["dense", "lexical", "lexical_rm3", "hybrid", "hybrid_rerank"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PATIENTINSIGHT_", extra="ignore")
@@ -54,23 +57,47 @@ class Settings(BaseSettings):
         default=20000, ge=1, description="Rows profiled at most (the first ones), to bound memory."
     )
     eval_max_queries: int = Field(default=500, ge=0, description="Most queries evaluated per run (0: skip evaluation).")
-    retriever: Literal["dense", "lexical", "lexical_rm3", "hybrid"] = Field(
-        default="lexical_rm3",
-        description="Default retriever of the service and the command line; chosen on the holdout half "
-        "(docs/PERFORMANCE.md).",
+    retriever: RetrieverName = Field(
+        default="hybrid_rerank",
+        description="Default retriever of the service, the command line and the gate: the best on the holdout "
+        "half under the leave-one-out protocol (docs/PERFORMANCE.md).",
     )
     hybrid_weight: float = Field(
-        default=0.3, ge=0.0, le=1.0, description="Dense share of the hybrid score (tuned on the tune half)."
+        default=0.4, ge=0.0, le=1.0, description="Dense share of the hybrid score (tuned on the tune half)."
+    )
+    rerank_weight: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="Dense share of the hybrid_rerank score over its BM25 candidates (tuned on the tune half).",
+    )
+    rerank_candidates: int = Field(
+        default=50, ge=1, description="BM25 candidates that hybrid_rerank rescores with the dense vectors."
     )
     rm3_weight: float = Field(
-        default=0.9, ge=0.0, le=1.0, description="Weight of the feedback terms in lexical_rm3 (tuned on tune)."
+        default=0.1, ge=0.0, le=1.0, description="Weight of the feedback terms in lexical_rm3 (tuned on tune)."
     )
-    title_weight: int = Field(default=1, ge=0, description="How many times the title counts in the BM25 index.")
+    title_weight: int = Field(
+        default=2, ge=0, description="How many times the title counts in the BM25 index (tuned on the tune half)."
+    )
+    bm25_k1: float = Field(
+        default=3.0, gt=0.0, description="BM25 term-frequency saturation of the lexical index (tuned on tune)."
+    )
+    bm25_b: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="BM25 length normalization of the lexical index (tuned on tune)."
+    )
     gate_max_mrr_drop: float = Field(
         default=0.02,
         ge=0.0,
         le=1.0,
-        description="Default of the DAG's gate: an MRR drop beyond this waits for approval.",
+        description="Default of the DAG's gate: a version whose MRR, on the queries and candidates it shares with "
+        "the published version, falls more than this below the published one's (and below it beyond the paired "
+        "bootstrap's 95% interval) waits for approval.",
+    )
+    gate_min_queries: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest shared queries the gate judges on; with fewer it is skipped, and the report says so.",
     )
     serve_host: str = Field(default="127.0.0.1", description="Address the query service binds to.")
     serve_port: int = Field(default=8000, ge=1, le=65535, description="Port of the query service.")

@@ -7,9 +7,7 @@ import pandas as pd
 import pytest
 
 from patientinsight.evaluation import (
-    Query,
     build_queries,
-    evaluate,
     first_sentences,
     ndcg_at,
     precision_at,
@@ -36,12 +34,6 @@ def test_ndcg_hand_computed() -> None:
     idcg = 2 / math.log2(2) + 1 / math.log2(3)
     assert ndcg_at(["x", "a", "b"], {"a": 2, "b": 1}, 10) == pytest.approx(dcg / idcg)
     assert ndcg_at(["a", "b"], {"a": 2, "b": 1}, 10) == pytest.approx(1.0)
-
-
-def test_evaluate_excludes_the_query_itself() -> None:
-    queries = [Query("q", "text", {"a": 2})]
-    metrics = evaluate(queries, lambda q, k: ["q", "a"], depth=10)
-    assert metrics["mrr"] == 1.0 and metrics["queries"] == 1.0
 
 
 def test_first_sentences() -> None:

@@ -10,8 +10,9 @@ import pytest
 from patientinsight import cli
 from patientinsight.ingest import run_ingest
 from patientinsight.pipeline import QuarantineExceeded, make_embedder, make_index
+from patientinsight.retrievers import RETRIEVERS
 from patientinsight.settings import Settings
-from tests.helpers import changed_and_removed, mlflow_run, read_rows, write_rows
+from tests.helpers import changed_and_removed, mlflow_run, read_rows, scrambled, write_rows
 
 
 @pytest.fixture
@@ -45,19 +46,17 @@ def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Pa
     assert run.info.artifact_uri.startswith((settings.home / "mlartifacts").as_uri())  # not in the cwd
     assert run.data.params["source_uri"] == str(sample_csv)
     assert run.data.metrics["validate_read"] == rows
-    assert run.data.metrics["eval_short_mrr"] > 0.5 and "eval_full_mrr" in run.data.metrics
+    assert run.data.metrics["eval_own_short_mrr"] > 0.5 and "eval_own_full_mrr" in run.data.metrics
 
     second = run_ingest(str(sample_csv), settings, run_id="second")
     assert (second["embedded"], second["unchanged"]) == (0, first["indexed"])
     assert second["index_version"] == first["index_version"]
 
     edited, changed, removed = changed_and_removed(sample_csv, tmp_path / "edited.csv")
-    # Removing a patient that others list as similar lowers MRR on this tiny sample: the gate holds
-    # the version back, and only an explicit allow_worse publishes it.
-    held = run_ingest(str(edited), settings, full_refresh=True, run_id="held")
-    assert held["gate"]["needs_approval"] and not held["published"]
-    assert held["index_version"] == first["index_version"] != held["staged_version"]
-    third = run_ingest(str(edited), settings, full_refresh=True, run_id="third", allow_worse=True)
+    # A change alone does not trip the gate; on this 47-record sample there are too few shared
+    # queries to judge, and the report says so.
+    third = run_ingest(str(edited), settings, full_refresh=True, run_id="third")
+    assert third["gate"]["skipped"] and third["gate"]["reason"].startswith("gate skipped: too few queries")
     assert third["published"] and third["index_version"] == third["staged_version"]
     assert (third["embedded"], third["deleted"], third["unchanged"]) == (1, 1, first["indexed"] - 2)
     reader = make_index(settings).open(third["index_version"])
@@ -65,10 +64,22 @@ def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Pa
     assert removed not in hashes and changed in hashes and reader.count() == first["indexed"] - 1
 
 
+def test_a_held_version_is_published_only_when_allowed(sample_csv: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", gate_min_queries=10)  # judge on the sample's 20 queries
+    first = run_ingest(str(sample_csv), settings, run_id="first")
+    worse = scrambled(sample_csv, tmp_path / "scrambled.csv")
+    held = run_ingest(str(worse), settings, full_refresh=True, run_id="held")
+    assert held["gate"]["needs_approval"] and not held["published"], held["gate"]
+    assert "MRR fell" in held["gate"]["reason"]
+    assert held["index_version"] == first["index_version"] != held["staged_version"]
+    allowed = run_ingest(str(worse), settings, full_refresh=True, run_id="allowed", allow_worse=True)
+    assert allowed["published"] and allowed["index_version"] == allowed["staged_version"]
+
+
 def test_without_full_refresh_nothing_is_deleted(settings: Settings, sample_csv: Path, tmp_path: Path) -> None:
     run_ingest(str(sample_csv), settings, run_id="a")
     edited, _, removed = changed_and_removed(sample_csv, tmp_path / "edited.csv")
-    report = run_ingest(str(edited), settings, run_id="b", allow_worse=True)
+    report = run_ingest(str(edited), settings, run_id="b")
     assert report["deleted"] == 0
     assert removed in make_index(settings).open(report["index_version"]).hashes()
 
@@ -111,8 +122,9 @@ def test_cli_json(
     assert cli.main(["eval", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {(r["retriever"], r["queries_mode"]) for r in rows} == {
-        (r, m) for r in ("dense", "lexical", "lexical_rm3", "hybrid") for m in ("short", "full")
+        (r, m) for r in RETRIEVERS for m in ("short", "full")
     }
+    assert {r["protocol"] for r in rows} == {"leave_one_out"}
     assert all({"mrr", "p@10", "ndcg@10", "recall@100", "queries"} <= r.keys() for r in rows)
     assert [r["retriever"] for r in rows if r["default"]] == [settings.retriever] * 2
     assert cli.main(["eval", "--retriever", "lexical", "--queries", "short", "--by-group", "--json"]) == 0

@@ -13,7 +13,6 @@ from patientinsight.embedding import Embedder
 from patientinsight.evaluation import Query, evaluate_by_group
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
 from patientinsight.lexical import LexicalIndex, tokenize, write_index
-from patientinsight.pipeline import gate
 from patientinsight.quality import evaluate_benchmark
 from patientinsight.retrievers import RETRIEVERS, Searcher
 from patientinsight.settings import Settings
@@ -81,19 +80,6 @@ def test_every_retriever_ranks_and_filters(searcher: Searcher, retriever: str) -
 def test_unknown_retriever(searcher: Searcher) -> None:
     with pytest.raises(ValueError, match="unknown retriever 'bm99'"):
         searcher.search("fever", 3, None, "bm99")
-
-
-def test_gate_rule() -> None:
-    better = {"eval_short_mrr": 0.8, "eval_full_mrr": 0.9, "published_short_mrr": 0.79, "published_full_mrr": 0.9}
-    assert gate(better, 0.02)["needs_approval"] is False
-    worse = {**better, "eval_full_mrr": 0.85}
-    decision = gate(worse, 0.02)
-    assert decision["needs_approval"] is True and decision["mrr_drops"]["full"] == pytest.approx(0.05)
-    assert "MRR fell" in decision["reason"]
-    assert gate({"eval_short_mrr": 0.1}, 0.02) == {
-        "needs_approval": False, "mrr_drops": {}, "max_mrr_drop": 0.02,
-        "reason": "no published version to compare with",
-    }  # fmt: skip
 
 
 def test_metrics_by_group() -> None:

@@ -15,6 +15,7 @@ import pytest
 from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex
 from patientinsight.lexical import (
     LEXICAL_DIR,
+    Bm25Params,
     LexicalIndex,
     document_texts,
     tokenize,
@@ -79,26 +80,26 @@ def corpus(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
     return titles, texts
 
 
-def one_shot_index(folder: Path, titles: list[str], texts: list[str], title_weight: int) -> None:
+def one_shot_index(folder: Path, titles: list[str], texts: list[str], params: Bm25Params) -> None:
     """The build before streaming: every document's token strings at once."""
-    model = bm25s.BM25()
-    model.index(tokenize(document_texts(titles, texts, title_weight)), show_progress=False)
+    model = bm25s.BM25(k1=params.k1, b=params.b)
+    model.index(tokenize(document_texts(titles, texts, params.title_weight)), show_progress=False)
     model.save(str(folder / LEXICAL_DIR), show_progress=False)
     (folder / LEXICAL_DIR / "fields.json").write_text(
-        json.dumps({"title_weight": title_weight, "documents": len(texts)})
+        json.dumps({"title_weight": params.title_weight, "documents": len(texts)})
     )
 
 
 QUERIES = ["coughing fever", "renal failure biopsy", "wrist fracture surgery", "the and of", "zebra", "tumour"]
 
 
-@pytest.mark.parametrize("title_weight", [1, 2])
-def test_batched_lexical_index_scores_exactly_as_the_one_shot_build(tmp_path: Path, title_weight: int) -> None:
+@pytest.mark.parametrize("params", [Bm25Params(), Bm25Params(title_weight=2, k1=3.0, b=1.0)])
+def test_batched_lexical_index_scores_exactly_as_the_one_shot_build(tmp_path: Path, params: Bm25Params) -> None:
     titles, texts = corpus(257)
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
-    one_shot_index(tmp_path / "old", titles, texts, title_weight)
-    write_index(tmp_path / "new", titles, texts, title_weight, batch=10)  # 26 batches, vocabularies merged
+    one_shot_index(tmp_path / "old", titles, texts, params)
+    write_index(tmp_path / "new", titles, texts, params, batch=10)  # 26 batches, vocabularies merged
     old, new = LexicalIndex(tmp_path / "old"), LexicalIndex(tmp_path / "new")
     assert new.documents == old.documents == 257
     assert set(new.model.vocab_dict) == set(old.model.vocab_dict)

@@ -1,0 +1,167 @@
+"""The publish gate: did retrieval get worse for a reason other than new records?
+
+MRR measured on two versions' own records is not comparable: new records bring other queries and more
+candidates, so growth alone moves it. The gate therefore compares like with like:
+
+- the same queries: the published version's holdout queries (its texts and judgments) whose record
+  and judged records are in both versions;
+- the same candidates: each version hides the records the other one lacks, and the query's own record
+  (leave-one-out);
+- both signals per query mode, with a tolerance from the per-query spread: a paired bootstrap of the
+  reciprocal-rank differences. A version is held only when its MRR falls more than `max_mrr_drop`
+  below the reference and the bootstrap interval of the difference lies wholly below zero.
+
+The two references are the published version (on the shared queries) and BM25 on the new version
+itself (the default retriever should not do worse than its own lexical index): the second still
+judges when the published version cannot be scored with this embedder, or is absent. With fewer than
+`min_queries` queries the gate is skipped, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from patientinsight.embedding import Embedder
+from patientinsight.evaluation import PROTOCOL, Query, build_queries, paired_interval, per_query
+from patientinsight.index import EmbeddedReader
+from patientinsight.quality import query_vectors, ranker, with_texts
+from patientinsight.retrievers import DENSE_RETRIEVERS, Searcher
+from patientinsight.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("short", "full")
+BASELINE = "lexical"
+_LINK_COLUMNS = ["uid", "pmid", "similar_patients"]
+
+
+def _links(reader: EmbeddedReader) -> pd.DataFrame:
+    # Every record's links but no texts: the queries' texts are read on their own (quality.with_texts).
+    return pd.read_parquet(reader.path / "records.parquet", columns=_LINK_COLUMNS).assign(text="")
+
+
+def _reciprocal_ranks(searcher: Searcher, queries: list[Query], retriever: str, hidden: frozenset[str]) -> np.ndarray:
+    vectors = query_vectors(searcher.embedder, queries, retriever)
+    rows = per_query(queries, ranker(searcher, retriever, vectors, hidden))
+    return np.array([r["mrr"] for r in rows], dtype=np.float64)
+
+
+def _paired(new: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    low, high = paired_interval(new - reference)
+    return {
+        "mrr": round(float(new.mean()), 4),
+        "reference_mrr": round(float(reference.mean()), 4),
+        "difference": round(float((new - reference).mean()), 4),
+        "interval_95": [round(low, 4), round(high, 4)],
+    }
+
+
+CHECKS = {  # what each comparison holds the new version against, in the report's words
+    "published": "the published version",
+    "vectors": "the published version, dense retrieval (the vectors)",
+    "own": "BM25 on the same version",
+}
+
+
+def compare(
+    new: EmbeddedReader, published: EmbeddedReader | None, embedder: Embedder, settings: Settings
+) -> dict[str, Any]:
+    """The comparisons, per query mode: the configured retriever against the published version on
+    their shared queries and candidates; the vectors alone (dense retrieval) the same way, since the
+    default's small dense share would hide broken vectors; and the configured retriever against BM25
+    on the new version's own queries."""
+    from patientinsight.pipeline import same_embedding
+
+    retriever = settings.retriever
+    cap = settings.eval_max_queries or None
+    new_searcher = Searcher.for_settings(new, embedder, settings)
+    new_links = _links(new)
+    new_uids = set(new_links["uid"])
+    same_vectors = published is not None and same_embedding(published.manifest, embedder.describe())
+    checks: list[tuple[str, str]] = []  # (check, the retriever it runs)
+    if published is not None and (same_vectors or retriever not in DENSE_RETRIEVERS):
+        checks.append(("published", retriever))
+    if same_vectors and retriever != "dense":
+        checks.append(("vectors", "dense"))
+    shared_queries: dict[str, list[Query]] = {}
+    if published is not None and checks:
+        old_links = _links(published)
+        shared = new_uids & set(old_links["uid"])
+        old_searcher = Searcher.for_settings(published, embedder, settings)
+        only_new, only_old = frozenset(new_uids - shared), frozenset(set(old_links["uid"]) - shared)
+        candidates = build_queries(old_links[old_links["uid"].isin(shared)], split="holdout")[:cap]
+        for mode in MODES:  # the published version's texts, asked of both versions alike
+            shared_queries[mode] = with_texts(published, candidates, mode)
+    out: dict[str, Any] = {"retriever": retriever, "protocol": PROTOCOL, "modes": {}}
+    for mode in MODES:
+        row: dict[str, Any] = {}
+        own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
+        own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset())
+        base_rr = own_rr if retriever == BASELINE else _reciprocal_ranks(new_searcher, own, BASELINE, frozenset())
+        row["own"] = {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
+        queries = shared_queries.get(mode, [])
+        for check, name in checks if queries else []:
+            # Each version hides what the other lacks: both rank the same candidates.
+            on_new = _reciprocal_ranks(new_searcher, queries, name, only_new)
+            on_old = _reciprocal_ranks(old_searcher, queries, name, only_old)
+            row[check] = {"queries": len(queries), **_paired(on_new, on_old)}
+        out["modes"][mode] = row
+    if published is not None and not same_vectors:
+        out["vectors_not_comparable"] = "the published version was embedded with another model or strategy"
+    return out
+
+
+def decide(comparison: dict[str, Any], max_mrr_drop: float, min_queries: int) -> dict[str, Any]:
+    """Hold (needs approval) when, in some query mode, the new version does materially and
+    significantly worse than a reference; publish otherwise, with the reason in one sentence."""
+    held: list[str] = []
+    judged: list[str] = []
+    skipped: list[str] = []
+    for mode, row in comparison["modes"].items():
+        for reference, name in CHECKS.items():
+            result = row.get(reference)
+            if result is None:
+                continue
+            label = f"{mode} queries against {name}"
+            if result["queries"] < min_queries:
+                skipped.append(f"{label} ({result['queries']} queries, fewer than {min_queries})")
+                continue
+            judged.append(label)
+            if result["difference"] < -max_mrr_drop and result["interval_95"][1] < 0:
+                held.append(
+                    f"MRR fell by {-result['difference']:.4f} on {result['queries']} {label} "
+                    f"({result['mrr']:.4f} against {result['reference_mrr']:.4f}, 95% interval of the "
+                    f"difference {result['interval_95'][0]:+.4f} to {result['interval_95'][1]:+.4f})"
+                )
+    if held:
+        reason = "; ".join(held) + f" (allowed {max_mrr_drop})"
+    elif judged:
+        reason = f"no material drop (allowed {max_mrr_drop}) on " + ", ".join(judged)
+    else:
+        reason = "gate skipped: too few queries to judge"
+    if skipped and not held:
+        reason += "; not judged: " + ", ".join(skipped)
+    return {
+        "needs_approval": bool(held),
+        "skipped": not judged,
+        "reason": reason,
+        "max_mrr_drop": max_mrr_drop,
+        "min_queries": min_queries,
+    }
+
+
+def flat_metrics(comparison: dict[str, Any]) -> dict[str, float]:
+    """The comparison as flat numbers for MLflow and the run report."""
+    out: dict[str, float] = {}
+    for mode, row in comparison["modes"].items():
+        for reference, result in row.items():
+            out[f"{reference}_{mode}_queries"] = float(result["queries"])
+            if result["queries"]:
+                out[f"{reference}_{mode}_mrr"] = result["mrr"]
+                out[f"{reference}_{mode}_reference_mrr"] = result["reference_mrr"]
+                out[f"{reference}_{mode}_difference"] = result["difference"]
+    return out

@@ -1,0 +1,97 @@
+"""The publish gate compares like with like: growth alone publishes on its own, broken vectors wait
+for a person, and too few queries skip the gate with a line that says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from patientinsight import pipeline
+from patientinsight.gate import decide
+from patientinsight.index import META_COLUMNS, EmbeddedBatch
+from patientinsight.ingest import run_ingest
+from patientinsight.lexical import bm25_params, write_index_from_parquet
+from patientinsight.settings import Settings
+from tests.helpers import REAL_CSV
+
+
+def judged(queries: int, mrr: float, reference: float, interval: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "queries": queries, "mrr": mrr, "reference_mrr": reference,
+        "difference": round(mrr - reference, 4), "interval_95": list(interval),
+    }  # fmt: skip
+
+
+def comparison(**modes: dict[str, Any]) -> dict[str, Any]:
+    return {"retriever": "hybrid_rerank", "protocol": "leave_one_out", "modes": modes}
+
+
+def test_decision_needs_a_material_and_significant_drop() -> None:
+    ok = {"own": judged(80, 0.80, 0.79, (-0.01, 0.03))}
+    assert decide(comparison(short=ok), 0.02, 30)["needs_approval"] is False
+    noisy = {"published": judged(80, 0.75, 0.80, (-0.11, 0.01))}  # a large drop, but within the spread
+    assert decide(comparison(short=noisy), 0.02, 30)["needs_approval"] is False
+    small = {"published": judged(80, 0.79, 0.80, (-0.015, -0.005))}  # significant, but within the allowance
+    assert decide(comparison(short=small), 0.02, 30)["needs_approval"] is False
+    worse = {"published": judged(80, 0.70, 0.80, (-0.14, -0.06))}
+    decision = decide(comparison(short=ok, full=worse), 0.02, 30)
+    assert decision["needs_approval"] is True and not decision["skipped"]
+    assert "MRR fell by 0.1000 on 80 full queries against the published version" in decision["reason"]
+
+
+def test_too_few_queries_skip_the_gate_and_say_so() -> None:
+    few = {"published": judged(12, 0.2, 0.9, (-0.9, -0.5)), "own": judged(12, 0.2, 0.9, (-0.9, -0.5))}
+    decision = decide(comparison(short=few, full=few), 0.02, 30)
+    assert decision["needs_approval"] is False and decision["skipped"] is True
+    assert decision["reason"].startswith("gate skipped: too few queries to judge")
+    assert "12 queries, fewer than 30" in decision["reason"]
+
+
+def rebuilt_with(settings: Settings, vectors_of: Any) -> str:
+    """A new version of the published records through the index's own builder, with other vectors."""
+    index = pipeline.make_index(settings)
+    reader = index.open(index.published() or "")
+    records = pd.read_parquet(reader.path / "records.parquet")
+    batch = EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors_of(np.asarray(reader.vectors)),
+                          records["chunk_count"].to_numpy())  # fmt: skip
+    builder = index.builder(None, reader.manifest)
+    builder.upsert(batch)
+    params = bm25_params(settings)
+    return builder.commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", params))
+
+
+def shuffled(vectors: np.ndarray) -> np.ndarray:
+    return vectors[np.random.default_rng(3).permutation(len(vectors))]
+
+
+def random_model(vectors: np.ndarray) -> np.ndarray:
+    """What a model that knows nothing of medicine would give: random unit vectors."""
+    out = np.random.default_rng(4).standard_normal(vectors.shape).astype(np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+@pytest.mark.realdata
+def test_growth_publishes_and_broken_vectors_wait(real_data_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    source = str(real_data_dir / REAL_CSV)
+    first = run_ingest(source, settings, limit=500, run_id="first")
+    assert first["published"], first["gate"]
+
+    grown = run_ingest(source, settings, run_id="growth")  # 500 more real records, same settings
+    assert grown["embedded"] == grown["indexed"] - first["indexed"] > 400
+    assert grown["published"] and grown["gate"]["needs_approval"] is False, grown["gate"]
+    assert not grown["gate"]["skipped"] and "against the published version" in grown["gate"]["reason"]
+    for mode in ("short", "full"):
+        assert grown["evaluation"]["comparison"]["modes"][mode]["published"]["queries"] >= settings.gate_min_queries
+
+    index = pipeline.make_index(settings)
+    for broken in (shuffled, random_model):
+        version = rebuilt_with(settings, broken)
+        evaluation = pipeline.evaluate_version(index, version, pipeline.make_embedder(settings), settings)
+        decision = pipeline.gate(evaluation, settings.gate_max_mrr_drop, settings.gate_min_queries)
+        assert decision["needs_approval"] is True, (broken.__name__, decision)
+        assert "MRR fell" in decision["reason"]
