@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+
+def _json_number(value: object) -> object:
+    """Numbers only: JSON's true and "5" are not numbers (pydantic would take them as 1 and 5)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("Input should be a number")
+    return value
+
+
+# JSON Schema's integer includes 50.0, so an integral float passes as well; booleans and strings do not.
+JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_json_number)]
 
 
 class QueryFilters(BaseModel):
     """Restrictions on the cases returned; age_min must not be greater than age_max (422 otherwise)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: "5" and true are not numbers
 
     age_min: float | None = Field(default=None, ge=0, le=150, description="Youngest age in years.")
     age_max: float | None = Field(default=None, ge=0, le=150, description="Oldest age in years.")
@@ -24,10 +35,10 @@ class QueryFilters(BaseModel):
 
 
 class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: "5" and true are not numbers
 
     text: str = Field(min_length=1, description="The patient, described in plain text (length limited by settings).")
-    k: int = Field(default=5, ge=1, le=50, description="How many similar cases to return.")
+    k: JsonInt = Field(default=5, ge=1, le=50, description="How many similar cases to return.")
     filters: QueryFilters = Field(default_factory=QueryFilters)
     generate: bool = Field(default=True, description="Write an analysis of the cases.")
     exclude: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
@@ -73,7 +84,9 @@ class QueryResponse(BaseModel):
     cases: list[CaseOut]
     analysis: AnalysisOut
     index_version: str
-    retriever: str = Field(description="The retriever that ranked the cases (dense, lexical, lexical_rm3, hybrid).")
+    retriever: str = Field(
+        description="The retriever that ranked the cases (dense, lexical, lexical_rm3, hybrid, hybrid_rerank)."
+    )
     timings_ms: dict[str, float]
 
 

@@ -9,9 +9,9 @@ import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from patientinsight.settings import get_settings
+from patientinsight.settings import RetrieverName, get_settings
 
 
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _render_rows(rows: list[dict[str, Any]]) -> str:
-    keys = ("retriever", "queries_mode", "mrr", "p@10", "ndcg@10", "recall@100", "queries", "default")
+    keys = ("retriever", "queries_mode", "protocol", "mrr", "p@10", "ndcg@10", "recall@100", "queries", "default")
     lines = ["\t".join(keys)]
     lines += ["\t".join(str(row.get(k, "")) for k in keys) for row in rows]
     return "\n".join(lines)
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=_ingest)
 
     evaluate = sub.add_parser("eval", help="retrieval quality of the published index (holdout half) or a benchmark")
-    evaluate.add_argument("--retriever", choices=["dense", "lexical", "lexical_rm3", "hybrid"], default=None)
+    evaluate.add_argument("--retriever", choices=get_args(RetrieverName), default=None)
     evaluate.add_argument("--queries", choices=["full", "short"], default=None, help="default: both")
     evaluate.add_argument("--benchmark", default=None, help="folder of the official files in BEIR format")
     evaluate.add_argument("--split", default="test", help="qrels split of --benchmark (default: test)")
