@@ -31,10 +31,8 @@ from _common import REAL_CSV, machine, stamp
 from patientinsight.evaluation import first_sentences
 from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex
 from patientinsight.ingest import run_ingest
-from patientinsight.lexical import write_index
+from patientinsight.lexical import bm25_params, write_index
 from patientinsight.settings import Settings
-
-CONCURRENCY = (1, 8, 32)
 
 
 def build_real(home: Path) -> str:
@@ -75,7 +73,9 @@ def build_large(real_home: Path, home: Path, total: int, seed: int = 7) -> str:
     builder.upsert(EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors, records["chunk_count"].to_numpy()))
     builder.upsert(EmbeddedBatch(fake, generated, np.ones(extra, dtype=np.int64)))
     large = builder.commit(
-        extras=lambda folder, recs: write_index(folder, recs["title"].tolist(), recs["text"].tolist())
+        extras=lambda folder, recs: write_index(
+            folder, recs["title"].tolist(), recs["text"].tolist(), bm25_params(Settings())
+        )
     )
     index.publish(large)
     return large
@@ -151,7 +151,8 @@ def rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=250_000)
-    parser.add_argument("--retrievers", default="lexical,dense", help="comma-separated")
+    parser.add_argument("--retrievers", default="hybrid_rerank,lexical,dense", help="comma-separated")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (x2 at 8, x3 at 32)")
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args()
@@ -172,8 +173,8 @@ def main() -> None:
         for retriever in args.retrievers.split(","):
             process, url = start_service(home, retriever)
             try:
-                for concurrency in CONCURRENCY:
-                    n = args.requests * {1: 1, 8: 2, 32: 3}[concurrency]
+                for concurrency in [int(c) for c in args.concurrency.split(",")]:
+                    n = args.requests * (1 if concurrency == 1 else 2 if concurrency <= 8 else 3)
                     result = asyncio.run(run_level(url, queries, concurrency, n))
                     rows.append((label, retriever, concurrency, result, rss_mb(process.pid)))
                     print(f"{label} {retriever} c={concurrency}: {result}", file=sys.stderr)

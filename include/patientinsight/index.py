@@ -154,20 +154,23 @@ class EmbeddedReader:
         self.path = path
         self.version = version
         self.manifest = json.loads((path / "manifest.json").read_text())
-        self._meta = pd.read_parquet(
-            path / "records.parquet", columns=["uid", "age_years", "sex", "content_hash", "chunk_count"]
-        )
         self.vectors = np.load(path / "vectors.npy", mmap_mode="r")
-        counts = self._meta["chunk_count"].to_numpy(dtype=np.int64)
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        """What every search needs per record, as arrays: no frame, no content hashes (the ingest
+        reads those on demand), so a serving process holds as little as it can."""
+        meta = pq.read_table(self.path / "records.parquet", columns=["uid", "age_years", "sex", "chunk_count"])
+        counts = meta.column("chunk_count").to_numpy().astype(np.int64)
         self._counts = counts
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self._uids = self._meta["uid"].to_numpy(dtype=object)
-        self._age = self._meta["age_years"].to_numpy(dtype=np.float64)
-        self._sex = self._meta["sex"].to_numpy(dtype=object)
+        self._uids = np.asarray(meta.column("uid").to_pylist(), dtype=object)
+        self._age = meta.column("age_years").to_numpy(zero_copy_only=False).astype(np.float64)
+        self._sex = np.asarray(meta.column("sex").to_pylist(), dtype=object)
         self._position_of: dict[str, int] | None = None
 
     def count(self) -> int:
-        return len(self._meta)
+        return len(self._uids)
 
     def uid_at(self, position: int) -> str:
         return str(self._uids[position])
@@ -191,7 +194,8 @@ class EmbeddedReader:
         return mask
 
     def hashes(self) -> dict[str, str]:
-        return dict(zip(self._meta["uid"], self._meta["content_hash"], strict=True))
+        table = pq.read_table(self.path / "records.parquet", columns=["uid", "content_hash"])
+        return dict(zip(table.column("uid").to_pylist(), table.column("content_hash").to_pylist(), strict=True))
 
     def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every record's score (its best chunk's cosine), and every chunk's score."""

@@ -344,18 +344,10 @@ class PineconeReader(EmbeddedReader):
         self.index = index
         self.manifest = json.loads((path / "manifest.json").read_text())
         self.namespace: str = self.manifest["namespace"]
-        self._meta = pd.read_parquet(
-            path / "records.parquet", columns=["uid", "age_years", "sex", "content_hash", "chunk_count"]
-        )
-        counts = self._meta["chunk_count"].to_numpy(dtype=np.int64)
-        self._counts = counts
-        self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self._uids = self._meta["uid"].to_numpy(dtype=object)
-        self._age = self._meta["age_years"].to_numpy(dtype=np.float64)
-        self._sex = self._meta["sex"].to_numpy(dtype=object)
+        self._load_meta()
         self._positions = {str(uid): i for i, uid in enumerate(self._uids)}
         self._position_of = self._positions
-        self._chunks = int(counts.sum())
+        self._chunks = int(self._counts.sum())
 
     def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> list[tuple[str, int, float]]:
         data = self.index.data_plane()

@@ -23,6 +23,18 @@ def records(built_home) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     return pd.read_parquet(index.open(index.published()).path / "records.parquet")
 
 
+def test_excluded_cases_never_come_back(keyed_service: Service) -> None:
+    with keyed_service.client(API_KEY) as client:
+        first = client.post("/v1/query", json={"text": QUERY, "k": 3, "generate": False}).json()["cases"]
+        hidden = [first[0]["patient_uid"]]
+        body = {"text": QUERY, "k": 3, "generate": False, "exclude": hidden}
+        again = client.post("/v1/query", json=body).json()["cases"]
+        too_many = client.post("/v1/query", json={**body, "exclude": ["x"] * 101})
+        not_a_number = client.post("/v1/query", json={"text": QUERY, "k": "3"})
+    assert len(again) == 3 and hidden[0] not in [c["patient_uid"] for c in again]
+    assert too_many.status_code == 422 and not_a_number.status_code == 422
+
+
 def test_health_and_readiness_name_the_version(keyed_service: Service, built_home) -> None:  # type: ignore[no-untyped-def]
     from patientinsight.index import EmbeddedIndex
 

@@ -95,6 +95,20 @@ def test_top_k_counts_records_not_chunks(backend: Backend) -> None:
     assert len(best) == 4 and len(chunks) == 33 and int(np.argmax(best)) == 0
 
 
+def test_excluded_records_are_hidden_and_candidates_score_as_in_the_scan(backend: Backend) -> None:
+    """The leave-one-out seam: `exclude` hides records from the dense search; a reranker's scores of
+    a few records (`scores_at`) equal their scores in the full scan, best chunk included."""
+    many = [unit(1, 0.01 * i, 0) for i in range(3)]
+    others = [unit(0.5, 1, 0), unit(0.3, 1, 0), unit(0, 0, 1)]
+    reader = backend.index.open(build(backend.index, None, batch(["a", "b", "c", "d"], many + others, [3, 1, 1, 1])))
+    query = unit(1, 0.5, 0)
+    assert [h.uid for h in reader.search(query, k=2, exclude={"a"})] == ["b", "c"]
+    assert [h.uid for h in reader.search(query, k=4, exclude={"a", "zz"})] == ["b", "c", "d"]
+    positions = np.array([3, 0, 2])
+    best, _ = reader.scores(query)
+    assert np.allclose(reader.scores_at(query, positions), best[positions], atol=1e-5)
+
+
 def test_filters(backend: Backend) -> None:
     vectors = [unit(1, 0, 0), unit(1, 0.1, 0), unit(1, 0.2, 0), unit(1, 0.3, 0)]
     new = batch(["a", "b", "c", "d"], vectors, ages=[5.0, 30.0, 70.0, None], sexes=["M", "F", "F", "M"])
