@@ -34,7 +34,7 @@ from patientinsight.evaluation import Query, build_queries, mean_metrics, paired
 from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader
 from patientinsight.lexical import PLAIN_BM25, Bm25Params, LexicalIndex, write_index
 from patientinsight.pipeline import make_embedder
-from patientinsight.retrievers import RetrievalConfig, Searcher, _standardized
+from patientinsight.retrievers import RETRIEVERS, RetrievalConfig, Searcher, _standardized
 from patientinsight.settings import Settings
 
 # Published PPR results on the full benchmark's test split (MRR / P@10 / nDCG@10, percent), for reference.
@@ -48,6 +48,9 @@ MODES = ("short", "full")
 METRICS = ("mrr", "p@10", "ndcg@10", "recall@100")
 LEXICAL_GRID = {"k1": (1.2, 1.5, 2.0, 3.0, 4.0), "b": (0.75, 0.9, 1.0), "title_weight": (0, 1, 2)}
 RERANK_GRID = {"rerank_weight": (0.2, 0.3, 0.4, 0.5), "rerank_candidates": (50, 100, 200)}
+# Retrievers that meet the query latency budget at 250,000 records (p50 25 ms, p99 100 ms, concurrency
+# 1; benchmarks/query_latency.py, docs/PERFORMANCE.md): dense and hybrid scan every vector (p50 36 ms).
+WITHIN_LATENCY_BUDGET = ("lexical", "lexical_rm3", "hybrid_rerank")
 Scorer = Callable[[Query, np.ndarray | None, frozenset[str], int], list[str]]
 
 
@@ -98,16 +101,20 @@ def ranked(searcher: Searcher, scores: np.ndarray, k: int) -> list[str]:
     return [searcher.reader.uid_at(i) for i, _ in searcher.reader.top(scores, k)]
 
 
-def candidates(searcher: Searcher, q: Query, hidden: frozenset[str], pool: int) -> tuple[np.ndarray, np.ndarray]:
-    """The visible BM25 pool, as hybrid_rerank takes it, and the BM25 scores of every record."""
+def candidates(
+    searcher: Searcher, q: Query, hidden: frozenset[str], pool: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As hybrid_rerank takes them: the visible BM25 pool, the other matching records (BM25 order),
+    and the BM25 scores of every record (hidden ones 0)."""
     mask = searcher.reader.hidden(hidden)
-    lexical = (
-        np.where(mask, 0.0, searcher.lexical.scores(q.text)) if mask is not None else searcher.lexical.scores(q.text)
-    )
-    pool_ = np.flatnonzero(lexical > 0)
-    if len(pool_) > pool:
-        pool_ = pool_[np.argpartition(-lexical[pool_], pool - 1)[:pool]]
-    return pool_, lexical
+    lexical = searcher.lexical.scores(q.text)
+    lexical = np.where(mask, 0.0, lexical) if mask is not None else lexical
+    matching = np.flatnonzero(lexical > 0)
+    if len(matching) <= pool:
+        return matching, np.empty(0, dtype=np.int64), lexical
+    chosen = np.zeros(len(matching), dtype=bool)  # the pool exactly as Searcher._reranked takes it
+    chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
+    return matching[chosen], matching[~chosen], lexical
 
 
 def rrf(searcher: Searcher, k_rrf: int, dense_weight: float) -> Scorer:
@@ -141,10 +148,14 @@ def rerank_variant(
     feedback (the query vector moved towards the mean of the first pass's top documents), or a prior
     on the query patient's age (log-age distance) and sex."""
     cfg = searcher.config
+    if rocchio is not None:  # the feedback reads vectors by record position: one vector per record
+        assert int(searcher.reader.vectors.shape[0]) == searcher.reader.count()
 
     def rank(q: Query, vector: np.ndarray | None, hidden: frozenset[str], k: int) -> list[str]:
-        pool, lexical = candidates(searcher, q, hidden, max(k, cfg.rerank_candidates))
+        pool, rest, lexical = candidates(searcher, q, hidden, cfg.rerank_candidates)
         assert vector is not None
+        if len(pool) == 0:  # no visible record shares a term: the product ranks by dense alone
+            return product(searcher, "hybrid_rerank")(q, vector, hidden, k)
         dense = (chunk_reader or searcher.reader).scores_at(vector, pool)
         fused = cfg.rerank_weight * _standardized(dense, None) + (1 - cfg.rerank_weight) * _standardized(
             lexical[pool], None
@@ -168,6 +179,8 @@ def rerank_variant(
                 fused = fused - age_w * np.abs(np.log1p(known) - np.log1p(q.age_years))
         out = np.full(searcher.reader.count(), -np.inf)
         out[pool] = fused
+        if len(rest):  # below the pool, in BM25 order, as the product does
+            out[rest] = fused.min() - 2.0 + lexical[rest] / lexical[rest].max()
         return ranked(searcher, out, k)
 
     return rank
@@ -259,16 +272,22 @@ def main() -> None:
                 bench, product(bench.searcher(lexical_params, RetrievalConfig(rm3_weight=w)), "lexical_rm3"), full_floor
             ),
         )
-        tuned = RetrievalConfig(
-            retriever="hybrid_rerank", hybrid_weight=hybrid_weight, rerank_weight=rerank_config.rerank_weight,
+        knobs = RetrievalConfig(
+            hybrid_weight=hybrid_weight, rerank_weight=rerank_config.rerank_weight,
             rerank_candidates=rerank_config.rerank_candidates, rm3_weight=rm3_weight,
         )  # fmt: skip
-        chosen = {"bm25": vars(lexical_params), **vars(tuned)}
+        # 4. The default: the best retriever on tune among those within the latency budget.
+        on_tune = {
+            r: tune_objective(bench, product(bench.searcher(lexical_params, knobs), r), full_floor) for r in RETRIEVERS
+        }
+        default = max(WITHIN_LATENCY_BUDGET, key=lambda r: on_tune[r])
+        tuned = replace(knobs, retriever=default)
+        chosen = {"bm25": vars(lexical_params), **vars(tuned), "tune_short_mrr": on_tune}
         searcher = bench.searcher(lexical_params, tuned)
-        report("lexical (BM25, tuned)", product(searcher, "lexical"))
+        report("lexical", product(searcher, "lexical"))  # BM25 with the tuned k1, b and title weight
         for retriever in ("dense", "lexical_rm3", "hybrid", "hybrid_rerank"):
             report(retriever, product(searcher, retriever))
-        # 4. Variants, each with its knob on tune.
+        # 5. Variants, each with its knob on tune.
         best_rrf = max(
             itertools.product((10, 60), (0.3, 0.5, 1.0)),
             key=lambda kw: tune_objective(bench, rrf(searcher, *kw), full_floor),
@@ -313,10 +332,10 @@ def main() -> None:
                 "variant: dense on chunk vectors (best chunk)",
                 product(bench.searcher(lexical_params, tuned, chunk_reader), "dense"),
             )
-    default_rr = per_query_mrr["hybrid_rerank"]
+    default_rr = per_query_mrr[tuned.retriever]
     margins = {}
     for mode in MODES:
-        for baseline in ("plain BM25 (k1 1.5, b 0.75)", "lexical (BM25, tuned)"):
+        for baseline in ("plain BM25 (k1 1.5, b 0.75)", "lexical"):
             diff = np.array(default_rr[("holdout", mode)]) - np.array(per_query_mrr[baseline][("holdout", mode)])
             low, high = paired_interval(diff)
             margins[f"{mode} vs {baseline}"] = {
@@ -335,7 +354,7 @@ def main() -> None:
             f"| {r['retriever']} | {r['split']} | {int(r['queries'])} | {r['queries_mode']} | {r['mrr']:.4f} | "
             f"{r['p@10']:.4f} | {r['ndcg@10']:.4f} | {r['recall@100']:.4f} | {r['ms_per_query']:.2f} |"
         )
-    print("\nhybrid_rerank on holdout, per-query MRR difference (95% paired bootstrap interval):")
+    print(f"\nthe default ({tuned.retriever}) on holdout, per-query MRR difference (95% paired bootstrap interval):")
     for name, m in margins.items():
         print(f"- {name}: {m['difference']:+.4f} ({m['interval_95'][0]:+.4f} to {m['interval_95'][1]:+.4f})")
     print("\nPublished PPR results on the full benchmark (test split, ~155k-patient corpus; a harder task):")

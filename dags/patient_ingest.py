@@ -99,7 +99,8 @@ def _link(state: dict[str, Any]) -> dict[str, Any]:
             minimum=0,
             maximum=1,
             title="Max MRR drop",
-            description="Publish without asking unless MRR falls more than this below the published version's.",
+            description="Publish without asking unless MRR falls more than this (and beyond the per-query spread) "
+            "below the published version's on the same queries and candidates, or below BM25's.",
         ),
     },
 )

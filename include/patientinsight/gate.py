@@ -7,14 +7,16 @@ candidates, so growth alone moves it. The gate therefore compares like with like
   and judged records are in both versions;
 - the same candidates: each version hides the records the other one lacks, and the query's own record
   (leave-one-out);
-- both signals per query mode, with a tolerance from the per-query spread: a paired bootstrap of the
-  reciprocal-rank differences. A version is held only when its MRR falls more than `max_mrr_drop`
-  below the reference and the bootstrap interval of the difference lies wholly below zero.
+- with a tolerance from the per-query spread: a paired bootstrap of the reciprocal-rank
+  differences. A version is held only when its MRR falls more than `max_mrr_drop` below the
+  reference and the bootstrap interval of the difference lies wholly below zero.
 
-The two references are the published version (on the shared queries) and BM25 on the new version
-itself (the default retriever should not do worse than its own lexical index): the second still
-judges when the published version cannot be scored with this embedder, or is absent. With fewer than
-`min_queries` queries the gate is skipped, and says so.
+Per query mode, the configured retriever is compared with the published version, and so are the
+vectors alone (dense retrieval), since the default's small dense share would hide broken vectors.
+Where the published version cannot be compared (there is none yet, it was embedded with another
+model, or it has no lexical index), the configured retriever is held against BM25 on the new version
+itself instead. With fewer than `min_queries` queries a comparison is not judged, and the reason
+says so. Only BM25's document frequencies still count the records a version hides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pandas as pd
 from patientinsight.embedding import Embedder
 from patientinsight.evaluation import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.index import EmbeddedReader
+from patientinsight.lexical import LEXICAL_DIR
 from patientinsight.quality import query_vectors, ranker, with_texts
 from patientinsight.retrievers import DENSE_RETRIEVERS, Searcher
 from patientinsight.settings import Settings
@@ -51,13 +54,18 @@ def _reciprocal_ranks(searcher: Searcher, queries: list[Query], retriever: str, 
 
 
 def _paired(new: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    # Six decimals: the decision reads these, and a rounded -0.00004 must stay below zero.
     low, high = paired_interval(new - reference)
     return {
-        "mrr": round(float(new.mean()), 4),
-        "reference_mrr": round(float(reference.mean()), 4),
-        "difference": round(float((new - reference).mean()), 4),
-        "interval_95": [round(low, 4), round(high, 4)],
+        "mrr": round(float(new.mean()), 6),
+        "reference_mrr": round(float(reference.mean()), 6),
+        "difference": round(float((new - reference).mean()), 6),
+        "interval_95": [round(low, 6), round(high, 6)],
     }
+
+
+def _has_lexical(reader: EmbeddedReader) -> bool:
+    return (reader.path / LEXICAL_DIR).exists()  # versions made before the lexical index existed lack it
 
 
 CHECKS = {  # what each comparison holds the new version against, in the report's words
@@ -72,8 +80,9 @@ def compare(
 ) -> dict[str, Any]:
     """The comparisons, per query mode: the configured retriever against the published version on
     their shared queries and candidates; the vectors alone (dense retrieval) the same way, since the
-    default's small dense share would hide broken vectors; and the configured retriever against BM25
-    on the new version's own queries."""
+    default's small dense share would hide broken vectors; and, only where the published version
+    cannot be compared (none yet, or embedded otherwise), the configured retriever against BM25 on
+    the new version's own queries."""
     from patientinsight.pipeline import same_embedding
 
     retriever = settings.retriever
@@ -83,7 +92,8 @@ def compare(
     new_uids = set(new_links["uid"])
     same_vectors = published is not None and same_embedding(published.manifest, embedder.describe())
     checks: list[tuple[str, str]] = []  # (check, the retriever it runs)
-    if published is not None and (same_vectors or retriever not in DENSE_RETRIEVERS):
+    lexical_in_both = published is not None and _has_lexical(published) and _has_lexical(new)
+    if lexical_in_both and (same_vectors or retriever not in DENSE_RETRIEVERS):
         checks.append(("published", retriever))
     if same_vectors and retriever != "dense":
         checks.append(("vectors", "dense"))
@@ -99,11 +109,12 @@ def compare(
     out: dict[str, Any] = {"retriever": retriever, "protocol": PROTOCOL, "modes": {}}
     for mode in MODES:
         row: dict[str, Any] = {}
-        own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
-        own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset())
-        base_rr = own_rr if retriever == BASELINE else _reciprocal_ranks(new_searcher, own, BASELINE, frozenset())
-        row["own"] = {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
         queries = shared_queries.get(mode, [])
+        if not any(check == "published" for check, _ in checks):
+            own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
+            own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset())
+            base_rr = own_rr if retriever == BASELINE else _reciprocal_ranks(new_searcher, own, BASELINE, frozenset())
+            row["own"] = {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
         for check, name in checks if queries else []:
             # Each version hides what the other lacks: both rank the same candidates.
             on_new = _reciprocal_ranks(new_searcher, queries, name, only_new)

@@ -222,6 +222,7 @@ class LexicalIndex:
             return base
         term_weights = term_mass[chosen] / term_mass[chosen].sum()
         expansion = np.asarray(self._by_term[:, chosen] @ term_weights).ravel().astype(np.float32)
-        # Scale the expansion to the original scores' range so `weight` means the same for every query.
-        scale = visible.max() / expansion.max() if expansion.max() > 0 else 0.0
+        # Scale the expansion to the visible scores' range so `weight` means the same for every query.
+        top_expansion = float((expansion if hidden is None else np.where(hidden, 0.0, expansion)).max())
+        scale = visible.max() / top_expansion if top_expansion > 0 else 0.0
         return ((1 - weight) * base + weight * scale * expansion).astype(np.float32)

@@ -84,15 +84,13 @@ class Searcher:
         vector: np.ndarray | None = None,
         exclude: Collection[str] = (),
         filters: Filters | None = None,
-        depth: int = 0,
     ) -> np.ndarray:
-        """Every record's score for the query; hidden records (excluded, filtered out) and records a
-        reranker did not take as candidates score -inf. `depth`: how many a caller wants at least."""
+        """Every record's score for the query; hidden records (excluded, filtered out) score -inf."""
         if retriever not in RETRIEVERS:
             raise ValueError(f"unknown retriever '{retriever}'; choose one of {', '.join(RETRIEVERS)}")
         hidden = self.reader.hidden(exclude, filters)
         if retriever == "hybrid_rerank":
-            return self._reranked(query, vector, hidden, max(depth, self.config.rerank_candidates))
+            return self._reranked(query, vector, hidden)
         scores = self._corpus_scores(retriever, query, vector, hidden)
         return scores if hidden is None else np.where(hidden, -np.inf, scores).astype(np.float32)
 
@@ -113,23 +111,31 @@ class Searcher:
         w = self.config.hybrid_weight
         return (w * _standardized(dense, hidden) + (1 - w) * _standardized(lexical, hidden)).astype(np.float32)
 
-    def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None, pool: int) -> np.ndarray:
-        """The `pool` best visible BM25 records, rescored by dense and BM25 z-scores taken over that
-        pool; the dense side reads only the candidates' vectors. A query no visible record shares a
-        term with is ranked by the dense scores alone."""
+    def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
+        """The `rerank_candidates` best visible BM25 records, rescored by dense and BM25 z-scores taken
+        over that pool (the dense side reads only the pool's vectors); the other matching records
+        follow in BM25 order, so the top of the ranking is the same whatever k a caller asks for. A
+        query no visible record shares a term with is ranked by the dense scores alone."""
         lexical = self.lexical.scores(query)
         if hidden is not None:
             lexical = np.where(hidden, 0.0, lexical).astype(np.float32)
         matching = np.flatnonzero(lexical > 0)
-        out = np.full(len(lexical), -np.inf, dtype=np.float32)
         if len(matching) == 0:
             dense = self.reader.scores(self._vector(query, vector))[0]
             return dense if hidden is None else np.where(hidden, -np.inf, dense).astype(np.float32)
-        if len(matching) > pool:
-            matching = matching[np.argpartition(-lexical[matching], pool - 1)[:pool]]
+        pool = self.config.rerank_candidates
+        rest = np.empty(0, dtype=np.int64)
+        if len(matching) > pool:  # a partition, not a sort: a short query can match most of 250,000 records
+            chosen = np.zeros(len(matching), dtype=bool)
+            chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
+            matching, rest = matching[chosen], matching[~chosen]
         dense = self.reader.scores_at(self._vector(query, vector), matching)
         w = self.config.rerank_weight
-        out[matching] = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[matching], None)
+        fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[matching], None)
+        out = np.full(len(lexical), -np.inf, dtype=np.float32)
+        out[matching] = fused
+        if len(rest):  # below every candidate, in BM25 order
+            out[rest] = float(fused.min()) - 2.0 + lexical[rest] / float(lexical[rest].max())
         return out
 
     def search(
@@ -145,5 +151,5 @@ class Searcher:
         retriever = retriever or self.config.retriever
         if retriever == "dense":  # keeps the best chunk of each hit, for passages
             return self.reader.search(self._vector(query, vector), k, filters, exclude)
-        scores = self.scores(retriever, query, vector, exclude, filters, depth=k)
+        scores = self.scores(retriever, query, vector, exclude, filters)
         return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(scores, k, filters)]
