@@ -33,6 +33,11 @@ META_COLUMNS = (
 )  # fmt: skip
 
 
+# Records a search must not see: their uids, or a boolean mask over the version's records (True =
+# hidden) from `EmbeddedReader.hidden`, for many uids at once.
+Exclusion = Collection[str] | np.ndarray
+
+
 @dataclass(frozen=True)
 class Filters:
     """Optional restrictions on the cases a search may return."""
@@ -83,7 +88,7 @@ class IndexReader(Protocol):
     def count(self) -> int: ...
     def hashes(self) -> dict[str, str]: ...
     def search(
-        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()
     ) -> list[Hit]: ...
     def records(self, uids: list[str]) -> pd.DataFrame: ...
 
@@ -182,10 +187,14 @@ class EmbeddedReader:
         found = (self._position_of.get(uid) for uid in uids)
         return np.fromiter((p for p in found if p is not None), dtype=np.int64)
 
-    def hidden(self, exclude: Collection[str] = (), filters: Filters | None = None) -> np.ndarray | None:
-        """A mask of the records to keep out of sight (True = hidden): those excluded by uid and those
-        the filters rule out; None when none are."""
+    def hidden(self, exclude: Exclusion = (), filters: Filters | None = None) -> np.ndarray | None:
+        """A mask of the records to keep out of sight (True = hidden): those excluded (by uid, or a
+        mask made by this method for many uids at once) and those the filters rule out; None when
+        none are."""
         allowed = filters.mask(self._age, self._sex) if filters else None
+        if isinstance(exclude, np.ndarray):
+            mask = exclude.copy() if allowed is None else exclude | ~allowed
+            return mask if mask.any() else None
         positions = self.positions(exclude) if exclude else np.empty(0, np.int64)
         if allowed is None and len(positions) == 0:
             return None
@@ -217,9 +226,7 @@ class EmbeddedReader:
         gathered[order] = np.asarray(self.vectors[rows[order]]) @ np.asarray(vector, dtype=np.float32)
         return np.maximum.reduceat(gathered, firsts)
 
-    def search(
-        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
-    ) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()) -> list[Hit]:
         best, chunk_scores = self.scores(vector)
         hidden = self.hidden(exclude, filters)
         if hidden is not None:

@@ -74,7 +74,7 @@ import random
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,7 +84,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex, EmbeddedReader, Filters, Hit
+from patientinsight.index import (
+    META_COLUMNS,
+    EmbeddedBatch,
+    EmbeddedIndex,
+    EmbeddedReader,
+    Exclusion,
+    Filters,
+    Hit,
+)
 
 if TYPE_CHECKING:
     from pinecone import Index, Pinecone
@@ -362,14 +370,12 @@ class PineconeReader(EmbeddedReader):
         )
         return [(*_uid_chunk(m.id), float(m.score)) for m in response.matches]
 
-    def search(
-        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
-    ) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()) -> list[Hit]:
         if k <= 0 or self._chunks == 0:
             return []
         # Dense scores do not depend on the rest of the corpus, so hiding records after the query ranks
         # the others exactly as a namespace without them would; ask for enough to make up for them.
-        hidden = set(exclude)
+        hidden = set(self._uids[exclude]) if isinstance(exclude, np.ndarray) else set(exclude)
         top_k = min(QUERY_TOP_K_MAX, self._chunks, max((k + len(hidden)) * 4, 10))
         while True:
             matches = self._query(vector, top_k, filters)

@@ -16,7 +16,7 @@ import pandas as pd
 from patientinsight.beir import load_corpus, load_queries
 from patientinsight.embedding import Embedder
 from patientinsight.evaluation import PROTOCOL, Query, build_queries, evaluate, evaluate_by_group, query_text
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader
+from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader, Exclusion
 from patientinsight.lexical import bm25_params, write_index
 from patientinsight.retrievers import DENSE_RETRIEVERS, RETRIEVERS, Searcher
 from patientinsight.settings import Settings
@@ -38,8 +38,13 @@ def ranker(
     """`retrieve(query, k)` for the evaluation: the query's own record (and `also_hidden`) excluded
     before retrieval, the leave-one-out protocol."""
 
+    base = searcher.reader.hidden(also_hidden) if also_hidden else None  # built once, not per query
+
     def retrieve(q: Query, k: int) -> list[str]:
-        hidden = also_hidden | {q.uid} if also_hidden else (q.uid,)
+        hidden: Exclusion = (q.uid,)
+        if base is not None:
+            hidden = base.copy()
+            hidden[searcher.reader.positions([q.uid])] = True
         return [h.uid for h in searcher.search(q.text, k, None, retriever, vectors.get(q.uid), exclude=hidden)]
 
     return retrieve

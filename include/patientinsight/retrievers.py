@@ -12,7 +12,6 @@ hidden records; tests bound that difference.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import get_args
@@ -20,7 +19,7 @@ from typing import get_args
 import numpy as np
 
 from patientinsight.embedding import Embedder
-from patientinsight.index import EmbeddedReader, Filters, Hit
+from patientinsight.index import EmbeddedReader, Exclusion, Filters, Hit
 from patientinsight.lexical import LexicalIndex
 from patientinsight.settings import RetrieverName, Settings
 
@@ -82,7 +81,7 @@ class Searcher:
         retriever: str,
         query: str,
         vector: np.ndarray | None = None,
-        exclude: Collection[str] = (),
+        exclude: Exclusion = (),
         filters: Filters | None = None,
     ) -> np.ndarray:
         """Every record's score for the query; hidden records (excluded, filtered out) score -inf."""
@@ -145,7 +144,7 @@ class Searcher:
         filters: Filters | None = None,
         retriever: str | None = None,
         vector: np.ndarray | None = None,
-        exclude: Collection[str] = (),
+        exclude: Exclusion = (),
     ) -> list[Hit]:
         """The k best records for the query, never one of `exclude`."""
         retriever = retriever or self.config.retriever

@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     eval_max_queries: int = Field(default=500, ge=0, description="Most queries evaluated per run (0: skip evaluation).")
     retriever: RetrieverName = Field(
         default="hybrid_rerank",
-        description="Default retriever of the service, the command line and the gate: the best on the holdout "
-        "half under the leave-one-out protocol (docs/PERFORMANCE.md).",
+        description="Default retriever of the service, the command line and the gate: the best on the tune half, "
+        "leave-one-out, among those within the query latency budget (docs/PERFORMANCE.md).",
     )
     hybrid_weight: float = Field(
         default=0.4, ge=0.0, le=1.0, description="Dense share of the hybrid score (tuned on the tune half)."
@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         description="Dense share of the hybrid_rerank score over its BM25 candidates (tuned on the tune half).",
     )
     rerank_candidates: int = Field(
-        default=50, ge=1, description="BM25 candidates that hybrid_rerank rescores with the dense vectors."
+        default=100, ge=1, description="BM25 candidates that hybrid_rerank rescores with the dense vectors."
     )
     rm3_weight: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Weight of the feedback terms in lexical_rm3 (tuned on tune)."
