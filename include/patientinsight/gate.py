@@ -47,8 +47,9 @@ def _links(reader: EmbeddedReader) -> pd.DataFrame:
     return pd.read_parquet(reader.path / "records.parquet", columns=_LINK_COLUMNS).assign(text="")
 
 
-def _reciprocal_ranks(searcher: Searcher, queries: list[Query], retriever: str, hidden: frozenset[str]) -> np.ndarray:
-    vectors = query_vectors(searcher.embedder, queries, retriever)
+def _reciprocal_ranks(
+    searcher: Searcher, queries: list[Query], retriever: str, hidden: frozenset[str], vectors: dict[str, np.ndarray]
+) -> np.ndarray:
     rows = per_query(queries, ranker(searcher, retriever, vectors, hidden))
     return np.array([r["mrr"] for r in rows], dtype=np.float64)
 
@@ -70,7 +71,7 @@ def _has_lexical(reader: EmbeddedReader) -> bool:
 
 CHECKS = {  # what each comparison holds the new version against, in the report's words
     "published": "the published version",
-    "vectors": "the published version, dense retrieval (the vectors)",
+    "vectors": "the published version's vectors (dense retrieval)",
     "own": "BM25 on the same version",
 }
 
@@ -112,13 +113,17 @@ def compare(
         queries = shared_queries.get(mode, [])
         if not any(check == "published" for check, _ in checks):
             own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
-            own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset())
-            base_rr = own_rr if retriever == BASELINE else _reciprocal_ranks(new_searcher, own, BASELINE, frozenset())
+            vectors = query_vectors(embedder, own, retriever)
+            own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset(), vectors)
+            base_rr = _reciprocal_ranks(new_searcher, own, BASELINE, frozenset(), vectors)
             row["own"] = {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
+        # One encoding of the shared queries serves both versions and both checks (the same texts).
+        needs_vectors = queries and any(name in DENSE_RETRIEVERS for _, name in checks)
+        shared_vectors = query_vectors(embedder, queries, "dense") if needs_vectors else {}
         for check, name in checks if queries else []:
             # Each version hides what the other lacks: both rank the same candidates.
-            on_new = _reciprocal_ranks(new_searcher, queries, name, only_new)
-            on_old = _reciprocal_ranks(old_searcher, queries, name, only_old)
+            on_new = _reciprocal_ranks(new_searcher, queries, name, only_new, shared_vectors)
+            on_old = _reciprocal_ranks(old_searcher, queries, name, only_old, shared_vectors)
             row[check] = {"queries": len(queries), **_paired(on_new, on_old)}
         out["modes"][mode] = row
     if published is not None and not same_vectors:
