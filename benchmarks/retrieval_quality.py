@@ -101,22 +101,6 @@ def ranked(searcher: Searcher, scores: np.ndarray, k: int) -> list[str]:
     return [searcher.reader.uid_at(i) for i, _ in searcher.reader.top(scores, k)]
 
 
-def candidates(
-    searcher: Searcher, q: Query, hidden: frozenset[str], pool: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As hybrid_rerank takes them: the visible BM25 pool, the other matching records (BM25 order),
-    and the BM25 scores of every record (hidden ones 0)."""
-    mask = searcher.reader.hidden(hidden)
-    lexical = searcher.lexical.scores(q.text)
-    lexical = np.where(mask, 0.0, lexical) if mask is not None else lexical
-    matching = np.flatnonzero(lexical > 0)
-    if len(matching) <= pool:
-        return matching, np.empty(0, dtype=np.int64), lexical
-    chosen = np.zeros(len(matching), dtype=bool)  # the pool exactly as Searcher._reranked takes it
-    chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
-    return matching[chosen], matching[~chosen], lexical
-
-
 def rrf(searcher: Searcher, k_rrf: int, dense_weight: float) -> Scorer:
     """Reciprocal-rank fusion of BM25 and dense over the whole visible corpus."""
 
@@ -152,7 +136,7 @@ def rerank_variant(
         assert int(searcher.reader.vectors.shape[0]) == searcher.reader.count()
 
     def rank(q: Query, vector: np.ndarray | None, hidden: frozenset[str], k: int) -> list[str]:
-        pool, rest, lexical = candidates(searcher, q, hidden, cfg.rerank_candidates)
+        pool, rest, lexical = searcher.rerank_pool(q.text, searcher.reader.hidden(hidden))
         assert vector is not None
         if len(pool) == 0:  # no visible record shares a term: the product ranks by dense alone
             return product(searcher, "hybrid_rerank")(q, vector, hidden, k)

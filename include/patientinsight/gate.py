@@ -21,30 +21,20 @@ says so. Only BM25's document frequencies still count the records a version hide
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from patientinsight.embedding import Embedder
 from patientinsight.evaluation import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.index import EmbeddedReader
 from patientinsight.lexical import LEXICAL_DIR
-from patientinsight.quality import query_vectors, ranker, with_texts
+from patientinsight.quality import links_of, query_vectors, ranker, with_texts
 from patientinsight.retrievers import DENSE_RETRIEVERS, Searcher
 from patientinsight.settings import Settings
 
-log = logging.getLogger(__name__)
-
 MODES = ("short", "full")
 BASELINE = "lexical"
-_LINK_COLUMNS = ["uid", "pmid", "similar_patients"]
-
-
-def _links(reader: EmbeddedReader) -> pd.DataFrame:
-    # Every record's links but no texts: the queries' texts are read on their own (quality.with_texts).
-    return pd.read_parquet(reader.path / "records.parquet", columns=_LINK_COLUMNS).assign(text="")
 
 
 def _reciprocal_ranks(
@@ -89,7 +79,7 @@ def compare(
     retriever = settings.retriever
     cap = settings.eval_max_queries or None
     new_searcher = Searcher.for_settings(new, embedder, settings)
-    new_links = _links(new)
+    new_links = links_of(new)
     new_uids = set(new_links["uid"])
     same_vectors = published is not None and same_embedding(published.manifest, embedder.describe())
     checks: list[tuple[str, str]] = []  # (check, the retriever it runs)
@@ -100,7 +90,7 @@ def compare(
         checks.append(("vectors", "dense"))
     shared_queries: dict[str, list[Query]] = {}
     if published is not None and checks:
-        old_links = _links(published)
+        old_links = links_of(published)
         shared = new_uids & set(old_links["uid"])
         old_searcher = Searcher.for_settings(published, embedder, settings)
         only_new, only_old = frozenset(new_uids - shared), frozenset(set(old_links["uid"]) - shared)

@@ -228,11 +228,11 @@ class EmbeddedReader:
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()) -> list[Hit]:
         best, chunk_scores = self.scores(vector)
-        hidden = self.hidden(exclude, filters)
+        hidden = self.hidden(exclude, filters)  # the filters too: `top` need not apply them again
         if hidden is not None:
             best = np.where(hidden, -np.inf, best)
         hits = []
-        for i, score in self.top(best, k, filters):
+        for i, score in self.top(best, k):
             start = self._starts[i]
             end = self._starts[i + 1] if i + 1 < len(self._starts) else len(chunk_scores)
             hits.append(Hit(str(self._uids[i]), score, int(np.argmax(chunk_scores[start:end]))))

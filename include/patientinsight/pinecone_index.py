@@ -353,8 +353,7 @@ class PineconeReader(EmbeddedReader):
         self.manifest = json.loads((path / "manifest.json").read_text())
         self.namespace: str = self.manifest["namespace"]
         self._load_meta()
-        self._positions = {str(uid): i for i, uid in enumerate(self._uids)}
-        self._position_of = self._positions
+        self._position_of = {str(uid): i for i, uid in enumerate(self._uids)}  # `scores` looks up every match
         self._chunks = int(self._counts.sum())
 
     def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> list[tuple[str, int, float]]:
@@ -397,8 +396,9 @@ class PineconeReader(EmbeddedReader):
         matches = self._query(vector, min(QUERY_TOP_K_MAX, self._chunks), None)
         floor = min((s for _, _, s in matches), default=0.0)
         chunk_scores = np.full(self._chunks, floor, dtype=np.float32)
+        position_of = self._position_of or {}  # built in __init__
         for uid, chunk, score in matches:
-            position = self._positions.get(uid)
+            position = position_of.get(uid)
             if position is not None:
                 chunk_scores[self._starts[position] + chunk] = score
         return np.maximum.reduceat(chunk_scores, self._starts), chunk_scores

@@ -76,14 +76,20 @@ def evaluate_version(
 ) -> list[dict[str, Any]]:
     # Every record's links, but only the chosen queries' texts: all texts of a 250,000-record version
     # would hold about a GB (benchmarks/scale_250k.py).
-    columns = [c for c in RECORD_COLUMNS if c != "text"]
-    records = pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
+    records = links_of(reader)
     searcher = Searcher.for_settings(reader, embedder, settings)
     out: list[dict[str, Any]] = []
     for mode in modes:
         queries = with_texts(reader, build_queries(records, mode=mode, split=split)[:max_queries], mode)
         out.extend(_rows(searcher, queries, r, mode) for r in retrievers)
     return out
+
+
+def links_of(reader: EmbeddedReader) -> pd.DataFrame:
+    """Every record's judgments and query metadata, texts left empty: `with_texts` reads the queries'
+    texts on their own."""
+    columns = [c for c in RECORD_COLUMNS if c != "text"]
+    return pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
 
 
 def with_texts(reader: EmbeddedReader, queries: list[Query], mode: str) -> list[Query]:

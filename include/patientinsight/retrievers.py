@@ -89,8 +89,9 @@ class Searcher:
             raise ValueError(f"unknown retriever '{retriever}'; choose one of {', '.join(RETRIEVERS)}")
         hidden = self.reader.hidden(exclude, filters)
         if retriever == "hybrid_rerank":
-            return self._reranked(query, vector, hidden)
-        scores = self._corpus_scores(retriever, query, vector, hidden)
+            scores = self._reranked(query, vector, hidden)
+        else:
+            scores = self._corpus_scores(retriever, query, vector, hidden)
         return scores if hidden is None else np.where(hidden, -np.inf, scores).astype(np.float32)
 
     def _vector(self, query: str, vector: np.ndarray | None) -> np.ndarray:
@@ -110,29 +111,34 @@ class Searcher:
         w = self.config.hybrid_weight
         return (w * _standardized(dense, hidden) + (1 - w) * _standardized(lexical, hidden)).astype(np.float32)
 
-    def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
-        """The `rerank_candidates` best visible BM25 records, rescored by dense and BM25 z-scores taken
-        over that pool (the dense side reads only the pool's vectors); the other matching records
-        follow in BM25 order, so the top of the ranking is the same whatever k a caller asks for. A
-        query no visible record shares a term with is ranked by the dense scores alone."""
+    def rerank_pool(self, query: str, hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What hybrid_rerank rescores: the `rerank_candidates` best visible BM25 records, the other
+        matching ones, and every record's BM25 score (hidden ones 0)."""
         lexical = self.lexical.scores(query)
         if hidden is not None:
             lexical = np.where(hidden, 0.0, lexical).astype(np.float32)
         matching = np.flatnonzero(lexical > 0)
-        if len(matching) == 0:
-            dense = self.reader.scores(self._vector(query, vector))[0]
-            return dense if hidden is None else np.where(hidden, -np.inf, dense).astype(np.float32)
         pool = self.config.rerank_candidates
-        rest = np.empty(0, dtype=np.int64)
-        if len(matching) > pool:  # a partition, not a sort: a short query can match most of 250,000 records
-            chosen = np.zeros(len(matching), dtype=bool)
-            chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
-            matching, rest = matching[chosen], matching[~chosen]
-        dense = self.reader.scores_at(self._vector(query, vector), matching)
+        if len(matching) <= pool:
+            return matching, np.empty(0, dtype=np.int64), lexical
+        # A partition, not a sort: a short query can match most of 250,000 records.
+        chosen = np.zeros(len(matching), dtype=bool)
+        chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
+        return matching[chosen], matching[~chosen], lexical
+
+    def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
+        """The pool (`rerank_pool`) rescored by dense and BM25 z-scores taken over it (the dense side
+        reads only the pool's vectors); the other matching records follow in BM25 order, so the top
+        of the ranking is the same whatever k a caller asks for. A query no visible record shares a
+        term with is ranked by the dense scores alone. `scores` hides the hidden records."""
+        pool, rest, lexical = self.rerank_pool(query, hidden)
+        if len(pool) == 0:
+            return self.reader.scores(self._vector(query, vector))[0]
+        dense = self.reader.scores_at(self._vector(query, vector), pool)
         w = self.config.rerank_weight
-        fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[matching], None)
+        fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[pool], None)
         out = np.full(len(lexical), -np.inf, dtype=np.float32)
-        out[matching] = fused
+        out[pool] = fused
         if len(rest):  # below every candidate, in BM25 order
             out[rest] = float(fused.min()) - 2.0 + lexical[rest] / float(lexical[rest].max())
         return out
@@ -150,5 +156,5 @@ class Searcher:
         retriever = retriever or self.config.retriever
         if retriever == "dense":  # keeps the best chunk of each hit, for passages
             return self.reader.search(self._vector(query, vector), k, filters, exclude)
-        scores = self.scores(retriever, query, vector, exclude, filters)
-        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(scores, k, filters)]
+        scores = self.scores(retriever, query, vector, exclude, filters)  # filtered out: -inf already
+        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(scores, k)]
