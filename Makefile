@@ -52,7 +52,7 @@ $(AIRFLOW_HOME)/secrets.env: | $(STAMP)
 airflow-home: $(STAMP) $(AIRFLOW_HOME)/secrets.env
 	set -a; source $(AIRFLOW_HOME)/secrets.env; set +a; \
 	airflow db migrate >/dev/null && \
-	$(BIN)/python -m patientinsight.airflow_settings airflow_settings.yaml
+	$(BIN)/python -m patientinsight.airflow.astro_settings airflow_settings.yaml
 
 sample: $(STAMP)
 	$(BIN)/patientinsight sample

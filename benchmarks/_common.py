@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from patientinsight.sources import read_chunks
-from patientinsight.validation import validate_chunk
+from patientinsight.ingest.sources import read_chunks
+from patientinsight.ingest.validation import validate_chunk
 
 DATA_DIR = Path(os.environ.get("PATIENTINSIGHT_REAL_DATA", "../shared/data/pmc-patients"))
 REAL_CSV = DATA_DIR / "PMC-Patients-sample-1000.csv"

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from _common import machine, real_records, stamp
 
-from patientinsight.embedding import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation import build_queries, evaluate
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.evaluation.metrics import build_queries, evaluate
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.types import EmbeddedBatch
 
 
 def main() -> None:

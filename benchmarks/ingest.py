@@ -16,8 +16,8 @@ from pathlib import Path
 
 from _common import REAL_CSV, machine, real_records, stamp
 
-from patientinsight.ingest import run_ingest
-from patientinsight.pipeline import make_embedder
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.ingest.run import run_ingest
 from patientinsight.settings import Settings
 
 

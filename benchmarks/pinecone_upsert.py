@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 from _common import machine, stamp
 
-from patientinsight.index import EmbeddedBatch
-from patientinsight.pinecone_index import PineconeIndex, PineconeIndexError, PineconeOptions
+from patientinsight.index.pinecone import PineconeIndex
+from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
+from patientinsight.index.types import EmbeddedBatch
 from tests.pinecone_standin import PineconeStandIn
 
 

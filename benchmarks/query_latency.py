@@ -28,10 +28,11 @@ import pandas as pd
 import psutil
 from _common import REAL_CSV, machine, stamp
 
-from patientinsight.evaluation import first_sentences
-from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex
-from patientinsight.ingest import run_ingest
-from patientinsight.lexical import bm25_params, write_index
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.lexical import bm25_params, write_index
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
+from patientinsight.ingest.run import run_ingest
+from patientinsight.retrieval.passages import first_sentences
 from patientinsight.settings import Settings
 
 

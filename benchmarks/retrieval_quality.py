@@ -30,11 +30,12 @@ import numpy as np
 import pandas as pd
 from _common import machine, real_records, stamp
 
-from patientinsight.evaluation import Query, build_queries, mean_metrics, paired_interval, per_query, query_text
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex, EmbeddedReader
-from patientinsight.lexical import PLAIN_BM25, Bm25Params, LexicalIndex, write_index
-from patientinsight.pipeline import make_embedder
-from patientinsight.retrievers import RETRIEVERS, RetrievalConfig, Searcher, _standardized
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.evaluation.metrics import Query, build_queries, mean_metrics, paired_interval, per_query, query_text
+from patientinsight.index.embedded import EmbeddedIndex, EmbeddedReader
+from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, LexicalIndex, write_index
+from patientinsight.index.types import EmbeddedBatch
+from patientinsight.retrieval.searcher import RETRIEVERS, RetrievalConfig, Searcher, _standardized
 from patientinsight.settings import Settings
 
 # Published PPR results on the full benchmark's test split (MRR / P@10 / nDCG@10, percent), for reference.

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from _common import REAL_CSV, machine, real_records, stamp
 
-from patientinsight.embedding import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation import build_queries, evaluate
-from patientinsight.pipeline import run_key
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.evaluation.metrics import build_queries, evaluate
+from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 
 V1_RECORDS = 167_034
@@ -85,8 +85,8 @@ def generated_source(path: Path, n: int, tag: str = "r") -> Path:
 
 def pipeline_ratio(n: int, tmp: Path, backend: str) -> dict[str, Any]:
     """Whole ingest (run_ingest) against encoding the same texts alone, in the same process."""
-    from patientinsight.ingest import run_ingest
-    from patientinsight.pipeline import make_embedder
+    from patientinsight.embedding.encoder import make_embedder
+    from patientinsight.ingest.run import run_ingest
 
     source = generated_source(tmp / f"generated-{n}.csv", n)
     settings = Settings(home=tmp / "home", mlflow_tracking_uri=f"sqlite:///{tmp}/mlflow.db", embedding_backend=backend)

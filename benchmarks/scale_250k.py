@@ -83,7 +83,7 @@ def settings_for(home: Path) -> Any:
 
 
 def _stand_in_class() -> type:
-    from patientinsight.embedding import Embedder
+    from patientinsight.embedding.encoder import Embedder
 
     class StandInEmbedder(Embedder):
         """The real model's description and chunking, but random unit vectors instead of the model:
@@ -99,39 +99,31 @@ def _stand_in_class() -> type:
     return StandInEmbedder
 
 
-def _timed_steps(pipeline: Any, marks: dict[str, dict[str, float]]) -> None:
-    """Wrap each pipeline step to record its seconds and the process's peak RSS once it is done."""
-    steps = {
-        "validate": "validate_source",
-        "plan": "plan_changes",
-        "embed": "embed_planned",
-        "profile": "profile_run",
-        "build": "build_version",
-        "evaluate": "evaluate_version",
-        "publish": "publish_version",
-    }
-    for step, name in steps.items():
-        original: Callable[..., Any] = getattr(pipeline, name)
+def _timed_steps(run: Any, marks: dict[str, dict[str, float]]) -> None:
+    """Wrap each step of the ingest run to record its seconds (summed over the shards of `embed`) and
+    the process's peak RSS once it is done."""
+    for step in ("validate", "plan", "embed", "profile", "build", "evaluate", "publish"):
+        original: Callable[..., Any] = getattr(run, step)
 
         def wrapped(*args: Any, _f: Callable[..., Any] = original, _s: str = step, **kwargs: Any) -> Any:
             started = time.perf_counter()
             result = _f(*args, **kwargs)
-            marks[_s] = {"s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
+            before = marks.get(_s, {}).get("s", 0.0)
+            marks[_s] = {"s": round(before + time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb()}
             return result
 
-        setattr(pipeline, name, wrapped)
+        setattr(run, step, wrapped)
 
 
 def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int | None) -> dict[str, Any]:
     """One run_ingest in this process; the step marks and the peak RSS of the whole run."""
-    from patientinsight import pipeline
-    from patientinsight.ingest import run_ingest
+    from patientinsight.ingest import run
 
     settings = settings_for(home)
     if eval_max_queries is not None:
         settings = settings.model_copy(update={"eval_max_queries": eval_max_queries})
     if stand_in:
-        real_make = pipeline.make_embedder
+        real_make = run.make_embedder
         stand_in_class = _stand_in_class()
 
         def make_stand_in(s: Any) -> Any:
@@ -139,11 +131,11 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
             embedder.__class__ = stand_in_class  # same settings and description, no model runs
             return embedder
 
-        pipeline.make_embedder = make_stand_in  # type: ignore[assignment]
+        run.make_embedder = make_stand_in  # type: ignore[assignment]
     marks: dict[str, dict[str, float]] = {}
-    _timed_steps(pipeline, marks)
+    _timed_steps(run, marks)
     started = time.perf_counter()
-    report = run_ingest(str(source), settings, run_id="stand-in-seed" if stand_in else "unchanged-rerun")
+    report = run.run_ingest(str(source), settings, run_id="stand-in-seed" if stand_in else "unchanged-rerun")
     total = time.perf_counter() - started
     return {
         "total_s": round(total, 1),
@@ -161,7 +153,7 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
 
 def phase_model(texts: int) -> dict[str, Any]:
     """The real model's resident memory: RSS after imports, after loading, and the peak while encoding."""
-    from patientinsight.pipeline import make_embedder
+    from patientinsight.embedding.encoder import make_embedder
 
     sample = real_records()["text"].tolist()
     sample = (sample * (-(-texts // len(sample))))[:texts]

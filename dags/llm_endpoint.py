@@ -24,16 +24,17 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight import llm_smoke, llm_support
-from patientinsight.dag_defaults import dag_arguments
-from patientinsight.llm_endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
-from patientinsight.llm_operators import (
+from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.airflow.sagemaker import (
     CreateEndpointConfigOnceOperator,
     CreateModelOnceOperator,
     CreateOrUpdateEndpointOperator,
 )
+from patientinsight.llm import run as llm_run
+from patientinsight.llm import smoke
+from patientinsight.llm.endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
+from patientinsight.llm.tgi_image import DEFAULT_TGI_VERSION, ImageLookupError, tgi_versions
 from patientinsight.settings import get_settings
-from patientinsight.tgi_image import DEFAULT_TGI_VERSION, ImageLookupError, tgi_versions
 
 SETTINGS = get_settings()
 
@@ -46,7 +47,7 @@ def _client(service: str) -> Any:
 def _on_failure(context: Any) -> None:
     """Close the deployment's MLflow run as FAILED, with the reason."""
     exception = context.get("exception")
-    llm_support.fail(get_settings(), context["ti"].xcom_pull(task_ids="plan"), str(exception) if exception else None)
+    llm_run.fail(get_settings(), context["ti"].xcom_pull(task_ids="plan"), str(exception) if exception else None)
 
 
 def _link(state: dict[str, Any]) -> None:
@@ -134,7 +135,7 @@ def llm_endpoint() -> None:
         if not hook.conn_region_name:
             raise AirflowFailException("the aws connection has no region_name")
         try:
-            state = llm_support.begin(
+            state = llm_run.begin(
                 get_settings(), context["dag"].dag_id, context["run_id"], dict(context["params"]),
                 hook.conn_region_name, context["dag_run"].run_after,
             )  # fmt: skip
@@ -160,14 +161,14 @@ def llm_endpoint() -> None:
     @task
     def autoscale(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any] | None:
         _link(state)
-        return llm_support.autoscale(_client("application-autoscaling"), state)
+        return llm_run.autoscale(_client("application-autoscaling"), state)
 
     @task
     def smoke_test(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
         _link(state)
         try:
-            return llm_smoke.run(_client("sagemaker-runtime"), state["endpoint_name"])
-        except llm_smoke.SmokeTestFailed as exc:
+            return smoke.run(_client("sagemaker-runtime"), state["endpoint_name"])
+        except smoke.SmokeTestFailed as exc:
             raise AirflowFailException(str(exc)) from exc  # a wrong answer shape is the deployment's, not luck
 
     @task
@@ -175,7 +176,7 @@ def llm_endpoint() -> None:
         state: dict[str, Any], deployed: dict[str, Any], scaling: dict[str, Any] | None, smoke: dict[str, Any]
     ) -> dict[str, Any]:
         _link(state)
-        return llm_support.finish(get_settings(), state, deployed, scaling, smoke)
+        return llm_run.finish(get_settings(), state, deployed, scaling, smoke)
 
     planned >> model >> config >> deploy
     scaled = autoscale(planned, deploy.output)

@@ -16,9 +16,9 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import Param, dag, get_current_context, task
 
-from patientinsight.dag_defaults import dag_arguments
-from patientinsight.llm_endpoint import DEFAULT_ENDPOINT_NAME, endpoint_name_for, remove_record
-from patientinsight.llm_teardown import teardown
+from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.llm.endpoint import DEFAULT_ENDPOINT_NAME, endpoint_name_for, remove_record
+from patientinsight.llm.teardown import teardown
 from patientinsight.settings import get_settings
 
 log = logging.getLogger(__name__)

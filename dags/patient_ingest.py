@@ -23,12 +23,13 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight import dag_support
-from patientinsight.dag_defaults import dag_arguments
-from patientinsight.pipeline import QuarantineExceeded
+from patientinsight.ingest import run
+from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.airflow.storage import storage_options_for
+from patientinsight.ingest.sources import SourceError
+from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings
-from patientinsight.sources import SourceError
-from patientinsight.storage import storage_options_for
+from patientinsight.tracking import LINK_XCOM_KEY
 
 EMBEDDING_POOL = "embedding"  # defined in airflow_settings.yaml
 PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
@@ -37,13 +38,7 @@ SETTINGS = get_settings()
 
 def _on_failure(context: Any) -> None:
     """Close the run's MLflow run as FAILED, keeping the reports written so far."""
-    dag_support.fail_run(get_settings(), context["ti"].xcom_pull(task_ids="start"))
-
-
-def _link(state: dict[str, Any]) -> dict[str, Any]:
-    """Every task pushes its run's MLflow address, for the link of plugins/mlflow_link.py."""
-    get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
-    return state
+    run.fail(get_settings(), context["ti"].xcom_pull(task_ids="start"))
 
 
 # One run at a time: each version is built on the published one.
@@ -108,49 +103,50 @@ def patient_ingest() -> None:
     @task
     def start() -> dict[str, Any]:
         context = get_current_context()
-        state = dag_support.begin_run(get_settings(), context["dag"].dag_id, context["run_id"], dict(context["params"]))
-        return _link(state)
+        state = run.begin(get_settings(), context["run_id"], dict(context["params"]))
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
+        return state
 
     @task
     def validate(state: dict[str, Any]) -> dict[str, Any]:
         settings = get_settings()
         options = storage_options_for(state["source_uri"], settings.aws_conn_id)
         try:
-            return dag_support.validate(settings, _link(state), options)
+            return run.validate(settings, state, options)
         except (SourceError, QuarantineExceeded) as exc:
             raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
 
     @task
     def profile(state: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.profile(get_settings(), _link(state))
+        return run.profile(get_settings(), state)
 
     @task
     def plan(state: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.plan(get_settings(), _link(state))
+        return run.plan(get_settings(), state)
 
     @task
     def shards(state: dict[str, Any], planned: dict[str, Any]) -> list[dict[str, Any]]:
-        return dag_support.shards(get_settings(), _link(state))
+        return run.shards(get_settings(), state)
 
     # One task per shard: spread over the workers by the Celery or Kubernetes executor, bounded by the
     # `embedding` pool (airflow_settings.yaml) under the LocalExecutor. Vectors go to the lake.
     @task(pool=EMBEDDING_POOL, map_index_template="shard {{ shard_number }}")
     def embed(state: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
         get_current_context()["shard_number"] = shard["shard"]  # type: ignore[typeddict-unknown-key]
-        return dag_support.embed_shard(get_settings(), _link(state), shard)
+        return run.embed(get_settings(), state, shard)
 
     # Runs when every shard succeeded, or when there was none to run (nothing changed).
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def build(state: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.build(get_settings(), _link(state))
+        return run.build(get_settings(), state)
 
     @task
     def evaluate(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
-        return dag_support.evaluate(get_settings(), _link(state), built["version"])
+        return run.evaluate(get_settings(), state, built["version"])
 
     @task.branch
     def gate(state: dict[str, Any], evaluated: dict[str, Any]) -> str:
-        decision = dag_support.decide(get_settings(), _link(state), evaluated)
+        decision = run.gate(get_settings(), state, evaluated)
         get_current_context()["ti"].xcom_push(key="decision", value=decision)  # for the approver and the report
         return "approve_publish" if decision["needs_approval"] else "publish"
 
@@ -169,7 +165,7 @@ def patient_ingest() -> None:
 
     @task(outlets=[PATIENT_INDEX], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def publish(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
-        result = dag_support.publish(get_settings(), _link(state), built["version"])
+        result = run.publish(get_settings(), state, built["version"])
         get_current_context()["outlet_events"][PATIENT_INDEX].extra = {
             "version": built["version"],
             "records": built["records"],
@@ -179,7 +175,7 @@ def patient_ingest() -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def finish(state: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
         steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
-        return dag_support.finish_run(get_settings(), _link(state), steps)
+        return run.finish(get_settings(), state, steps)
 
     state = start()
     validated = validate(state)

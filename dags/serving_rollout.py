@@ -25,8 +25,8 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
-from patientinsight import rollout
-from patientinsight.dag_defaults import dag_arguments
+from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.rollout import helm as rollout
 from patientinsight.settings import get_settings
 
 SETTINGS = get_settings()

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
-from patientinsight.generation import Generator, make_generator
-from patientinsight.pipeline import make_embedder, make_index
-from patientinsight.retrieval import CaseIndex
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.retrieval.cases import CaseIndex
+from patientinsight.retrieval.generation import Generator, make_generator
 from patientinsight.settings import Settings, get_settings
 from serving.audit import AuditLog
 from serving.auth import KeyChecker

@@ -10,8 +10,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from patientinsight.index import EmbeddedIndex
-from patientinsight.retrieval import CaseIndex
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.retrieval.cases import CaseIndex
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ import json
 import math
 import threading
 import time
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +84,3 @@ class RateLimiter:
                 return 0
             self._buckets[key] = (tokens, now)
             return max(1, math.ceil((1.0 - tokens) / self.rate))
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"keys": len(self._buckets), "per_minute": self.capacity}

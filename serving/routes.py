@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from patientinsight.answering import answer, text_fingerprint
-from patientinsight.index import Filters
-from patientinsight.retrieval import CaseIndex
+from patientinsight.index.types import Filters
+from patientinsight.retrieval.answering import answer, text_fingerprint
+from patientinsight.retrieval.cases import CaseIndex
 from serving.schemas import CaseDetail, Problem, QueryRequest, QueryResponse, Ready
 from serving.state import ServiceState
 

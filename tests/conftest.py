@@ -44,13 +44,13 @@ def real_data_dir(repo_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from patientinsight.sample import write_sample
+    from patientinsight.ingest.sample import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample") / "pmc_patients_sample.csv")
 
 
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
-    from patientinsight.embedding import PACKAGED_MODEL, Embedder
+    from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
 
     return Embedder(PACKAGED_MODEL, strategy="chunk", chunk_tokens=64, chunk_overlap=16)

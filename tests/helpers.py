@@ -27,8 +27,8 @@ REAL_CSV = "PMC-Patients-sample-1000.csv"
 
 def real_records(folder: Path, limit: int | None = None) -> pd.DataFrame:
     """The first `limit` real records, normalized and validated as the pipeline does."""
-    from patientinsight.sources import read_chunks
-    from patientinsight.validation import validate_chunk
+    from patientinsight.ingest.sources import read_chunks
+    from patientinsight.ingest.validation import validate_chunk
 
     seen: set[str] = set()
     path = folder / REAL_CSV

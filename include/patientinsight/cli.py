@@ -15,7 +15,7 @@ from patientinsight.settings import RetrieverName, get_settings
 
 
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from patientinsight.ingest import run_ingest
+    from patientinsight.ingest.run import run_ingest
 
     run_id = args.run_id or datetime.now(UTC).strftime("cli__%Y%m%dT%H%M%S_") + uuid.uuid4().hex[:6]
     return run_ingest(
@@ -31,14 +31,15 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
 def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (retriever, query mode): the published index on the holdout half, or the official
     benchmark with --benchmark."""
-    from patientinsight import quality
-    from patientinsight.pipeline import make_embedder, make_index
-    from patientinsight.retrievers import RETRIEVERS
+    from patientinsight.embedding.encoder import make_embedder
+    from patientinsight.evaluation import report
+    from patientinsight.index.factory import make_index
+    from patientinsight.retrieval.searcher import RETRIEVERS
 
     settings = get_settings()
     retrievers = (args.retriever,) if args.retriever else RETRIEVERS
     if args.benchmark:
-        return quality.evaluate_benchmark(
+        return report.evaluate_benchmark(
             Path(args.benchmark), args.split, make_embedder(settings), settings, retrievers
         )
     index = make_index(settings)
@@ -46,7 +47,7 @@ def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     if version is None:
         raise RuntimeError("no published index: run `patientinsight ingest SOURCE` first")
     modes = (args.queries,) if args.queries else ("short", "full")
-    rows = quality.evaluate_version(index.open(version), make_embedder(settings), settings, retrievers, modes)
+    rows = report.evaluate_retrievers(index.open(version), make_embedder(settings), settings, retrievers, modes)
     return rows if args.by_group else [{k: v for k, v in row.items() if k != "by_group"} for row in rows]
 
 
@@ -58,7 +59,7 @@ def _render_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
-    from patientinsight.pipeline import make_index
+    from patientinsight.index.factory import make_index
 
     index = make_index(get_settings())
     version = index.published()
@@ -76,7 +77,7 @@ def _status(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sample(args: argparse.Namespace) -> dict[str, Any]:
-    from patientinsight.sample import write_sample
+    from patientinsight.ingest.sample import write_sample
 
     path = write_sample(Path(args.out) if args.out else get_settings().sample_source)
     return {"sample": str(path)}
@@ -95,11 +96,12 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
 
 def _query(args: argparse.Namespace) -> dict[str, Any]:
     """The API's answer, computed in this process from the published index."""
-    from patientinsight.answering import answer
-    from patientinsight.generation import make_generator
-    from patientinsight.index import Filters
-    from patientinsight.pipeline import make_embedder, make_index
-    from patientinsight.retrieval import CaseIndex
+    from patientinsight.embedding.encoder import make_embedder
+    from patientinsight.index.factory import make_index
+    from patientinsight.index.types import Filters
+    from patientinsight.retrieval.answering import answer
+    from patientinsight.retrieval.cases import CaseIndex
+    from patientinsight.retrieval.generation import make_generator
 
     settings = get_settings()
     index = make_index(settings)

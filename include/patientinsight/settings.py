@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The retrievers, named once: `patientinsight.retrievers` implements exactly these.
+# The retrievers, named once: `patientinsight.retrieval.searcher` implements exactly these.
 RetrieverName = Literal["dense", "lexical", "lexical_rm3", "hybrid", "hybrid_rerank"]
 
 

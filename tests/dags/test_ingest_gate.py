@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from patientinsight.pipeline import make_index
+from patientinsight.index.factory import make_index
 from patientinsight.settings import Settings, get_settings
 from tests.helpers import scrambled
 
@@ -67,7 +67,7 @@ def run_answering(dag: Any, api: Any, conf: dict[str, Any], answer: str | None) 
 def report_of(settings: Settings, dag_run: Any) -> dict[str, Any]:
     import json
 
-    from patientinsight.pipeline import run_key
+    from patientinsight.ingest.lake import run_key
 
     return json.loads((settings.runs_dir / run_key(dag_run.run_id) / "report.json").read_text())
 

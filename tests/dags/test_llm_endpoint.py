@@ -187,7 +187,7 @@ def test_operators_repeat_safely_and_fail_with_the_failure_reason(moto_url: str)
     and live endpoint and changes nothing; a Failed endpoint's error is SageMaker's reason."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from patientinsight.llm_operators import (
+    from patientinsight.airflow.sagemaker import (
         CreateEndpointConfigOnceOperator,
         CreateModelOnceOperator,
         CreateOrUpdateEndpointOperator,

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from patientinsight.pipeline import make_embedder, make_index, run_key
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 from tests.helpers import changed_and_removed, mlflow_run, read_rows
 

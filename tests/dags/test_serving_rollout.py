@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from patientinsight import rollout
+from patientinsight.rollout import helm as rollout
 from patientinsight.settings import Settings, get_settings
 from tests.helpers import mlflow_run
 from tests.kube_tools import CHART, kube_api_standin, validate

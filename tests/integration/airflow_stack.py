@@ -201,7 +201,12 @@ class AirflowStack:
         # The connections and pools of airflow_settings.yaml, loaded as `make airflow-home` loads them
         # (connections from the environment, AIRFLOW_CONN_*, still come first).
         result = subprocess.run(
-            [sys.executable, "-m", "patientinsight.airflow_settings", str(self.repo_root / "airflow_settings.yaml")],
+            [
+                sys.executable,
+                "-m",
+                "patientinsight.airflow.astro_settings",
+                str(self.repo_root / "airflow_settings.yaml"),
+            ],
             env=self.env,
             capture_output=True,
             text=True,

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from lambda_trigger import handler
-from patientinsight.index import EmbeddedIndex
-from patientinsight.pipeline import run_key
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.ingest.lake import run_key
 from tests.integration.airflow_stack import AirflowStack, free_port, running_stack
 from tests.lambda_events import LambdaContext, eventbridge_event, s3_event, sqs_event
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from patientinsight.evaluation import first_sentences
-from patientinsight.ingest import run_ingest
-from patientinsight.pipeline import make_embedder, make_index
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.ingest.run import run_ingest
+from patientinsight.ingest.sources import read_chunks
+from patientinsight.ingest.validation import validate_chunk
+from patientinsight.retrieval.passages import first_sentences
 from patientinsight.settings import Settings
-from patientinsight.sources import read_chunks
-from patientinsight.validation import validate_chunk
 
 pytestmark = pytest.mark.realdata
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from patientinsight.index import EmbeddedIndex
-from patientinsight.pipeline import run_key
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.ingest.lake import run_key
 from tests.helpers import read_rows
 from tests.integration.airflow_stack import AirflowStack, running_stack
 

@@ -24,7 +24,7 @@ def keys_setting() -> str:
 @pytest.fixture(scope="session")
 def built_home(tmp_path_factory: pytest.TempPathFactory, sample_csv: Path) -> Path:
     """A PatientInsight home with one published index version of the sample, made by run_ingest."""
-    from patientinsight.ingest import run_ingest
+    from patientinsight.ingest.run import run_ingest
     from patientinsight.settings import Settings
 
     home = tmp_path_factory.mktemp("served-home")

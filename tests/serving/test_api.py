@@ -17,7 +17,7 @@ QUERY = "A man with fever, productive cough and pleuritic chest pain; consolidat
 
 
 def records(built_home) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    from patientinsight.index import EmbeddedIndex
+    from patientinsight.index.embedded import EmbeddedIndex
 
     index = EmbeddedIndex(built_home / "index")
     return pd.read_parquet(index.open(index.published()).path / "records.parquet")
@@ -36,7 +36,7 @@ def test_excluded_cases_never_come_back(keyed_service: Service) -> None:
 
 
 def test_health_and_readiness_name_the_version(keyed_service: Service, built_home) -> None:  # type: ignore[no-untyped-def]
-    from patientinsight.index import EmbeddedIndex
+    from patientinsight.index.embedded import EmbeddedIndex
 
     assert httpx.get(keyed_service.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(keyed_service.url + "/readyz")

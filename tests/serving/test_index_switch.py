@@ -27,8 +27,8 @@ def switching_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory
 
 def new_version_without(home: Path, uid: str) -> str:
     """A new version through the index's real builder (base minus one record, lexical index rebuilt)."""
-    from patientinsight.index import EmbeddedIndex
-    from patientinsight.lexical import write_index
+    from patientinsight.index.embedded import EmbeddedIndex
+    from patientinsight.index.lexical import write_index
 
     index = EmbeddedIndex(home / "index")
     base = index.published()
@@ -48,7 +48,7 @@ def wait_for_version(service: Service, version: str) -> None:
 
 
 def test_switch_while_queries_run_fails_no_request(switching_service: Service) -> None:
-    from patientinsight.index import EmbeddedIndex
+    from patientinsight.index.embedded import EmbeddedIndex
 
     home = switching_service.home
     index = EmbeddedIndex(home / "index")
@@ -98,7 +98,7 @@ def test_switch_while_queries_run_fails_no_request(switching_service: Service) -
 
 
 def test_a_record_removed_in_the_new_version_is_gone_after_the_switch(switching_service: Service) -> None:
-    from patientinsight.index import EmbeddedIndex
+    from patientinsight.index.embedded import EmbeddedIndex
 
     index = EmbeddedIndex(switching_service.home / "index")
     uid = list(index.open(index.published()).hashes())[-1]

@@ -47,7 +47,7 @@ def test_rate_limit_is_429_with_retry_after(bare_service: Service) -> None:
 
 
 def test_becomes_ready_when_an_index_is_published(bare_service: Service, built_home: Path) -> None:
-    from patientinsight.index import EmbeddedIndex
+    from patientinsight.index.embedded import EmbeddedIndex
 
     source = EmbeddedIndex(built_home / "index")
     version = source.published()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from patientinsight.generation import resolve_citations
-from patientinsight.retrieval import Case, best_passages
+from patientinsight.retrieval.cases import Case
+from patientinsight.retrieval.generation import resolve_citations
+from patientinsight.retrieval.passages import best_passages
 from serving.auth import KeyChecker, hash_key, parse_keys
 from serving.limits import RateLimiter
 

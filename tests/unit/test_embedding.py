@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patientinsight.embedding import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
 
 
 def test_chunks_are_verbatim_overlapping_windows(embedder: Embedder) -> None:

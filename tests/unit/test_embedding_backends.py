@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight import embedding
-from patientinsight.embedding import PACKAGED_MODEL, Embedder, UnsupportedModel, length_batches, model_head
-from patientinsight.pipeline import make_embedder
+from patientinsight.embedding import encoder
+from patientinsight.embedding import onnx as onnx_export
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches, make_embedder
+from patientinsight.embedding.onnx import UnsupportedModel, model_head
 from patientinsight.settings import Settings
 
 REAL_TEXTS = 40  # truncated at 256 tokens: a few seconds per backend on two cores
@@ -89,18 +90,18 @@ def test_export_is_cached_and_reused(
     def no_export(*args: Any) -> Path:
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(embedding, "export_onnx", no_export)
-    with caplog.at_level(logging.INFO, logger="patientinsight.embedding"):
+    monkeypatch.setattr(encoder, "export_onnx", no_export)
+    with caplog.at_level(logging.INFO, logger="patientinsight.embedding.encoder"):
         again = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=cache_dir)
         assert again.active_backend == "onnx"
     assert "ONNX export reused" in caplog.text
     assert exports[0].stat().st_mtime_ns == before and list(cache_dir.glob("*.onnx")) == exports
     # the key covers the model and the export settings
     model = onnx_embedder.model
-    key = embedding.export_key(PACKAGED_MODEL, model)
-    assert key == embedding.export_key(PACKAGED_MODEL, model)
-    assert key != embedding.export_key(PACKAGED_MODEL, model, quantize=True)
-    assert key != embedding.export_key("another-model", model)
+    key = onnx_export.export_key(PACKAGED_MODEL, model)
+    assert key == onnx_export.export_key(PACKAGED_MODEL, model)
+    assert key != onnx_export.export_key(PACKAGED_MODEL, model, quantize=True)
+    assert key != onnx_export.export_key("another-model", model)
 
 
 def test_falls_back_to_torch_when_the_export_fails(
@@ -109,9 +110,9 @@ def test_falls_back_to_torch_when_the_export_fails(
     def broken_export(*args: Any) -> Path:
         raise RuntimeError("exporter exploded")
 
-    monkeypatch.setattr(embedding, "export_onnx", broken_export)
+    monkeypatch.setattr(encoder, "export_onnx", broken_export)
     fallback = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="patientinsight.embedding"):
+    with caplog.at_level(logging.WARNING, logger="patientinsight.embedding.encoder"):
         vectors = fallback.encode(["fever and cough in a child", "invoice overdue"])
     assert fallback.active_backend == "torch"
     assert "falling back to torch" in caplog.text and "exporter exploded" in caplog.text

@@ -6,15 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from patientinsight.evaluation import (
-    build_queries,
-    first_sentences,
-    ndcg_at,
-    precision_at,
-    recall_at,
-    reciprocal_rank,
-    split_of,
-)  # fmt: skip
+from patientinsight.evaluation.metrics import build_queries, ndcg_at, precision_at, recall_at, reciprocal_rank, split_of
+from patientinsight.retrieval.passages import first_sentences
 
 
 def test_reciprocal_rank() -> None:

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight import pipeline
-from patientinsight.gate import decide
-from patientinsight.index import META_COLUMNS, EmbeddedBatch
-from patientinsight.ingest import run_ingest
-from patientinsight.lexical import bm25_params, write_index_from_parquet
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.evaluation.gate import decide
+from patientinsight.index.factory import make_index
+from patientinsight.index.lexical import bm25_params, write_index_from_parquet
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
+from patientinsight.ingest.run import run_ingest
+from patientinsight.ingest.steps import evaluate_candidate, gate_decision
 from patientinsight.settings import Settings
 from tests.helpers import REAL_CSV
 
@@ -53,7 +55,7 @@ def test_too_few_queries_skip_the_gate_and_say_so() -> None:
 
 def rebuilt_with(settings: Settings, vectors_of: Any) -> str:
     """A new version of the published records through the index's own builder, with other vectors."""
-    index = pipeline.make_index(settings)
+    index = make_index(settings)
     reader = index.open(index.published() or "")
     records = pd.read_parquet(reader.path / "records.parquet")
     batch = EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors_of(np.asarray(reader.vectors)),
@@ -88,10 +90,10 @@ def test_growth_publishes_and_broken_vectors_wait(real_data_dir: Path, tmp_path:
     for mode in ("short", "full"):
         assert grown["evaluation"]["comparison"]["modes"][mode]["published"]["queries"] >= settings.gate_min_queries
 
-    index = pipeline.make_index(settings)
+    index = make_index(settings)
     for broken in (shuffled, random_model):
         version = rebuilt_with(settings, broken)
-        evaluation = pipeline.evaluate_version(index, version, pipeline.make_embedder(settings), settings)
-        decision = pipeline.gate(evaluation, settings.gate_max_mrr_drop, settings.gate_min_queries)
+        evaluation = evaluate_candidate(index, version, make_embedder(settings), settings)
+        decision = gate_decision(evaluation, settings.gate_max_mrr_drop, settings.gate_min_queries)
         assert decision["needs_approval"] is True, (broken.__name__, decision)
         assert "MRR fell" in decision["reason"]

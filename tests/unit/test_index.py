@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.types import EmbeddedBatch, Filters
 
 
 def records(uids: list[str], ages: list[float | None] | None = None, sexes: list[str] | None = None) -> pd.DataFrame:

@@ -14,10 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight import pipeline
-from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex, Filters
-from patientinsight.ingest import run_ingest
-from patientinsight.pinecone_index import PineconeIndex, PineconeIndexError, PineconeOptions, PineconeReader
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.factory import make_index
+from patientinsight.index.pinecone import PineconeIndex, PineconeReader
+from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, Filters
+from patientinsight.ingest.run import run_ingest
+from patientinsight.ingest.steps import build_version, publish_version
 from patientinsight.settings import Settings
 from tests.pinecone_standin import PineconeStandIn
 from tests.unit.test_index import records, unit
@@ -251,15 +254,15 @@ def pinecone_settings(tmp_path: Path, standin: PineconeStandIn, monkeypatch: pyt
 def test_throttling_is_retried_by_the_pipeline(
     tmp_path: Path, standin: PineconeStandIn, pinecone_settings: Settings
 ) -> None:
-    index = pipeline.make_index(pinecone_settings)
+    index = make_index(pinecone_settings)
     assert isinstance(index, PineconeIndex)
     # More 429s than the SDK's own 3 retries: the index's backoff has to carry the batch through.
     standin.fail("/vectors/upsert", 429, times=8, retry_after="0")
-    built = pipeline.build_version(write_run(tmp_path / "run", ["a", "b", "c"], None), index, MANIFEST)
+    built = build_version(write_run(tmp_path / "run", ["a", "b", "c"], None), index, MANIFEST)
     assert standin.count("/vectors/upsert", 429) == 8
     assert built["records"] == 3
-    pipeline.publish_version(index, built["version"])
-    assert pipeline.make_index(pinecone_settings).published() == built["version"]
+    publish_version(index, built["version"])
+    assert make_index(pinecone_settings).published() == built["version"]
     assert index.open(built["version"]).remote_count() == 3
 
 
@@ -267,13 +270,13 @@ def test_persistent_failure_fails_clearly_and_publishes_nothing(
     tmp_path: Path, standin: PineconeStandIn, pinecone_settings: Settings
 ) -> None:
     settings = pinecone_settings.model_copy(update={"pinecone_max_retries": 2})
-    index = pipeline.make_index(settings)
-    good = pipeline.build_version(write_run(tmp_path / "run1", ["a", "b"], None), index, MANIFEST)["version"]
-    pipeline.publish_version(index, good)
+    index = make_index(settings)
+    good = build_version(write_run(tmp_path / "run1", ["a", "b"], None), index, MANIFEST)["version"]
+    publish_version(index, good)
     # The first batch lands, then the service fails for good: a half-written namespace to clean up.
     standin.fail("/vectors/upsert", 500, times=None, retry_after="0", after=1)
     with pytest.raises(PineconeIndexError, match=r"not committed, nothing published: upsert of \d+ vectors") as err:
-        pipeline.build_version(write_run(tmp_path / "run2", ["c", "d", "e", "f"], good), index, MANIFEST)
+        build_version(write_run(tmp_path / "run2", ["c", "d", "e", "f"], good), index, MANIFEST)
     assert "after 3 attempt(s)" in str(err.value) and "500" in str(err.value)
     assert standin.count("/vectors/upsert", 500) >= 3
     standin.heal()
@@ -286,7 +289,7 @@ def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(
     sample_csv: Path, standin: PineconeStandIn, pinecone_settings: Settings
 ) -> None:
     first = run_ingest(str(sample_csv), pinecone_settings, run_id="first")
-    index = pipeline.make_index(pinecone_settings)
+    index = make_index(pinecone_settings)
     assert first["published"] and index.published() == first["index_version"]
     reader = index.open(first["index_version"])
     assert isinstance(reader, PineconeReader) and reader.remote_count() == first["chunks"]
@@ -302,7 +305,7 @@ def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(
     settings = pinecone_settings.model_copy(update={"pinecone_max_retries": 1})
     with pytest.raises(PineconeIndexError, match=r"nothing published: upsert of \d+ vectors .* failed after 2"):
         run_ingest(str(sample_csv), settings, full_refresh=True, limit=5, run_id="outage")
-    assert pipeline.make_index(settings).published() == first["index_version"]
+    assert make_index(settings).published() == first["index_version"]
     assert (settings.index_dir / "CURRENT").read_text().strip() == first["index_version"]
     assert set(standin.indexes["patientinsight"].namespaces) == {first["index_version"]}
 
@@ -313,15 +316,15 @@ def test_api_key_from_the_airflow_connection(
     monkeypatch.delenv("PINECONE_API_KEY", raising=False)
     settings = Settings(home=tmp_path / "home", index_backend="pinecone", pinecone_backoff_s=0.01)
     with pytest.raises(PineconeIndexError, match="no Pinecone API key"):
-        build(pipeline.make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
+        build(make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
     conn = {"conn_type": "pinecone", "host": standin.url, "password": standin.api_key}
     monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(conn))
-    version = build(pipeline.make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
-    assert pipeline.make_index(settings).open(version).remote_count() == 1
+    version = build(make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
+    assert make_index(settings).open(version).remote_count() == 1
     wrong = {**conn, "password": "pcsk-wrong"}
     monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(wrong))
     with pytest.raises(Exception, match="Invalid API Key"):
-        build(pipeline.make_index(settings), None, batch(["b"], [unit(1, 0, 0)]))
+        build(make_index(settings), None, batch(["b"], [unit(1, 0, 0)]))
 
 
 def test_records_of_a_version_are_the_lake_copy(tmp_path: Path, standin: PineconeStandIn) -> None:

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight.embedding import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation import LeakError, Query, build_queries, evaluate, first_sentences
-from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex, Hit
-from patientinsight.lexical import Bm25Params, write_index
-from patientinsight.retrievers import RETRIEVERS, RetrievalConfig, Searcher
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.evaluation.metrics import LeakError, Query, build_queries, evaluate
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.lexical import Bm25Params, write_index
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, Hit
+from patientinsight.retrieval.passages import first_sentences
+from patientinsight.retrieval.searcher import RETRIEVERS, RetrievalConfig, Searcher
 from tests.helpers import real_records
 
 pytestmark = pytest.mark.realdata

@@ -13,8 +13,8 @@ from typing import Any
 import boto3
 import pytest
 
-from patientinsight import llm_autoscaling, llm_smoke
-from patientinsight.llm_endpoint import (
+from patientinsight.llm import autoscaling, smoke
+from patientinsight.llm.endpoint import (
     DeploymentError,
     decide,
     failure_message,
@@ -24,9 +24,9 @@ from patientinsight.llm_endpoint import (
     remove_record,
     write_record,
 )
-from patientinsight.llm_teardown import teardown
+from patientinsight.llm.teardown import teardown
+from patientinsight.llm.tgi_image import ImageLookupError, tgi_image_uri
 from patientinsight.settings import Settings
-from patientinsight.tgi_image import ImageLookupError, tgi_image_uri
 from tests.moto_sagemaker import moto_server, post_json, queue_endpoint_results
 
 ROLE = "arn:aws:iam::123456789012:role/test"  # moto's default account; a test value only
@@ -162,8 +162,8 @@ def test_failure_message_carries_the_reason() -> None:
 
 
 def test_generated_text_accepts_tgi_answers() -> None:
-    assert llm_smoke.generated_text("e", b'[{"generated_text": "Amoxicillin."}]') == "Amoxicillin."
-    assert llm_smoke.generated_text("e", b'{"generated_text": "Amoxicillin."}') == "Amoxicillin."
+    assert smoke.generated_text("e", b'[{"generated_text": "Amoxicillin."}]') == "Amoxicillin."
+    assert smoke.generated_text("e", b'{"generated_text": "Amoxicillin."}') == "Amoxicillin."
 
 
 @pytest.mark.parametrize(
@@ -177,13 +177,13 @@ def test_generated_text_accepts_tgi_answers() -> None:
     ],
 )
 def test_malformed_answers_fail_clearly(body: bytes, message: str) -> None:
-    with pytest.raises(llm_smoke.SmokeTestFailed, match=message):
-        llm_smoke.generated_text("e", body)
+    with pytest.raises(smoke.SmokeTestFailed, match=message):
+        smoke.generated_text("e", body)
 
 
 def test_the_smoke_request_is_tgi_shaped_and_fixed() -> None:
-    payload = json.loads(llm_smoke.request_body())
-    assert payload == {"inputs": llm_smoke.SMOKE_PROMPT, "parameters": {"max_new_tokens": 64, "do_sample": False}}
+    payload = json.loads(smoke.request_body())
+    assert payload == {"inputs": smoke.SMOKE_PROMPT, "parameters": {"max_new_tokens": 64, "do_sample": False}}
 
 
 # The record serving reads
@@ -231,18 +231,18 @@ def deploy(sm: Any, planned: dict[str, Any], create: bool = True) -> None:
 
 def test_smoke_test_reads_the_queued_answer(clients: dict[str, Any], moto_url: str) -> None:
     queue_endpoint_results(moto_url, [json.dumps([{"generated_text": "Amoxicillin for five days."}])])
-    result = llm_smoke.run(clients["sagemaker-runtime"], "pi-unit")
+    result = smoke.run(clients["sagemaker-runtime"], "pi-unit")
     assert result["answer_chars"] == len("Amoxicillin for five days.") and result["latency_seconds"] > 0
 
 
 def test_smoke_test_fails_on_moto_canned_answer(clients: dict[str, Any]) -> None:
-    with pytest.raises(llm_smoke.SmokeTestFailed, match="not JSON"):
-        llm_smoke.run(clients["sagemaker-runtime"], "pi-unit")  # nothing queued: moto answers "body"
+    with pytest.raises(smoke.SmokeTestFailed, match="not JSON"):
+        smoke.run(clients["sagemaker-runtime"], "pi-unit")  # nothing queued: moto answers "body"
 
 
 def test_autoscaling_registers_and_deregisters(clients: dict[str, Any]) -> None:
     scaling = clients["application-autoscaling"]
-    registered = llm_autoscaling.register(scaling, "pi-unit", 1, 4, 15.0)
+    registered = autoscaling.register(scaling, "pi-unit", 1, 4, 15.0)
     (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
     assert (target["ResourceId"], target["MinCapacity"], target["MaxCapacity"]) == (
         "endpoint/pi-unit/variant/AllTraffic",
@@ -254,9 +254,9 @@ def test_autoscaling_registers_and_deregisters(clients: dict[str, Any]) -> None:
     config = policy["TargetTrackingScalingPolicyConfiguration"]
     assert config["TargetValue"] == 15.0
     assert config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
-    assert llm_autoscaling.deregister(scaling, "pi-unit") is True
+    assert autoscaling.deregister(scaling, "pi-unit") is True
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
-    assert llm_autoscaling.deregister(scaling, "pi-unit") is False
+    assert autoscaling.deregister(scaling, "pi-unit") is False
 
 
 def test_teardown_deletes_this_endpoints_resources_only(clients: dict[str, Any]) -> None:
@@ -265,7 +265,7 @@ def test_teardown_deletes_this_endpoints_resources_only(clients: dict[str, Any])
     deploy(sm, first)
     deploy(sm, second, create=False)
     deploy(sm, neighbour)
-    llm_autoscaling.register(clients["application-autoscaling"], "pi-unit", 1, 2, 20.0)
+    autoscaling.register(clients["application-autoscaling"], "pi-unit", 1, 2, 20.0)
 
     result = teardown(sm, clients["application-autoscaling"], "pi-unit", wait_delay_s=1)
     assert result["endpoint_deleted"] and result["autoscaling_deregistered"]

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from patientinsight import cli
-from patientinsight.ingest import run_ingest
-from patientinsight.pipeline import QuarantineExceeded, make_embedder, make_index
-from patientinsight.retrievers import RETRIEVERS
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.ingest.run import run_ingest
+from patientinsight.ingest.steps import QuarantineExceeded
+from patientinsight.retrieval.searcher import RETRIEVERS
 from patientinsight.settings import Settings
 from tests.helpers import changed_and_removed, mlflow_run, read_rows, scrambled, write_rows
 

@@ -24,7 +24,7 @@ def test_dockerfile_passes_hadolint(repo_root: Path) -> None:
 def test_airflow_settings_convert_to_import_files(repo_root: Path) -> None:
     import yaml
 
-    from patientinsight.airflow_settings import to_import_files
+    from patientinsight.airflow.astro_settings import to_import_files
 
     files = to_import_files(yaml.safe_load((repo_root / "airflow_settings.yaml").read_text()))
     assert files["connections"]["aws_default"]["conn_type"] == "aws"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from patientinsight.records import age_in_years, content_hash, normalize_row, relevance_map
+from patientinsight.ingest.records import age_in_years, content_hash, normalize_row, relevance_map
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight.beir import load_corpus, load_queries
-from patientinsight.embedding import Embedder
-from patientinsight.evaluation import Query, evaluate_by_group
-from patientinsight.index import EmbeddedBatch, EmbeddedIndex, Filters
-from patientinsight.lexical import LexicalIndex, tokenize, write_index
-from patientinsight.quality import evaluate_benchmark
-from patientinsight.retrievers import RETRIEVERS, Searcher
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.evaluation.beir import load_corpus, load_queries
+from patientinsight.evaluation.metrics import Query, evaluate_by_group
+from patientinsight.evaluation.report import evaluate_benchmark
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.lexical import LexicalIndex, tokenize, write_index
+from patientinsight.index.types import EmbeddedBatch, Filters
+from patientinsight.retrieval.searcher import RETRIEVERS, Searcher
 from patientinsight.settings import Settings
 
 TEXTS = [

@@ -1,4 +1,4 @@
-"""patientinsight.rollout without Airflow: the request checks, the helm command (parsed and rendered by the
+"""patientinsight.rollout.helm without Airflow: the request checks, the helm command (parsed and rendered by the
 real helm), and the readiness verification against a real local HTTP server, with a real MLflow store."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from patientinsight import rollout
+from patientinsight.rollout import helm as rollout
 from patientinsight.settings import Settings
 from tests.helpers import mlflow_run
 from tests.kube_tools import CHART, by_kind, helm, helm_binary, render

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight import pipeline
+from patientinsight.embedding.encoder import Embedder, make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.ingest.shards import embed_shard, embed_summary, plan_shards
+from patientinsight.ingest.steps import build_version, plan_changes, validate_source
 from patientinsight.settings import Settings
 
 
@@ -19,20 +23,27 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")
 
 
+def embed_planned(run_dir: Path, embedder: Embedder, shard_size: int) -> dict[str, Any]:
+    """Every shard in turn, as the command line runs them."""
+    for shard in plan_shards(run_dir, shard_size):
+        embed_shard(run_dir, embedder, shard)
+    return embed_summary(run_dir)
+
+
 def planned_run(settings: Settings, source: Path, name: str, chunk_rows: int = 10) -> Path:
     """A run folder validated in parts of `chunk_rows` rows and planned against the empty index."""
     run_dir = settings.runs_dir / name
     run_dir.mkdir(parents=True)
-    pipeline.validate_source(str(source), run_dir, chunk_rows, max_quarantine_ratio=0.5)
-    embedding = pipeline.make_embedder(settings).describe()
-    pipeline.plan_changes(run_dir, pipeline.make_index(settings), embedding, full_refresh=False)
+    validate_source(str(source), run_dir, chunk_rows, max_quarantine_ratio=0.5)
+    embedding = make_embedder(settings).describe()
+    plan_changes(run_dir, make_index(settings), embedding, full_refresh=False)
     return run_dir
 
 
 def test_shards_cover_the_plan_once_and_name_the_parts_they_read(settings: Settings, sample_csv: Path) -> None:
     run_dir = planned_run(settings, sample_csv, "cut")
     plan = json.loads((run_dir / "plan.json").read_text())
-    shards = pipeline.plan_shards(run_dir, 7)
+    shards = plan_shards(run_dir, 7)
     assert [s["shard"] for s in shards] == list(range(-(-len(plan["embed"]) // 7)))
     assert all(0 < s["stop"] - s["start"] <= 7 for s in shards)
     assert [u for s in shards for u in plan["embed"][s["start"] : s["stop"]]] == plan["embed"]
@@ -43,19 +54,19 @@ def test_shards_cover_the_plan_once_and_name_the_parts_they_read(settings: Setti
         assert set(plan["embed"][shard["start"] : shard["stop"]]) <= in_parts
         assert len(shard["parts"]) <= 2  # 7 records never span more than two parts of 10 rows
     with pytest.raises(ValueError, match="at least 1"):
-        pipeline.plan_shards(run_dir, 0)
+        plan_shards(run_dir, 0)
 
 
 def test_sharded_build_equals_the_unsharded_one(settings: Settings, sample_csv: Path) -> None:
-    embedder = pipeline.make_embedder(settings)
+    embedder = make_embedder(settings)
     embedding = embedder.describe()
-    index = pipeline.make_index(settings)
+    index = make_index(settings)
     versions = {}
     for name, shard_size in (("one", 10_000), ("many", 6)):
         run_dir = planned_run(settings, sample_csv, name)
-        summary = pipeline.embed_planned(run_dir, embedder, shard_size)
+        summary = embed_planned(run_dir, embedder, shard_size)
         assert summary["shards"] == (1 if name == "one" else -(-summary["embedded"] // 6))
-        versions[name] = pipeline.build_version(run_dir, index, embedding)["version"]
+        versions[name] = build_version(run_dir, index, embedding)["version"]
     one, many = index.open(versions["one"]), index.open(versions["many"])
     assert one.hashes() == many.hashes() and one.count() == summary["embedded"]
     order = list(one.hashes())
@@ -64,49 +75,49 @@ def test_sharded_build_equals_the_unsharded_one(settings: Settings, sample_csv: 
 
 
 def test_a_missing_shard_stops_the_build_and_a_retried_shard_completes_it(settings: Settings, sample_csv: Path) -> None:
-    embedder = pipeline.make_embedder(settings)
-    index = pipeline.make_index(settings)
+    embedder = make_embedder(settings)
+    index = make_index(settings)
     run_dir = planned_run(settings, sample_csv, "retry")
-    shards = pipeline.plan_shards(run_dir, 20)
+    shards = plan_shards(run_dir, 20)
     assert len(shards) == 3
     for shard in shards[:2]:  # the third shard's task failed
-        pipeline.embed_shard(run_dir, embedder, shard)
+        embed_shard(run_dir, embedder, shard)
     with pytest.raises(FileNotFoundError, match="shard 2 has no vectors"):
-        pipeline.build_version(run_dir, index, embedder.describe())
+        build_version(run_dir, index, embedder.describe())
     assert not index.versions_dir.exists() or not any(index.versions_dir.iterdir())  # nothing staged
 
-    first = pipeline.embed_shard(run_dir, embedder, shards[2])
-    again = pipeline.embed_shard(run_dir, embedder, shards[2])  # a retry after success: same files
+    first = embed_shard(run_dir, embedder, shards[2])
+    again = embed_shard(run_dir, embedder, shards[2])  # a retry after success: same files
     assert first["embedded"] == again["embedded"] == shards[2]["stop"] - shards[2]["start"]
     assert sorted(p.name for p in (run_dir / "embeddings").iterdir()) == [
         f"shard-{n:05d}.{ext}" for n in range(3) for ext in ("json", "npz")
     ]
-    built = pipeline.build_version(run_dir, index, embedder.describe())
-    assert built["records"] == shards[-1]["stop"] == pipeline.embed_summary(run_dir)["embedded"]
+    built = build_version(run_dir, index, embedder.describe())
+    assert built["records"] == shards[-1]["stop"] == embed_summary(run_dir)["embedded"]
 
 
 def test_nothing_to_embed_makes_no_shards(settings: Settings, sample_csv: Path) -> None:
-    embedder = pipeline.make_embedder(settings)
-    index = pipeline.make_index(settings)
+    embedder = make_embedder(settings)
+    index = make_index(settings)
     run_dir = planned_run(settings, sample_csv, "first")
-    pipeline.embed_planned(run_dir, embedder, 5000)
-    index.publish(pipeline.build_version(run_dir, index, embedder.describe())["version"])
+    embed_planned(run_dir, embedder, 5000)
+    index.publish(build_version(run_dir, index, embedder.describe())["version"])
     rerun = planned_run(settings, sample_csv, "unchanged")
-    assert pipeline.plan_shards(rerun, 5000) == []
-    assert pipeline.embed_summary(rerun) == {
+    assert plan_shards(rerun, 5000) == []
+    assert embed_summary(rerun) == {
         "embedded": 0,
         "chunks": 0,
         "shards": 0,
         "seconds": 0,
         "records_per_s": 0.0,
     }
-    assert pipeline.build_version(rerun, index, embedder.describe())["version"] == index.published()
+    assert build_version(rerun, index, embedder.describe())["version"] == index.published()
 
 
 def test_a_shard_whose_parts_lack_its_records_fails_clearly(settings: Settings, sample_csv: Path) -> None:
     run_dir = planned_run(settings, sample_csv, "mismatch")
-    first, *_, last = pipeline.plan_shards(run_dir, 20)
+    first, *_, last = plan_shards(run_dir, 20)
     wrong = {**first, "parts": last["parts"][-1:]}  # the first shard's records are not in the last part
     with pytest.raises(RuntimeError, match=r"shard 0: \d+ planned records are not in \['part-"):
-        pipeline.embed_shard(run_dir, pipeline.make_embedder(settings), wrong)
+        embed_shard(run_dir, make_embedder(settings), wrong)
     assert not list((run_dir / "embeddings").glob("shard-00000.*"))  # nothing written for it

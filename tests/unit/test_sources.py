@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patientinsight.sources import SourceError, read_chunks, source_format
+from patientinsight.ingest.sources import SourceError, read_chunks, source_format
 
 V1_ROW = {
     "patient_id": "0",

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight.index import META_COLUMNS, EmbeddedBatch, EmbeddedIndex
-from patientinsight.lexical import (
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.lexical import (
     LEXICAL_DIR,
     Bm25Params,
     LexicalIndex,
@@ -22,6 +22,7 @@ from patientinsight.lexical import (
     write_index,
     write_index_from_parquet,
 )
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
 
 WORDS = [
     "fever",

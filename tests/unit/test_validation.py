@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from patientinsight.sources import RawChunk
-from patientinsight.validation import validate_chunk
+from patientinsight.ingest.sources import RawChunk
+from patientinsight.ingest.validation import validate_chunk
 
 
 def row(uid: str, **overrides: object) -> dict:

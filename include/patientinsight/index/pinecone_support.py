@@ -1,0 +1,128 @@
+"""What the Pinecone index needs around the SDK: its options and error, credentials from Airflow or the
+environment, retries, metadata filters, and vector ids and metadata (index.pinecone has the design).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pandas as pd
+
+from patientinsight.index.types import Filters
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+VECTOR_FIELD = "_values"  # the reserved dense field name the vectors API addresses
+QUERY_TOP_K_MAX = 10_000  # Pinecone's cap on topK
+FETCH_IDS = 200  # ids per fetch request (they travel in the query string)
+
+
+class PineconeIndexError(RuntimeError):
+    """A Pinecone operation failed for good (after retries); nothing was published."""
+
+
+@dataclass(frozen=True)
+class PineconeOptions:
+    """Where the index is and how to write to it (see Settings for each field's meaning)."""
+
+    index_name: str = "patientinsight"
+    api_key: str | None = None
+    controller_host: str | None = None
+    cloud: str = "aws"
+    region: str = "us-east-1"
+    batch_size: int = 100
+    concurrency: int = 8
+    max_retries: int = 5
+    backoff_s: float = 0.5
+    timeout_s: float = 30.0
+    ready_timeout_s: float = 120.0
+
+
+def resolve_credentials(conn_id: str | None) -> tuple[str | None, str | None]:
+    """(API key, control-plane host) from the Airflow connection when there is one, else the
+    environment (PINECONE_API_KEY; the SDK reads PINECONE_CONTROLLER_HOST itself). Never logged."""
+    if conn_id:
+        try:
+            from airflow.exceptions import AirflowNotFoundException
+            from airflow.providers.pinecone.hooks.pinecone import PineconeHook
+        except ImportError:
+            log.info("Airflow's Pinecone provider is not installed: the API key comes from PINECONE_API_KEY")
+        else:
+            try:
+                conn = PineconeHook(conn_id=conn_id).conn
+            except AirflowNotFoundException:
+                log.info("no Airflow connection %s: the API key comes from PINECONE_API_KEY", conn_id)
+            else:
+                if conn.password:
+                    return conn.password, conn.host or None
+    return os.environ.get("PINECONE_API_KEY") or None, None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    from pinecone.errors.exceptions import ApiError, PineconeConnectionError, PineconeTimeoutError
+
+    if isinstance(exc, (PineconeConnectionError, PineconeTimeoutError)):
+        return True
+    return isinstance(exc, ApiError) and (exc.status_code == 429 or exc.status_code >= 500)
+
+
+def with_retries(call: Callable[[], T], what: str, max_retries: int, backoff_s: float) -> T:
+    """`call()`, retried on 429, 5xx and connection errors with exponential backoff and full jitter."""
+    for attempt in range(max_retries + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not _is_retryable(exc) or attempt == max_retries:
+                raise PineconeIndexError(f"{what} failed after {attempt + 1} attempt(s): {exc}") from exc
+            delay = backoff_s * 2**attempt * (0.5 + random.random() / 2)
+            log.warning("%s: %s; retry %d/%d in %.2fs", what, type(exc).__name__, attempt + 1, max_retries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:
+    """The metadata filter that means what Filters.mask means in the embedded index."""
+    if filters is None:
+        return None
+    out: dict[str, Any] = {}
+    age: dict[str, float] = {}
+    if filters.age_min is not None:
+        age["$gte"] = float(filters.age_min)
+    if filters.age_max is not None:
+        age["$lte"] = float(filters.age_max)
+    if age:
+        out["age_years"] = age
+    if filters.sex is not None:
+        out["sex"] = {"$eq": filters.sex.upper()}
+    return out or None
+
+
+def vector_id(uid: str, chunk: int) -> str:
+    return f"{uid}#{chunk}"
+
+
+def uid_chunk(vector_id: str) -> tuple[str, int]:
+    uid, _, chunk = vector_id.rpartition("#")
+    return uid, int(chunk)
+
+
+def vector_metadata(uid: str, chunk: int, content_hash: str, age: Any, sex: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"uid": uid, "chunk": chunk, "content_hash": str(content_hash)}
+    if age is not None and not (isinstance(age, float) and math.isnan(age)) and age is not pd.NA:
+        meta["age_years"] = float(age)
+    if isinstance(sex, str) and sex:
+        meta["sex"] = sex
+    return meta

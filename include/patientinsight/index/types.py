@@ -1,0 +1,108 @@
+"""What every vector index shares: the stored columns, filters, hits, embedded batches and the
+Protocols that the embedded and the Pinecone implementations satisfy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# Columns every index version stores per record, beside its vectors.
+META_COLUMNS = (
+    "uid", "pmid", "title", "text", "age_years", "sex", "pub_date",
+    "similar_patients", "relevant_articles", "content_hash",
+)  # fmt: skip
+
+
+# Records a search must not see: their uids, or a boolean mask over the version's records (True =
+# hidden) from `EmbeddedReader.hidden`, for many uids at once.
+Exclusion = Collection[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Optional restrictions on the cases a search may return."""
+
+    age_min: float | None = None
+    age_max: float | None = None
+    sex: str | None = None
+
+    def mask(self, age: np.ndarray, sex: np.ndarray) -> np.ndarray | None:
+        """Boolean mask over records, or None when nothing is filtered."""
+        keep = np.ones(len(age), dtype=bool)
+        if self.age_min is not None:
+            keep &= age >= self.age_min  # NaN ages compare False: unknown age fails an age filter
+        if self.age_max is not None:
+            keep &= age <= self.age_max
+        if self.sex is not None:
+            keep &= sex == self.sex.upper()
+        return None if keep.all() else keep
+
+
+@dataclass(frozen=True)
+class Hit:
+    uid: str
+    score: float
+    best_chunk: int  # index of the record's best-matching chunk, 0 for a single vector
+
+
+@dataclass
+class EmbeddedBatch:
+    """Records (META_COLUMNS) and their vectors: record i owns `chunk_counts[i]` consecutive rows."""
+
+    records: pd.DataFrame
+    vectors: np.ndarray
+    chunk_counts: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.records) != len(self.chunk_counts):
+            raise ValueError("one chunk count per record is required")
+        if int(self.chunk_counts.sum()) != len(self.vectors):
+            raise ValueError("chunk counts must add up to the number of vectors")
+        if len(self.chunk_counts) and int(self.chunk_counts.min()) < 1:
+            raise ValueError("every record needs at least one vector")
+
+
+class IndexReader(Protocol):
+    version: str
+
+    def count(self) -> int: ...
+    def hashes(self) -> dict[str, str]: ...
+    def search(
+        self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()
+    ) -> list[Hit]: ...
+    def records(self, uids: list[str]) -> pd.DataFrame: ...
+
+
+class VersionBuilder(Protocol):
+    def upsert(self, batch: EmbeddedBatch) -> None: ...
+    def delete(self, uids: list[str]) -> None: ...
+    def commit(
+        self,
+        extras: Callable[[Path, pd.DataFrame], None] | None = None,
+        staged_extras: Callable[[Path], None] | None = None,
+    ) -> str: ...
+
+
+class VectorIndex(Protocol):
+    """What the pipeline and the service need of any index (embedded here, Pinecone in production)."""
+
+    def published(self) -> str | None: ...
+    def open(self, version: str) -> IndexReader: ...
+    def builder(self, base: str | None, manifest: dict[str, Any]) -> VersionBuilder: ...
+    def publish(self, version: str) -> None: ...
+
+
+# The schema of records.parquet: fixed, so that every batch (and the base) is written alike.
+STORED_RECORD = pa.schema(
+    [
+        *((name, pa.float64() if name == "age_years" else pa.string()) for name in META_COLUMNS),
+        ("chunk_count", pa.int64()),
+    ]
+)

@@ -1,0 +1,209 @@
+"""One run of patient_ingest: its MLflow run and its steps, each logging its numbers to that run.
+
+The DAG calls one of these functions per task; the command line calls `run_ingest`, which calls the same
+functions in `ORDER` (an order the DAG's dependencies allow), so both make the same MLflow run with the
+same tags. No Airflow import: tested without a scheduler, the DAG file only wires the functions to tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from patientinsight.embedding.encoder import make_embedder
+from patientinsight.index.factory import make_index
+from patientinsight.index.lexical import bm25_params
+from patientinsight.ingest import shards as shard_steps
+from patientinsight.ingest import steps
+from patientinsight.ingest.lake import report_files, run_key
+from patientinsight.settings import Settings
+from patientinsight.tracking import LINK_XCOM_KEY, TrackedRun
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "patient_ingest"  # the DAG id, and the MLflow tag of runs the command line makes
+# Every step, in the order the command line runs them. The DAG runs `profile` beside `plan` and the
+# embedding; here it comes after the embedding: in one process the encoder measured ~8% slower once
+# ydata-profiling had run (docs/PERFORMANCE.md). tests/dags checks that the DAG allows this order.
+ORDER = ("begin", "validate", "plan", "shards", "embed", "profile", "build", "evaluate", "gate", "publish", "finish")
+State = dict[str, Any]
+
+
+def run_params(state: State, settings: Settings) -> dict[str, Any]:
+    """What the MLflow run records as params: the run's inputs and the settings that shape its output."""
+    return {
+        "source_uri": state["source_uri"],
+        "full_refresh": state["full_refresh"],
+        "limit": state["limit"],
+        "max_quarantine_ratio": state["max_quarantine_ratio"],
+        "embed_shard_size": state["shard_size"],
+        "embedding_model": settings.embedding_model,
+        "embed_strategy": settings.embed_strategy,
+        "chunk_tokens": settings.chunk_tokens,
+        "chunk_overlap": settings.chunk_overlap,
+        "embed_batch_size": settings.embed_batch_size,
+        "retriever": settings.retriever,
+    }
+
+
+def step_metrics(name: str, result: dict[str, Any]) -> dict[str, float]:
+    """Numbers only (counts, seconds, rates, metrics), prefixed by the step: never text."""
+    return {
+        (k if k.startswith("eval_") else f"{name}_{k}").replace("@", "_at_"): float(v)
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def begin(settings: Settings, run_id: str, params: dict[str, Any]) -> State:
+    """The run folder and the MLflow run of one pipeline run; a retry finds and reuses both. `params` are
+    the DAG's form (or the command line's arguments); what they leave out comes from the settings."""
+    run_dir = settings.runs_dir / run_key(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracked = TrackedRun.open(settings.tracking_uri, settings.mlflow_experiment, run_id, PIPELINE)
+
+    def given(name: str, default: Any) -> Any:
+        value = params.get(name)
+        return default if value is None else value
+
+    state: State = {
+        "run_dir": str(run_dir),
+        "mlflow_run_id": tracked.run_id,
+        LINK_XCOM_KEY: tracked.url(settings.mlflow_ui_url),
+        "source_uri": str(params["source_uri"]),
+        "full_refresh": bool(params.get("full_refresh")),
+        "limit": params.get("limit"),
+        "max_quarantine_ratio": float(given("max_quarantine_ratio", settings.max_quarantine_ratio)),
+        "max_mrr_drop": float(given("max_mrr_drop", settings.gate_max_mrr_drop)),
+        "shard_size": int(given("shard_size", settings.embed_shard_size)),
+    }
+    tracked.log_params(run_params(state, settings))
+    return state
+
+
+def _tracked(settings: Settings, state: State) -> TrackedRun:
+    return TrackedRun(settings.tracking_uri, state["mlflow_run_id"])
+
+
+def _step(settings: Settings, state: State, name: str, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a step and log its numbers; a failed validation still logs the counts it has."""
+    try:
+        result = step()
+    except steps.QuarantineExceeded as exc:
+        _tracked(settings, state).log_metrics(step_metrics(name, exc.report))
+        raise
+    _tracked(settings, state).log_metrics(step_metrics(name, result))
+    return result
+
+
+def validate(settings: Settings, state: State, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _step(settings, state, "validate", lambda: steps.validate_source(
+        state["source_uri"], Path(state["run_dir"]), settings.read_chunk_rows,
+        state["max_quarantine_ratio"], state["limit"], storage_options,
+    ))  # fmt: skip
+
+
+def profile(settings: Settings, state: State) -> dict[str, Any]:
+    return _step(settings, state, "profile", lambda: steps.profile_run(
+        Path(state["run_dir"]), settings.profile_max_rows))  # fmt: skip
+
+
+def plan(settings: Settings, state: State) -> dict[str, Any]:
+    embedding = make_embedder(settings).describe()
+    return _step(settings, state, "plan", lambda: steps.plan_changes(
+        Path(state["run_dir"]), make_index(settings), embedding, state["full_refresh"]))  # fmt: skip
+
+
+def shards(settings: Settings, state: State) -> list[dict[str, Any]]:
+    """The embedding shards of the plan: one mapped embed task each (none when nothing changed)."""
+    planned = shard_steps.plan_shards(Path(state["run_dir"]), state["shard_size"])
+    _tracked(settings, state).log_metrics({"embed_shards": float(len(planned))})
+    return planned
+
+
+def embed(settings: Settings, state: State, shard: dict[str, Any]) -> dict[str, Any]:
+    """One shard; a failure retries this shard alone. Its numbers reach MLflow summed, with build."""
+    return shard_steps.embed_shard(Path(state["run_dir"]), make_embedder(settings), shard)
+
+
+def build(settings: Settings, state: State) -> dict[str, Any]:
+    _tracked(settings, state).log_metrics(step_metrics("embed", shard_steps.embed_summary(Path(state["run_dir"]))))
+    embedding = make_embedder(settings).describe()
+    return _step(settings, state, "build", lambda: steps.build_version(
+        Path(state["run_dir"]), make_index(settings), embedding, bm25_params(settings)))  # fmt: skip
+
+
+def evaluate(settings: Settings, state: State, version: str) -> dict[str, Any]:
+    return _step(settings, state, "evaluate", lambda: steps.evaluate_candidate(
+        make_index(settings), version, make_embedder(settings), settings))  # fmt: skip
+
+
+def gate(settings: Settings, state: State, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Whether this version may be published without a person's approval."""
+    decision = steps.gate_decision(evaluation, state["max_mrr_drop"], settings.gate_min_queries)
+    _tracked(settings, state).log_metrics({"gate_needs_approval": float(decision["needs_approval"])})
+    log.info("gate: %s", decision["reason"])
+    return decision
+
+
+def publish(settings: Settings, state: State, version: str) -> dict[str, Any]:
+    return _step(settings, state, "publish", lambda: steps.publish_version(make_index(settings), version))
+
+
+def finish(settings: Settings, state: State, done: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Write the run's report, attach the reports to MLflow and close the run."""
+    run_dir = Path(state["run_dir"])
+    # Skipped steps (publish after a rejection) hand over None; the shards left their sums in the lake.
+    results = {k: v for k, v in done.items() if v}
+    results["embed"] = shard_steps.embed_summary(run_dir)
+    report = steps.run_report(run_dir, results, make_index(settings))
+    counts = ("read", "indexed", "quarantined", "embedded", "unchanged", "deleted", "published")
+    tracked = _tracked(settings, state)
+    tracked.log_metrics({k: float(report[k]) for k in counts})
+    tracked.log_artifacts(report_files(run_dir), folder="reports")
+    tracked.finish()
+    return report
+
+
+def fail(settings: Settings, state: State | None) -> None:
+    """Mark the MLflow run failed and keep the reports written so far (quarantine included)."""
+    if not state:
+        return
+    tracked = _tracked(settings, state)
+    tracked.log_artifacts(report_files(Path(state["run_dir"])), folder="reports")
+    tracked.fail()
+
+
+def run_ingest(
+    source: str,
+    settings: Settings,
+    full_refresh: bool = False,
+    limit: int | None = None,
+    run_id: str = "manual",
+    storage_options: dict[str, Any] | None = None,
+    allow_worse: bool = False,
+) -> dict[str, Any]:
+    """Every step in `ORDER`, in this process. Without a person to ask, a version that the gate holds
+    back is not published unless `allow_worse`."""
+    state = begin(settings, run_id, {"source_uri": source, "full_refresh": full_refresh, "limit": limit})
+    try:
+        done: dict[str, dict[str, Any] | None] = {"validate": validate(settings, state, storage_options)}
+        done["plan"] = plan(settings, state)
+        for shard in shards(settings, state):
+            embed(settings, state, shard)
+        done["profile"] = profile(settings, state)
+        done["build"] = build(settings, state)
+        version = done["build"]["version"]
+        done["evaluate"] = evaluate(settings, state, version)
+        done["gate"] = decision = gate(settings, state, done["evaluate"])
+        if decision["needs_approval"] and not allow_worse:
+            log.warning("not published: %s; re-run with --allow-worse to publish anyway", decision["reason"])
+        else:
+            done["publish"] = publish(settings, state, version)
+        report = finish(settings, state, done)
+    except Exception:
+        fail(settings, state)
+        raise
+    return {**report, "mlflow_run_id": state["mlflow_run_id"]}

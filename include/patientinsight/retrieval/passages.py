@@ -1,0 +1,48 @@
+"""Sentences of a case report: split, the first few (a short query), and those that best match a query."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from patientinsight.index.lexical import tokenize
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a summary (a full stop, ! or ? followed by a capital, digit or bracket)."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def first_sentences(text: str, n: int = 2) -> str:
+    """The opening of a summary, the way a clinician would describe the patient."""
+    return " ".join(_SENTENCE_END.split(text.strip(), maxsplit=n)[:n])
+
+
+# Stemmed words that say nothing about this patient in a case report: they would win passage scores.
+_FILLER = frozenset({"patient", "year", "old", "present", "histori", "admit", "day"})
+
+
+def _terms(text: str) -> set[str]:
+    # The lexical index's own tokens (stop words out, Snowball stems), so passages match as ranking does.
+    return set(tokenize([text])[0]) - _FILLER
+
+
+def best_passages(query: str, text: str, n: int) -> list[str]:
+    """The n sentences of `text` that share the most query terms, best first (ties: earlier first).
+
+    Lexical on purpose: embedding every sentence of every hit would cost more than the whole search
+    (tens of ms per query on two cores), while the case's rank already comes from the retriever.
+    """
+    sentences = split_sentences(text)
+    if not sentences:
+        return []
+    wanted = _terms(query)
+    scored = []
+    for position, sentence in enumerate(sentences):
+        words = _terms(sentence)
+        overlap = len(wanted & words)
+        scored.append((-(overlap / math.sqrt(len(words) + 1.0)), position, sentence))
+    scored.sort()
+    return [sentence for _, _, sentence in scored[:n]]

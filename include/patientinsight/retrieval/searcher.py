@@ -1,0 +1,161 @@
+"""Retrievers over one index version: dense (the embedding), lexical (BM25), lexical with RM3
+feedback, a hybrid of dense and lexical scores over the whole corpus, and hybrid_rerank (the BM25
+candidates rescored with the dense vectors). Each scores every record, and the reader's `top` takes
+the k best, so filters work the same in all of them.
+
+Leave-one-out: every retriever takes the uids to exclude and hides them (and the records the filters
+rule out) before any step reads the corpus. A hidden record never enters a candidate pool, a feedback
+set or the statistics of a fusion, so a query drawn from the corpus is answered as a corpus without
+its own record would answer it. Only BM25's corpus statistics (document frequencies) still count the
+hidden records; tests bound that difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import get_args
+
+import numpy as np
+
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.index.embedded import EmbeddedReader
+from patientinsight.index.lexical import LexicalIndex
+from patientinsight.index.types import Exclusion, Filters, Hit
+from patientinsight.settings import RetrieverName, Settings
+
+RETRIEVERS: tuple[str, ...] = get_args(RetrieverName)
+DENSE_RETRIEVERS = frozenset({"dense", "hybrid", "hybrid_rerank"})  # those that encode the query
+
+
+def _standardized(scores: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
+    """Scores on one scale (z-scores), so dense cosines and BM25 sums can be added; the mean and the
+    spread are the visible records' only."""
+    sample = scores if hidden is None else scores[~hidden]
+    spread = float(sample.std()) if len(sample) else 0.0
+    return (scores - float(sample.mean())) / spread if spread > 0 else np.zeros_like(scores)
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """The retriever and its knobs, with the settings' defaults: the service, the command line, the
+    gate and the benchmarks all build their searcher from one of these."""
+
+    retriever: str = Settings.model_fields["retriever"].default
+    hybrid_weight: float = Settings.model_fields["hybrid_weight"].default
+    rerank_weight: float = Settings.model_fields["rerank_weight"].default
+    rerank_candidates: int = Settings.model_fields["rerank_candidates"].default
+    rm3_weight: float = Settings.model_fields["rm3_weight"].default
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrievalConfig:
+        return cls(
+            retriever=settings.retriever,
+            hybrid_weight=settings.hybrid_weight,
+            rerank_weight=settings.rerank_weight,
+            rerank_candidates=settings.rerank_candidates,
+            rm3_weight=settings.rm3_weight,
+        )
+
+
+@dataclass
+class Searcher:
+    """Every retriever of one version."""
+
+    reader: EmbeddedReader
+    embedder: Embedder
+    config: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+    @classmethod
+    def for_settings(cls, reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> Searcher:
+        return cls(reader, embedder, RetrievalConfig.from_settings(settings))
+
+    @cached_property
+    def lexical(self) -> LexicalIndex:
+        return LexicalIndex(self.reader.path)
+
+    def query_vector(self, query: str) -> np.ndarray:
+        return self.embedder.embed_query(query)
+
+    def scores(
+        self,
+        retriever: str,
+        query: str,
+        vector: np.ndarray | None = None,
+        exclude: Exclusion = (),
+        filters: Filters | None = None,
+    ) -> np.ndarray:
+        """Every record's score for the query; hidden records (excluded, filtered out) score -inf."""
+        if retriever not in RETRIEVERS:
+            raise ValueError(f"unknown retriever '{retriever}'; choose one of {', '.join(RETRIEVERS)}")
+        hidden = self.reader.hidden(exclude, filters)
+        if retriever == "hybrid_rerank":
+            scores = self._reranked(query, vector, hidden)
+        else:
+            scores = self._corpus_scores(retriever, query, vector, hidden)
+        return scores if hidden is None else np.where(hidden, -np.inf, scores).astype(np.float32)
+
+    def _vector(self, query: str, vector: np.ndarray | None) -> np.ndarray:
+        return self.query_vector(query) if vector is None else vector
+
+    def _corpus_scores(
+        self, retriever: str, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
+    ) -> np.ndarray:
+        if retriever == "dense":
+            return self.reader.scores(self._vector(query, vector))[0]
+        if retriever == "lexical":
+            return self.lexical.scores(query)
+        if retriever == "lexical_rm3":
+            return self.lexical.expanded_scores(query, weight=self.config.rm3_weight, hidden=hidden)
+        dense = self.reader.scores(self._vector(query, vector))[0]
+        lexical = self.lexical.scores(query)
+        w = self.config.hybrid_weight
+        return (w * _standardized(dense, hidden) + (1 - w) * _standardized(lexical, hidden)).astype(np.float32)
+
+    def rerank_pool(self, query: str, hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What hybrid_rerank rescores: the `rerank_candidates` best visible BM25 records, the other
+        matching ones, and every record's BM25 score (hidden ones 0)."""
+        lexical = self.lexical.scores(query)
+        if hidden is not None:
+            lexical = np.where(hidden, 0.0, lexical).astype(np.float32)
+        matching = np.flatnonzero(lexical > 0)
+        pool = self.config.rerank_candidates
+        if len(matching) <= pool:
+            return matching, np.empty(0, dtype=np.int64), lexical
+        # A partition, not a sort: a short query can match most of 250,000 records.
+        chosen = np.zeros(len(matching), dtype=bool)
+        chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
+        return matching[chosen], matching[~chosen], lexical
+
+    def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
+        """The pool (`rerank_pool`) rescored by dense and BM25 z-scores taken over it (the dense side
+        reads only the pool's vectors); the other matching records follow in BM25 order, so the top
+        of the ranking is the same whatever k a caller asks for. A query no visible record shares a
+        term with is ranked by the dense scores alone. `scores` hides the hidden records."""
+        pool, rest, lexical = self.rerank_pool(query, hidden)
+        if len(pool) == 0:
+            return self.reader.scores(self._vector(query, vector))[0]
+        dense = self.reader.scores_at(self._vector(query, vector), pool)
+        w = self.config.rerank_weight
+        fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[pool], None)
+        out = np.full(len(lexical), -np.inf, dtype=np.float32)
+        out[pool] = fused
+        if len(rest):  # below every candidate, in BM25 order
+            out[rest] = float(fused.min()) - 2.0 + lexical[rest] / float(lexical[rest].max())
+        return out
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        filters: Filters | None = None,
+        retriever: str | None = None,
+        vector: np.ndarray | None = None,
+        exclude: Exclusion = (),
+    ) -> list[Hit]:
+        """The k best records for the query, never one of `exclude`."""
+        retriever = retriever or self.config.retriever
+        if retriever == "dense":  # keeps the best chunk of each hit, for passages
+            return self.reader.search(self._vector(query, vector), k, filters, exclude)
+        scores = self.scores(retriever, query, vector, exclude, filters)  # filtered out: -inf already
+        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(scores, k)]
