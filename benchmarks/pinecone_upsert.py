@@ -49,7 +49,7 @@ def run(batch: EmbeddedBatch, dim: int, latency_s: float, batch_size: int, concu
             controller_host=standin.url,
             batch_size=batch_size,
             concurrency=concurrency,
-            max_retries=0,
+            max_retries=0,  # one request per batch: the SDK's own retries are off too (index.pinecone_retries)
         )
         index = PineconeIndex(Path(tmp), options)
         index.data_plane(dimension=dim)  # create the index outside the timing

@@ -29,7 +29,7 @@ import psutil
 from _common import REAL_CSV, machine, stamp
 
 from patientinsight.index.embedded import EmbeddedIndex
-from patientinsight.index.lexical import bm25_params, write_index
+from patientinsight.index.lexical import bm25_params, lexical_index_hook
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
 from patientinsight.ingest.run import run_ingest
 from patientinsight.retrieval.passages import first_sentences
@@ -73,11 +73,7 @@ def build_large(real_home: Path, home: Path, total: int, seed: int = 7) -> str:
     builder = index.builder(None, manifest=real.manifest(version))
     builder.upsert(EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors, records["chunk_count"].to_numpy()))
     builder.upsert(EmbeddedBatch(fake, generated, np.ones(extra, dtype=np.int64)))
-    large = builder.commit(
-        extras=lambda folder, recs: write_index(
-            folder, recs["title"].tolist(), recs["text"].tolist(), bm25_params(Settings())
-        )
-    )
+    large = builder.commit(staged_extras=lexical_index_hook(bm25_params(Settings())))
     index.publish(large)
     return large
 

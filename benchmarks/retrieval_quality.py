@@ -33,7 +33,7 @@ from _common import machine, real_records, stamp
 from patientinsight.embedding.encoder import make_embedder
 from patientinsight.evaluation.metrics import Query, build_queries, mean_metrics, paired_interval, per_query, query_text
 from patientinsight.index.embedded import EmbeddedIndex, EmbeddedReader
-from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, LexicalIndex, write_index
+from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, LexicalIndex, lexical_index_hook, write_index
 from patientinsight.index.types import EmbeddedBatch
 from patientinsight.retrieval.searcher import RETRIEVERS, RetrievalConfig, Searcher, _standardized
 from patientinsight.settings import Settings
@@ -177,7 +177,7 @@ def build_version(
     index = EmbeddedIndex(tmp / name)
     builder = index.builder(None, embedder.describe())
     builder.upsert(EmbeddedBatch(records, vectors, counts))
-    version = builder.commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist(), PLAIN_BM25))
+    version = builder.commit(staged_extras=lexical_index_hook(PLAIN_BM25))
     return index.open(version)
 
 

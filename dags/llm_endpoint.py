@@ -35,6 +35,7 @@ from patientinsight.llm import smoke
 from patientinsight.llm.endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
 from patientinsight.llm.tgi_image import DEFAULT_TGI_VERSION, ImageLookupError, tgi_versions
 from patientinsight.settings import get_settings
+from patientinsight.tracking import LINK_XCOM_KEY
 
 SETTINGS = get_settings()
 
@@ -48,10 +49,6 @@ def _on_failure(context: Any) -> None:
     """Close the deployment's MLflow run as FAILED, with the reason."""
     exception = context.get("exception")
     llm_run.fail(get_settings(), context["ti"].xcom_pull(task_ids="plan"), str(exception) if exception else None)
-
-
-def _link(state: dict[str, Any]) -> None:
-    get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
 
 
 # One run at a time: two deployments of one endpoint at once would race on UpdateEndpoint.
@@ -141,7 +138,7 @@ def llm_endpoint() -> None:
             )  # fmt: skip
         except (DeploymentError, ImageLookupError) as exc:
             raise AirflowFailException(str(exc)) from exc  # the same form fails the same way: no retry
-        _link(state)
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
         return state
 
     planned = plan()
@@ -160,12 +157,10 @@ def llm_endpoint() -> None:
 
     @task
     def autoscale(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any] | None:
-        _link(state)
         return llm_run.autoscale(_client("application-autoscaling"), state)
 
     @task
     def smoke_test(state: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
-        _link(state)
         try:
             return smoke.run(_client("sagemaker-runtime"), state["endpoint_name"])
         except smoke.SmokeTestFailed as exc:
@@ -175,7 +170,6 @@ def llm_endpoint() -> None:
     def finish(
         state: dict[str, Any], deployed: dict[str, Any], scaling: dict[str, Any] | None, smoke: dict[str, Any]
     ) -> dict[str, Any]:
-        _link(state)
         return llm_run.finish(get_settings(), state, deployed, scaling, smoke)
 
     planned >> model >> config >> deploy

@@ -23,9 +23,9 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight.ingest import run
 from patientinsight.airflow.defaults import dag_arguments
 from patientinsight.airflow.storage import storage_options_for
+from patientinsight.ingest import run
 from patientinsight.ingest.sources import SourceError
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings

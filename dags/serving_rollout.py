@@ -4,8 +4,9 @@
 Rolls a new serving image out to Kubernetes: a pod (KubernetesPodOperator, deferrable) runs
 `helm upgrade --install --atomic --wait --timeout ...` of the `patientinsight-serving` chart with the new
 image tag. A release whose pods do not become ready in time is rolled back by helm, so the old version
-keeps serving. Then `verify` checks `/readyz` through the Service and fails the run if it never answers
-ready. One MLflow run per DAG run (experiment `serving_rollout`): image, chart version, release revision
+keeps serving. Then `verify`, a sensor in reschedule mode, checks `/readyz` through the Service until it
+answers ready twice in a row, and fails the run if it never does; `finish` records the release revision.
+One MLflow run per DAG run (experiment `serving_rollout`): image, chart version, release revision
 and outcome (`succeeded`, `rolled_back`, `not_ready`).
 
 The chart is baked into the Airflow image, and the pod runs that image (it carries helm): the DAG and the
@@ -26,16 +27,22 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
 from patientinsight.airflow.defaults import dag_arguments
-from patientinsight.rollout import helm as rollout
+from patientinsight.airflow.sensors import ServiceReadySensor
+from patientinsight.rollout import run as rollout_run
+from patientinsight.rollout.request import RolloutError, RolloutRequest
 from patientinsight.settings import get_settings
+from patientinsight.tracking import LINK_XCOM_KEY
 
 SETTINGS = get_settings()
 
 
 def _on_failure(context: Any) -> None:
-    """Close the run's MLflow run with the outcome that the failed task stands for."""
-    state = context["ti"].xcom_pull(task_ids="prepare")
-    rollout.record_outcome(get_settings(), state, rollout.outcome_of_failed_task(context["ti"].task_id))
+    """Close the run's MLflow run with the outcome that the failed task stands for, and the revision
+    helm deployed when it got that far (a release that never answered ready)."""
+    ti = context["ti"]
+    outcome = rollout_run.outcome_of_failed_task(ti.task_id)
+    history = ti.xcom_pull(task_ids="helm_upgrade")
+    rollout_run.record_outcome(get_settings(), ti.xcom_pull(task_ids="prepare"), outcome, history)
 
 
 # One run at a time: two helm upgrades of one release at once fail ("another operation is in progress").
@@ -98,11 +105,11 @@ def serving_rollout() -> None:
     def prepare() -> dict[str, Any]:
         context = get_current_context()
         try:
-            request = rollout.RolloutRequest.from_params(context["params"])
-        except rollout.RolloutError as exc:
+            request = RolloutRequest.from_params(context["params"])
+        except RolloutError as exc:
             raise AirflowFailException(str(exc)) from exc  # a bad request fails the same way again: no retry
-        state = rollout.begin(get_settings(), context["dag"].dag_id, context["run_id"], request)
-        context["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
+        state = rollout_run.begin(get_settings(), context["dag"].dag_id, context["run_id"], request)
+        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
         return state
 
     prepared = prepare()
@@ -132,15 +139,25 @@ def serving_rollout() -> None:
             allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
         ),
         startup_timeout_seconds=600,  # a node without the Airflow image pulls it first
+        # Also bounds the deferral: the operator defers with a timeout just past this deadline.
         execution_timeout=timedelta(seconds=SETTINGS.rollout_helm_timeout_s + 900),
     )
 
-    @task
-    def verify(state: dict[str, Any], history: Any) -> dict[str, Any]:
-        get_current_context()["ti"].xcom_push(key="mlflow_run_url", value=state["mlflow_run_url"])
-        return rollout.verify(get_settings(), state, history)
+    # Reschedule mode: the worker slot is free between probes. A timeout fails at once (Airflow does not
+    # retry a sensor timeout), and _on_failure closes the MLflow run as not_ready.
+    verify = ServiceReadySensor(
+        task_id="verify",
+        url=prepared["service_url"],
+        poke_interval=SETTINGS.rollout_verify_interval_s,
+        timeout=SETTINGS.rollout_verify_timeout_s,
+    )
+    helm_upgrade >> verify
 
-    verify(prepared, helm_upgrade.output)
+    @task
+    def finish(state: dict[str, Any], history: Any, ready: dict[str, Any]) -> dict[str, Any]:
+        return rollout_run.finish(get_settings(), state, history, ready)
+
+    finish(prepared, helm_upgrade.output, verify.output)
 
 
 serving_rollout()

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.types import VectorIndex
 from patientinsight.retrieval.cases import CaseIndex
 
 log = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class IndexFollower:
     def __init__(
         self,
-        index: EmbeddedIndex,
+        index: VectorIndex,
         load: Callable[[str], CaseIndex],
         poll_s: float,
         on_switch: Callable[[CaseIndex], None] | None = None,

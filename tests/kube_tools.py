@@ -3,20 +3,19 @@ for the Kubernetes API server (named so: it answers the two calls a deferring Ku
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
+
+from tests.http_server import JsonHandler, LocalServer
 
 KUBERNETES_VERSION = "1.33.0"
 CHART = Path("helm") / "patientinsight-serving"
@@ -80,49 +79,30 @@ class KubeApiStandIn:
         path.write_text(yaml.safe_dump(config))
         return path
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+class _KubeApiHandler(JsonHandler):
+    standin: KubeApiStandIn
 
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                standin.requests.append({"method": "GET", "path": url.path, "query": parse_qs(url.query)})
-                if url.path.startswith("/api/v1/namespaces/") and url.path.endswith("/pods"):
-                    self._answer(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
-                else:
-                    self._answer(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
+    def do_GET(self) -> None:  # noqa: N802 (http.server calls it so)
+        url = urlparse(self.path)
+        self.standin.requests.append({"method": "GET", "path": url.path, "query": parse_qs(url.query)})
+        if url.path.startswith("/api/v1/namespaces/") and url.path.endswith("/pods"):
+            self.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})
+        else:
+            self.send_json(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404})
 
-            def do_POST(self) -> None:
-                url = urlparse(self.path)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                standin.requests.append({"method": "POST", "path": url.path, "body": body})
-                created = {**body, "status": {"phase": "Pending"}}
-                created["metadata"] = {**body["metadata"], "uid": "0000-standin", "resourceVersion": "1"}
-                self._answer(201, created)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
-                pass
-
-        return Handler
+    def do_POST(self) -> None:  # noqa: N802 (http.server calls it so)
+        url = urlparse(self.path)
+        body = self.read_json()
+        self.standin.requests.append({"method": "POST", "path": url.path, "body": body})
+        created = {**body, "status": {"phase": "Pending"}}
+        created["metadata"] = {**body["metadata"], "uid": "0000-standin", "resourceVersion": "1"}
+        self.send_json(201, created)
 
 
 @contextmanager
 def kube_api_standin() -> Iterator[KubeApiStandIn]:
     standin = KubeApiStandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), standin.handler())
-    standin.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with LocalServer(_KubeApiHandler, standin=standin) as server:
+        standin.url = server.url
         yield standin
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -7,6 +7,7 @@ import copy
 import json
 import time
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 # "Example Amazon S3 notification event" of the AWS Lambda developer guide.
@@ -89,25 +90,42 @@ EVENTBRIDGE_SAMPLE: dict[str, Any] = {
 }
 
 
-def s3_event(
-    bucket: str,
-    key: str,
-    size: int = 1305107,
-    etag: str = "b21b84d653bb07b05b1e6b33684dc11b",
-    version_id: str | None = None,
-    sequencer: str = "0C0F6F405D6ED209E1",
-    event_name: str = "ObjectCreated:Put",
-) -> dict[str, Any]:
-    """The documented S3 notification for one object; the key URL-encoded as S3 sends it ('+' for space)."""
+@dataclass(frozen=True)
+class CreatedObject:
+    """The object an event reports created. A field left None is the documented sample's; a version id is
+    sent only when given (the samples' buckets are unversioned)."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    sequencer: str | None = None
+
+    def fields(self, sample: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        """The event's "object", its fields named as the event names them (`names`: ours to theirs)."""
+        given = {"size": self.size, "etag": self.etag, "sequencer": self.sequencer}
+        obj = {names[f]: sample[names[f]] if value is None else value for f, value in given.items()}
+        if self.version_id:
+            obj[names["version_id"]] = self.version_id
+        return obj
+
+
+S3_NAMES = {"size": "size", "etag": "eTag", "sequencer": "sequencer", "version_id": "versionId"}
+EVENTBRIDGE_NAMES = {"size": "size", "etag": "etag", "sequencer": "sequencer", "version_id": "version-id"}
+
+
+def s3_event(*args: Any, event_name: str = "ObjectCreated:Put", **kwargs: Any) -> dict[str, Any]:
+    """The documented S3 notification for `CreatedObject(*args, **kwargs)`; the key URL-encoded as S3 sends
+    it ('+' for space)."""
+    created = CreatedObject(*args, **kwargs)
     event = copy.deepcopy(S3_SAMPLE)
     record = event["Records"][0]
     record["eventName"] = event_name
-    record["s3"]["bucket"]["name"] = bucket
-    record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
-    obj = {"key": urllib.parse.quote_plus(key, safe="/"), "size": size, "eTag": etag, "sequencer": sequencer}
-    if version_id:
-        obj["versionId"] = version_id
-    record["s3"]["object"] = obj
+    record["s3"]["bucket"]["name"] = created.bucket
+    record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{created.bucket}"
+    key = urllib.parse.quote_plus(created.key, safe="/")
+    record["s3"]["object"] = {"key": key, **created.fields(record["s3"]["object"], S3_NAMES)}
     return event
 
 
@@ -122,22 +140,14 @@ def sqs_event(*bodies: dict[str, Any], message_ids: list[str] | None = None) -> 
     return {"Records": records}
 
 
-def eventbridge_event(
-    bucket: str,
-    key: str,
-    size: int = 5,
-    etag: str = "b1946ac92492d2347c6235b4d2611184",
-    version_id: str | None = None,
-    sequencer: str = "617f08299329d189",
-) -> dict[str, Any]:
-    """The documented EventBridge "Object Created" event; EventBridge sends the key as it is."""
+def eventbridge_event(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The documented EventBridge "Object Created" event for `CreatedObject(*args, **kwargs)`; EventBridge
+    sends the key as it is."""
+    created = CreatedObject(*args, **kwargs)
     event = copy.deepcopy(EVENTBRIDGE_SAMPLE)
-    event["resources"] = [f"arn:aws:s3:::{bucket}"]
-    event["detail"]["bucket"]["name"] = bucket
-    obj = {"key": key, "size": size, "etag": etag, "sequencer": sequencer}
-    if version_id:
-        obj["version-id"] = version_id
-    event["detail"]["object"] = obj
+    event["resources"] = [f"arn:aws:s3:::{created.bucket}"]
+    event["detail"]["bucket"]["name"] = created.bucket
+    event["detail"]["object"] = {"key": created.key, **created.fields(event["detail"]["object"], EVENTBRIDGE_NAMES)}
     return event
 
 

@@ -20,11 +20,12 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
+
+from tests.http_server import JsonHandler, LocalServer
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -95,16 +96,7 @@ def matches(metadata: dict[str, Any], flt: dict[str, Any] | None) -> bool:
     return True
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client dropping a keep-alive connection is normal; anything else is reported as usual."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            super().handle_error(request, client_address)
-
-
-class PineconeStandIn:
+class PineconeStandIn(LocalServer):
     def __init__(self, api_key: str = "pcsk-standin", latency_s: float = 0.0, visible_after_s: float = 0.0) -> None:
         self.api_key = api_key
         self.latency_s = latency_s
@@ -115,21 +107,7 @@ class PineconeStandIn:
         self.api_versions: set[str] = set()
         self.faults: dict[str, Fault] = {}
         self.lock = threading.Lock()
-        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> PineconeStandIn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_Handler, standin=self)
 
     def fail(
         self, path: str, status: int, times: int | None = 1, retry_after: str | None = None, after: int = 0
@@ -341,72 +319,57 @@ class PineconeStandIn:
             payload["pagination"] = {"next": str(start + limit)}
         return 200, payload
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
+class _Handler(JsonHandler):
+    """The HTTP side of the stand-in: the API key, the request size limit and the faults, then its routes."""
 
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
+    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
+    standin: PineconeStandIn
 
-            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-                body = b"" if payload is None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
+    def _serve(self, method: str) -> None:
+        split = urlsplit(self.path)
+        status, payload, headers = self._answer(method, split.path, parse_qs(split.query), self.read_body())
+        with self.standin.lock:
+            self.standin.requests.append((method, split.path, status))
+        self.send_json(status, payload, headers)
 
-            def _serve(self, method: str) -> None:
-                split = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, payload, headers = self._answer(method, split.path, parse_qs(split.query), raw)
-                with standin.lock:
-                    standin.requests.append((method, split.path, status))
-                self._send(status, payload, headers)
+    def _answer(
+        self, method: str, path: str, query: dict[str, list[str]], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        standin = self.standin
+        version = self.headers.get("X-Pinecone-Api-Version")
+        if version:
+            standin.api_versions.add(version)
+        if self.headers.get("Api-Key") != standin.api_key:
+            return 401, {"error": {"code": "UNAUTHENTICATED", "message": "Invalid API Key"}, "status": 401}, {}
+        if len(raw) > MAX_REQUEST_BYTES:
+            return 413, {"code": 3, "message": "Request size exceeds 2MB", "details": []}, {}
+        with standin.lock:
+            fault = standin.faults.get(path)
+            if fault is not None and fault.after > 0:
+                fault.after -= 1
+                fault = None
+            elif fault is not None and fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del standin.faults[path]
+        if fault is not None:
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+            message = "Too many requests" if fault.status == 429 else "Internal error (stand-in fault)"
+            return (
+                fault.status,
+                {"code": 8 if fault.status == 429 else 13, "message": message, "details": []},
+                headers,
+            )
+        body = json.loads(raw) if raw else {}
+        status, payload = standin.handle(method, path, query, body)
+        return status, payload, {}
 
-            def _answer(
-                self, method: str, path: str, query: dict[str, list[str]], raw: bytes
-            ) -> tuple[int, Any, dict[str, str]]:
-                version = self.headers.get("X-Pinecone-Api-Version")
-                if version:
-                    standin.api_versions.add(version)
-                if self.headers.get("Api-Key") != standin.api_key:
-                    return 401, {"error": {"code": "UNAUTHENTICATED", "message": "Invalid API Key"}, "status": 401}, {}
-                if len(raw) > MAX_REQUEST_BYTES:
-                    return 413, {"code": 3, "message": "Request size exceeds 2MB", "details": []}, {}
-                with standin.lock:
-                    fault = standin.faults.get(path)
-                    if fault is not None and fault.after > 0:
-                        fault.after -= 1
-                        fault = None
-                    elif fault is not None and fault.times is not None:
-                        fault.times -= 1
-                        if fault.times <= 0:
-                            del standin.faults[path]
-                if fault is not None:
-                    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
-                    message = "Too many requests" if fault.status == 429 else "Internal error (stand-in fault)"
-                    return (
-                        fault.status,
-                        {"code": 8 if fault.status == 429 else 13, "message": message, "details": []},
-                        headers,
-                    )
-                body = json.loads(raw) if raw else {}
-                status, payload = standin.handle(method, path, query, body)
-                return status, payload, {}
+    def do_GET(self) -> None:  # noqa: N802 (http.server calls it so)
+        self._serve("GET")
 
-            def do_GET(self) -> None:
-                self._serve("GET")
+    def do_POST(self) -> None:  # noqa: N802 (http.server calls it so)
+        self._serve("POST")
 
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
-
-        return Handler
+    def do_DELETE(self) -> None:  # noqa: N802 (http.server calls it so)
+        self._serve("DELETE")

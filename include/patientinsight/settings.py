@@ -216,10 +216,14 @@ class Settings(BaseSettings):
     pinecone_max_retries: int = Field(
         default=5,
         ge=0,
-        description="Retries of a Pinecone request on 429, 5xx or connection errors, on top of the SDK's.",
+        description="Retries of a Pinecone request on 408, 429, 5xx, connection errors or timeouts; the SDK's own "
+        "retries are off, so a request makes at most this + 1 attempts.",
     )
     pinecone_backoff_s: float = Field(
-        default=0.5, ge=0, description="First retry delay in seconds; doubles per retry (with jitter)."
+        default=0.5,
+        ge=0,
+        description="Backoff scale in seconds: the wait before retry n is random in [0, backoff·2^(n-1)], capped "
+        "at 60 s, never shorter than Retry-After.",
     )
     pinecone_timeout_s: float = Field(default=30.0, gt=0, description="Seconds per Pinecone request attempt.")
     pinecone_ready_timeout_s: float = Field(

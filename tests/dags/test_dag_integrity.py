@@ -27,23 +27,6 @@ def test_every_dag_has_tags_retries_and_a_failure_callback(dagbag) -> None:  # t
             assert task.on_failure_callback, f"{dag_id}.{task.task_id}"
 
 
-def test_patient_ingest_form_and_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
-    dag = dagbag.dags["patient_ingest"]
-    assert set(dag.params) == {
-        "source_uri", "full_refresh", "max_quarantine_ratio", "limit", "max_mrr_drop", "shard_size",
-    }  # fmt: skip
-    assert dag.max_active_runs == 1
-    outlets = {o.name for t in dag.tasks for o in t.outlets}
-    assert outlets == {"patient_index"}
-    assert {t.task_id for t in dag.tasks} == {
-        "start", "validate", "profile", "plan", "shards", "embed", "build", "evaluate", "gate", "approve_publish",
-        "publish", "finish",
-    }  # fmt: skip
-    embed = dag.get_task("embed")  # mapped over the shards, bounded by the pool of airflow_settings.yaml
-    assert type(embed).__name__.endswith("MappedOperator") and embed.pool == "embedding"
-    assert dag.get_task("build").trigger_rule == "none_failed"  # also runs when there was no shard
-
-
 def test_plugin_adds_the_mlflow_link() -> None:
     from airflow import plugins_manager
 

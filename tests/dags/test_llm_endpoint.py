@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 import pytest
 
 from patientinsight.settings import Settings, get_settings
+from patientinsight.tracking import LINK_XCOM_KEY, TrackedRun
+from tests.helpers import mlflow_run as read_mlflow_run
 from tests.moto_sagemaker import connection_env, moto_server, post_json, queue_endpoint_results
 
 ROLE = "arn:aws:iam::123456789012:role/patientinsight-sagemaker-test"  # moto's default account, a test value
@@ -77,13 +81,10 @@ def aws(moto_url: str, service: str) -> Any:
     )
 
 
-def mlflow_run(settings: Settings, run_id: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    experiment = client.get_experiment_by_name(settings.llm_mlflow_experiment)
-    (found,) = client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{run_id}'")
-    return client, found
+def mlflow_run(settings: Settings, dag_run: Any) -> Any:
+    """The MLflow run that the DAG run's plan opened, found by its tag as a retried plan finds it."""
+    tracked = TrackedRun.open(settings.tracking_uri, settings.llm_mlflow_experiment, dag_run.run_id, dag_run.dag_id)
+    return read_mlflow_run(settings.tracking_uri, tracked.run_id)
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
@@ -127,9 +128,9 @@ def test_first_deployment_creates_then_second_updates(
     assert record["endpoint_config_name"] == endpoint["EndpointConfigName"]
     assert record["autoscaling"]["max"] == 3
 
-    client, found = mlflow_run(home, first.run_id)
-    run = client.get_run(found.info.run_id)
+    run = mlflow_run(home, first)
     assert run.info.status == "FINISHED"
+    assert run.data.tags["sagemaker.endpoint"] == "pi-main" and run.data.tags["airflow.dag_id"] == "llm_endpoint"
     params, metrics = run.data.params, run.data.metrics
     assert params["model_id"] == "aaditya/Llama3-OpenBioLLM-8B" and params["instance_type"] == "ml.g5.2xlarge"
     assert params["endpoint_arn"] == endpoint["EndpointArn"] and params["deploy_action"] == "create"
@@ -140,7 +141,21 @@ def test_first_deployment_creates_then_second_updates(
         json.loads(ANSWER)[0]["generated_text"]
     )
     assert {"deploy_seconds", "total_seconds"} <= set(metrics)
-    assert [a.path for a in client.list_artifacts(found.info.run_id, "endpoint")] == ["endpoint/pi-main.json"]
+    artifacts = Path(urlparse(run.info.artifact_uri).path) / "endpoint"
+    assert json.loads((artifacts / "pi-main.json").read_text()) == record
+
+    # Every task instance links to the MLflow run, read from the one XCom that plan left.
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from plugins.mlflow_link import MlflowRunLink
+
+    url = f"{home.mlflow_ui_url.rstrip('/')}/#/runs/{run.info.run_id}"
+    for ti in first.get_task_instances():
+        assert MlflowRunLink().get_link(None, ti_key=ti.key) == url, ti.task_id
+    with create_session() as session:
+        query = XComModel.get_many(run_id=first.run_id, dag_ids="llm_endpoint", key=LINK_XCOM_KEY)
+        assert [row.task_id for row in session.scalars(query)] == ["plan"]
 
     # A second deployment: new names, the same endpoint moved to the new config; scaling off this time.
     second = trigger(dags, "llm_endpoint", endpoint_name="pi-main", initial_instance_count=2)
@@ -152,7 +167,7 @@ def test_first_deployment_creates_then_second_updates(
     assert new_config["ProductionVariants"][0]["InitialInstanceCount"] == 2
     assert new_config["ProductionVariants"][0]["ModelName"] != variant["ModelName"]
     assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
-    client, found = mlflow_run(home, second.run_id)
+    found = mlflow_run(home, second)
     assert found.data.params["deploy_action"] == "update" and found.info.status == "FINISHED"
     record = json.loads((home.home / "llm_endpoints" / "pi-main.json").read_text())
     assert record["endpoint_config_name"] == updated["EndpointConfigName"] and record["autoscaling"] is None
@@ -176,7 +191,7 @@ def test_failed_endpoint_fails_with_sagemakers_reason(
     states = task_states(dag_run)
     assert states["deploy_endpoint"] == "failed" and states["smoke_test"] != "success", states
     assert not (home.home / "llm_endpoints" / f"{FAILING}.json").exists()
-    _, found = mlflow_run(home, dag_run.run_id)
+    found = mlflow_run(home, dag_run)
     assert found.info.status == "FAILED"
     assert FAILURE_REASON in found.data.tags["failure_reason"]
     assert f"SageMaker endpoint {FAILING} is Failed" in found.data.tags["failure_reason"]
@@ -215,13 +230,42 @@ def test_operators_repeat_safely_and_fail_with_the_failure_reason(moto_url: str)
     assert str(raised.value) == f"SageMaker endpoint {FAILING} is Failed (config pi-op-c): {FAILURE_REASON}"
 
 
+def test_a_deferred_deploy_waits_no_longer_than_its_max_ingestion_time(moto_url: str) -> None:
+    """The deferrable wait ends: the trigger polls for max_ingestion_time, and the deferral's own timeout
+    comes just after it, so a deployment stuck in Creating fails instead of waiting for ever."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from patientinsight.airflow.sagemaker import (
+        CreateEndpointConfigOnceOperator,
+        CreateModelOnceOperator,
+        CreateOrUpdateEndpointOperator,
+    )
+
+    post_json(f"{moto_url}/moto-api/reset", {})
+    model = {"ModelName": "pi-defer-m", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": "image"}}
+    variant = {"VariantName": "AllTraffic", "ModelName": "pi-defer-m", "InstanceType": "ml.g5.2xlarge"}
+    config = {"EndpointConfigName": "pi-defer-c", "ProductionVariants": [{**variant, "InitialInstanceCount": 1}]}
+    CreateModelOnceOperator(task_id="m", config=model).execute({})
+    CreateEndpointConfigOnceOperator(task_id="c", config=config).execute({})
+    deploy = CreateOrUpdateEndpointOperator(
+        task_id="deploy", config={"EndpointName": "pi-defer", "EndpointConfigName": "pi-defer-c"},
+        deferrable=True, check_interval=20, max_ingestion_time=600,
+    )  # fmt: skip
+    with pytest.raises(TaskDeferred) as deferred:
+        deploy.execute({})
+    trigger = deferred.value.trigger
+    polling = timedelta(seconds=trigger.waiter_delay * trigger.attempts)
+    assert timedelta(seconds=600) <= polling < deferred.value.timeout <= polling + timedelta(minutes=1)
+    assert aws(moto_url, "sagemaker").describe_endpoint(EndpointName="pi-defer")["EndpointConfigName"] == "pi-defer-c"
+
+
 def test_malformed_smoke_answer_fails_the_run(dags: Callable[[str], Any], home: Settings, moto_url: str) -> None:
     queue_endpoint_results(moto_url, [json.dumps({"error": "Input validation error"})])
     dag_run = trigger(dags, "llm_endpoint", endpoint_name="pi-malformed")
     assert dag_run.state == "failed"
     states = task_states(dag_run)
     assert states["deploy_endpoint"] == "success" and states["smoke_test"] == "failed", states
-    _, found = mlflow_run(home, dag_run.run_id)
+    found = mlflow_run(home, dag_run)
     assert found.info.status == "FAILED"
     assert (
         "smoke test of pi-malformed: no non-empty 'generated_text' (keys: ['error'])"

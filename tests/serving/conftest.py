@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,27 +39,33 @@ def copy_index(built_home: Path, home: Path) -> Path:
     return home
 
 
+def served(built_home: Path, folder: Path, env: dict[str, str]) -> Service:
+    """A service over the built index (its PATIENTINSIGHT_HOME), with its log and audit database in `folder`."""
+    return Service(folder, env={"PATIENTINSIGHT_HOME": str(built_home), **env})
+
+
+def extractive_analysis(query: str, cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the extractive generator (the offline default, and every generator's fallback) writes for the
+    cases of an answer."""
+    from patientinsight.retrieval.cases import Case
+    from patientinsight.retrieval.generation import ExtractiveGenerator
+
+    fields = ("patient_uid", "pmid", "title", "age_years", "sex", "score", "passages")
+    analysis = ExtractiveGenerator().generate(query, [Case(**{f: c[f] for f in fields}) for c in cases])
+    return {"text": analysis.text, "citations": analysis.citations}
+
+
 @pytest.fixture(scope="session")
 def keyed_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The production posture: API keys required (no dev mode), the default limits."""
-    service = Service(
-        tmp_path_factory.mktemp("keyed"),
-        env={"PATIENTINSIGHT_API_KEYS": keys_setting(), "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"},
-    )
-    service.env["PATIENTINSIGHT_HOME"] = str(built_home)
-    service.start()
-    yield service
-    service.stop()
+    env = {"PATIENTINSIGHT_API_KEYS": keys_setting(), "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"}
+    with served(built_home, tmp_path_factory.mktemp("keyed"), env).running() as service:
+        yield service
 
 
 @pytest.fixture(scope="session")
 def dev_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """Development mode on loopback: no key needed."""
-    service = Service(
-        tmp_path_factory.mktemp("dev"),
-        env={"PATIENTINSIGHT_DEV_MODE": "true", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"},
-    )
-    service.env["PATIENTINSIGHT_HOME"] = str(built_home)
-    service.start()
-    yield service
-    service.stop()
+    env = {"PATIENTINSIGHT_DEV_MODE": "true", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"}
+    with served(built_home, tmp_path_factory.mktemp("dev"), env).running() as service:
+        yield service

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,15 @@ class Service:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"service not {'ready' if wait_ready else 'up'} in {timeout_s} s:\n{self.log()[-3000:]}")
+
+    @contextmanager
+    def running(self, wait_ready: bool = True) -> Iterator[Service]:
+        """The service started (see `start`) for the `with` block, stopped after it."""
+        self.start(wait_ready)
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.openai_standin import ChatCompletionsStandIn
+from tests.serving.conftest import extractive_analysis, served
+from tests.serving.openai_standin import USAGE, ChatCompletionsStandIn
 from tests.serving.service import Service, free_port
 
 QUERY = "Crushing retrosternal chest pain radiating to the left arm with ST-segment elevation"
@@ -29,21 +30,16 @@ def standin() -> Iterator[ChatCompletionsStandIn]:
 def openai_service(
     built_home: Path, standin: ChatCompletionsStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = Service(
-        tmp_path_factory.mktemp("openai"),
-        env={
-            "PATIENTINSIGHT_HOME": str(built_home),
-            "PATIENTINSIGHT_DEV_MODE": "1",
-            "PATIENTINSIGHT_GENERATOR": "openai",
-            "PATIENTINSIGHT_OPENAI_BASE_URL": standin.base_url,
-            "PATIENTINSIGHT_OPENAI_MODEL": "standin-clinical-model",
-            "PATIENTINSIGHT_OPENAI_API_KEY": "sk-standin-key",
-            "PATIENTINSIGHT_GENERATOR_TIMEOUT_S": "1.5",
-        },
-    )
-    service.start()
-    yield service
-    service.stop()
+    env = {
+        "PATIENTINSIGHT_DEV_MODE": "1",
+        "PATIENTINSIGHT_GENERATOR": "openai",
+        "PATIENTINSIGHT_OPENAI_BASE_URL": standin.base_url,
+        "PATIENTINSIGHT_OPENAI_MODEL": "standin-clinical-model",
+        "PATIENTINSIGHT_OPENAI_API_KEY": "sk-standin-key",
+        "PATIENTINSIGHT_GENERATOR_TIMEOUT_S": "1.5",
+    }
+    with served(built_home, tmp_path_factory.mktemp("openai"), env).running() as service:
+        yield service
 
 
 def test_openai_analysis_cites_cases_resolved_to_uids(openai_service: Service, standin: ChatCompletionsStandIn) -> None:
@@ -55,9 +51,9 @@ def test_openai_analysis_cites_cases_resolved_to_uids(openai_service: Service, s
     analysis = body["analysis"]
     assert analysis["generator"] == "openai" and analysis["error"] is None
     assert analysis["model"] == "standin-clinical-model"
-    assert analysis["text"] == "The similar cases share the presentation [1] and were treated alike [2], [3]."
+    assert analysis["text"] == standin.answers[-1]  # the model's text as it answered, "[1] ... [2], [3]."
     assert analysis["citations"] == [{"ref": i + 1, "patient_uid": uid} for i, uid in enumerate(uids)]
-    assert analysis["usage"] == {"prompt_tokens": 321, "completion_tokens": 17}
+    assert analysis["usage"] == {key: USAGE[key] for key in ("prompt_tokens", "completion_tokens")}
 
     sent = standin.requests[-1]
     assert sent["path"] == "/v1/chat/completions" and sent["auth"] == "Bearer sk-standin-key"
@@ -69,18 +65,21 @@ def test_openai_analysis_cites_cases_resolved_to_uids(openai_service: Service, s
         assert f"[{position}] {case['title']}" in user["content"]
 
     metrics = httpx.get(openai_service.url + "/metrics").text
-    assert 'patientinsight_generator_tokens_total{generator="openai",kind="prompt"} 321.0' in metrics
+    prompt_tokens = float(USAGE["prompt_tokens"])
+    assert f'patientinsight_generator_tokens_total{{generator="openai",kind="prompt"}} {prompt_tokens}' in metrics
     assert 'patientinsight_generation_seconds_count{generator="openai",outcome="ok"}' in metrics
 
 
 def test_openai_timeout_still_returns_the_cases(openai_service: Service) -> None:
+    query = QUERY + " STANDIN-SLOW"
     with openai_service.client() as client:
-        response = client.post("/v1/query", json={"text": QUERY + " STANDIN-SLOW", "k": 3})
+        response = client.post("/v1/query", json={"text": query, "k": 3})
     assert response.status_code == 200
     body = response.json()
     assert len(body["cases"]) == 3
     assert "timed out" in body["analysis"]["error"]
-    assert body["analysis"]["text"].startswith("No language model is configured")  # the extractive fallback
+    fallback = {key: body["analysis"][key] for key in ("text", "citations")}
+    assert fallback == extractive_analysis(query, body["cases"])
     metrics = httpx.get(openai_service.url + "/metrics").text
     assert 'patientinsight_generation_seconds_count{generator="openai",outcome="error"}' in metrics
 
@@ -150,20 +149,15 @@ def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
 def sagemaker_service(
     built_home: Path, moto_url: str, sagemaker_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    service = Service(
-        tmp_path_factory.mktemp("sagemaker"),
-        env={
-            **AWS_ENV,
-            "PATIENTINSIGHT_HOME": str(built_home),
-            "PATIENTINSIGHT_DEV_MODE": "1",
-            "PATIENTINSIGHT_GENERATOR": "sagemaker",
-            "PATIENTINSIGHT_SAGEMAKER_ENDPOINT_NAME": sagemaker_endpoint,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": moto_url,
-        },
-    )
-    service.start()
-    yield service
-    service.stop()
+    env = {
+        **AWS_ENV,
+        "PATIENTINSIGHT_DEV_MODE": "1",
+        "PATIENTINSIGHT_GENERATOR": "sagemaker",
+        "PATIENTINSIGHT_SAGEMAKER_ENDPOINT_NAME": sagemaker_endpoint,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": moto_url,
+    }
+    with served(built_home, tmp_path_factory.mktemp("sagemaker"), env).running() as service:
+        yield service
 
 
 def test_sagemaker_tgi_answers_and_failures(sagemaker_service: Service, moto_url: str) -> None:
@@ -190,10 +184,10 @@ def test_sagemaker_tgi_answers_and_failures(sagemaker_service: Service, moto_url
 
     analysis = first["analysis"]
     assert analysis["generator"] == "sagemaker" and analysis["error"] is None, analysis
-    assert analysis["text"] == "Both patients had an inferior STEMI [2] treated with primary PCI [1]."
+    assert analysis["text"] == tgi_answer[0]["generated_text"].removesuffix("<|eot_id|>")  # the stop token dropped
     uids = [c["patient_uid"] for c in first["cases"]]
     assert analysis["citations"] == [{"ref": 2, "patient_uid": uids[1]}, {"ref": 1, "patient_uid": uids[0]}]
-    assert analysis["usage"] == {"completion_tokens": 23}
+    assert analysis["usage"] == {"completion_tokens": tgi_answer[0]["details"]["generated_tokens"]}
 
     # An answer without generated_text: the cases still come back, the error says what went wrong.
     assert len(second["cases"]) == 2

@@ -19,24 +19,21 @@ from tests.serving.service import Service
 @pytest.fixture(scope="module")
 def switching_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     home = copy_index(built_home, tmp_path_factory.mktemp("switching"))
-    service = Service(home, env={"PATIENTINSIGHT_DEV_MODE": "1", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"})
-    service.start()
-    yield service
-    service.stop()
+    env = {"PATIENTINSIGHT_DEV_MODE": "1", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"}
+    with Service(home, env=env).running() as service:
+        yield service
 
 
 def new_version_without(home: Path, uid: str) -> str:
     """A new version through the index's real builder (base minus one record, lexical index rebuilt)."""
     from patientinsight.index.embedded import EmbeddedIndex
-    from patientinsight.index.lexical import write_index
+    from patientinsight.index.lexical import lexical_index_hook
 
     index = EmbeddedIndex(home / "index")
     base = index.published()
     builder = index.builder(base, manifest=index.manifest(base))
     builder.delete([uid])
-    return builder.commit(
-        extras=lambda folder, records: write_index(folder, records["title"].tolist(), records["text"].tolist())
-    )
+    return builder.commit(staged_extras=lexical_index_hook())
 
 
 def wait_for_version(service: Service, version: str) -> None:

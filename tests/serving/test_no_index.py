@@ -14,15 +14,13 @@ import pytest
 from tests.serving.service import Service
 
 
-@pytest.fixture(scope="module")
-def bare_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    service = Service(
-        tmp_path_factory.mktemp("bare"),
-        env={"PATIENTINSIGHT_DEV_MODE": "1", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "4"},
-    )
-    service.start(wait_ready=False)
-    yield service
-    service.stop()
+@pytest.fixture
+def bare_service(tmp_path: Path) -> Iterator[Service]:
+    """A service of its own for each test, over a home with no index: the rate limit's budget, and whether an
+    index has been published, are each test's alone."""
+    env = {"PATIENTINSIGHT_DEV_MODE": "1", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "4"}
+    with Service(tmp_path / "bare", env=env).running(wait_ready=False) as service:
+        yield service
 
 
 def test_before_any_index_queries_get_503_naming_the_ingest(bare_service: Service) -> None:

@@ -3,8 +3,12 @@ with the tested environment, and the Airflow image carries the chart where the r
 
 from __future__ import annotations
 
+import ast
+import json
 import re
-from importlib.metadata import version
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
 from pathlib import Path
 
 from patientinsight.settings import Settings
@@ -32,6 +36,66 @@ def test_serving_packages_are_pinned_as_tested(repo_root: Path) -> None:
     assert {k: v for k, v in serving.items() if k in project and project[k] != v} == {}
     assert {k: v for k, v in serving.items() if version(k) != v} == {}  # the versions the tests ran with
     assert not {"apache-airflow", "mlflow", "ydata-profiling"} & set(serving)  # only what serving needs
+
+
+# What the query service must not load: the ingest side (validation, profiling, streaming JSON, the
+# lake's file systems), the tracking store and Airflow.
+NOT_SERVING = ("pandera", "ydata_profiling", "ijson", "fsspec", "mlflow", "airflow")
+
+
+def test_the_query_service_loads_no_ingest_code_and_lists_what_it_imports(repo_root: Path) -> None:
+    """Import the service in a fresh interpreter: none of the ingest side is loaded, and every package that
+    the loaded project modules import (lazy imports included, optional ones excepted) is installed by
+    requirements-serving.txt, directly or as a dependency."""
+    script = (
+        "import json, sys; import serving.app; "
+        "print(json.dumps({n: getattr(m, '__file__', None) for n, m in sys.modules.items()}))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                                       cwd=repo_root).stdout)  # fmt: skip
+    assert sorted({name.split(".")[0] for name in loaded} & set(NOT_SERVING)) == []
+    ours = [Path(f) for n, f in loaded.items() if f and n.split(".")[0] in ("patientinsight", "serving")]
+    imported = {name for path in ours for name in _imports(path)} - set(sys.stdlib_module_names)
+    distributions = packages_distributions()
+    needed = {d.lower() for name in imported - {"patientinsight", "serving"} for d in distributions.get(name, [name])}
+    assert sorted(needed - _closure(set(_pins(repo_root / "requirements-serving.txt")))) == []
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of the packages a module imports, except inside `try: ... except ImportError`."""
+    optional: set[int] = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in node.handlers
+        ):
+            optional |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _closure(names: set[str]) -> set[str]:
+    """The distributions these install, their dependencies included (as this environment resolved them)."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop().lower())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            wanted = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        todo += [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in wanted if "extra ==" not in r]
+    return seen | {n.replace("-", "_") for n in seen}
 
 
 def test_serving_target(repo_root: Path) -> None:

@@ -28,8 +28,8 @@ import numpy as np
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.evaluation.report import links_of, query_vectors, ranker, with_texts
-from patientinsight.index.embedded import EmbeddedReader
 from patientinsight.index.lexical import LEXICAL_DIR
+from patientinsight.index.types import IndexReader
 from patientinsight.retrieval.searcher import DENSE_RETRIEVERS, Searcher
 from patientinsight.settings import Settings
 
@@ -55,7 +55,7 @@ def _paired(new: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _has_lexical(reader: EmbeddedReader) -> bool:
+def _has_lexical(reader: IndexReader) -> bool:
     return (reader.path / LEXICAL_DIR).exists()  # versions made before the lexical index existed lack it
 
 
@@ -66,9 +66,7 @@ CHECKS = {  # what each comparison holds the new version against, in the report'
 }
 
 
-def compare(
-    new: EmbeddedReader, published: EmbeddedReader | None, embedder: Embedder, settings: Settings
-) -> dict[str, Any]:
+def compare(new: IndexReader, published: IndexReader | None, embedder: Embedder, settings: Settings) -> dict[str, Any]:
     """The comparisons, per query mode: the configured retriever against the published version on
     their shared queries and candidates; the vectors alone (dense retrieval) the same way, since the
     default's small dense share would hide broken vectors; and, only where the published version

@@ -16,9 +16,9 @@ import pandas as pd
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.evaluation.beir import load_corpus, load_queries
 from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, evaluate, evaluate_by_group, query_text
-from patientinsight.index.embedded import EmbeddedIndex, EmbeddedReader
-from patientinsight.index.lexical import bm25_params, write_index
-from patientinsight.index.types import EmbeddedBatch, Exclusion
+from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.lexical import bm25_params, lexical_index_hook
+from patientinsight.index.types import EmbeddedBatch, Exclusion, IndexReader
 from patientinsight.retrieval.searcher import DENSE_RETRIEVERS, RETRIEVERS, Searcher
 from patientinsight.settings import Settings
 
@@ -67,7 +67,7 @@ def _rows(searcher: Searcher, queries: list[Query], retriever: str, mode: str) -
 
 
 def evaluate_retrievers(
-    reader: EmbeddedReader,
+    reader: IndexReader,
     embedder: Embedder,
     settings: Settings,
     retrievers: tuple[str, ...] = RETRIEVERS,
@@ -86,14 +86,14 @@ def evaluate_retrievers(
     return out
 
 
-def links_of(reader: EmbeddedReader) -> pd.DataFrame:
+def links_of(reader: IndexReader) -> pd.DataFrame:
     """Every record's judgments and query metadata, texts left empty: `with_texts` reads the queries'
     texts on their own."""
     columns = [c for c in EVALUATED_COLUMNS if c != "text"]
     return pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
 
 
-def with_texts(reader: EmbeddedReader, queries: list[Query], mode: str) -> list[Query]:
+def with_texts(reader: IndexReader, queries: list[Query], mode: str) -> list[Query]:
     """The queries with their texts read from the version (only theirs: see evaluate_retrievers)."""
     texts = reader.records([q.uid for q in queries])["text"].tolist() if queries else []
     return [replace(q, text=query_text(t, mode)) for q, t in zip(queries, texts, strict=True)]
@@ -114,8 +114,7 @@ def evaluate_benchmark(
         else:  # lexical only: one zero vector per document keeps the version well-formed
             vectors, counts = np.zeros((len(corpus), embedder.dim), np.float32), np.ones(len(corpus), np.int64)
         builder.upsert(EmbeddedBatch(corpus, vectors, counts))
-        version = builder.commit(
-            extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist(), bm25_params(settings))
-        )
+        params = bm25_params(settings)
+        version = builder.commit(staged_extras=lexical_index_hook(params))
         searcher = Searcher.for_settings(index.open(version), embedder, settings)
         return [_rows(searcher, queries, r, "full") for r in retrievers]

@@ -4,30 +4,20 @@ memory stays bounded by one batch.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
-import json
-import shutil
 import tempfile
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.lib import format as npy_format
 
-from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch
-
-if TYPE_CHECKING:
-    from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
+from patientinsight.index.versions import VersionStore, new_version_id
 
 COPY_ROWS = 10_000  # base records copied at a time
 
@@ -41,7 +31,7 @@ class EmbeddedBuilder:
     commits or is dropped; the commit streams the base's kept rows and then the upserts into the
     staged records.parquet and vectors.npy."""
 
-    index: EmbeddedIndex
+    versions: VersionStore
     base: str | None
     manifest: dict[str, Any]
     _deletes: set[str] = field(default_factory=set)
@@ -69,40 +59,26 @@ class EmbeddedBuilder:
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
 
-    def commit(
-        self,
-        extras: Callable[[Path, pd.DataFrame], None] | None = None,
-        staged_extras: Callable[[Path], None] | None = None,
-    ) -> str:
-        """Write the new version; `extras` adds files built from its records (the lexical index)
-        inside the staging folder, so they appear together with the vectors or not at all.
-        `staged_extras` does the same from the staged folder alone (it reads records.parquet there
-        batch by batch), so the records never sit in memory as one frame."""
-        self.index.versions_dir.mkdir(parents=True, exist_ok=True)
-        staging = self.index.versions_dir / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir()
+    def commit(self, staged_extras: StagedExtras | None = None) -> str:
+        """Write the new version; `staged_extras` adds files built from its staged records.parquet (the
+        lexical index, read there batch by batch, so the records never sit in memory as one frame)
+        inside the staging folder, so they appear together with the vectors or not at all."""
         try:
-            version = self._write(staging, extras, staged_extras)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # nothing half-written stays behind
-            raise
+            with self.versions.staging() as staging:
+                manifest = self._write(staging)
+                return self.versions.commit(staging, manifest, staged_extras)
         finally:
             if self._writer is not None:
                 self._writer.close()
             if self._spill is not None:
                 self._spill.cleanup()
             self._spill = self._writer = None
-        return version
 
-    def _write(
-        self,
-        staging: Path,
-        extras: Callable[[Path, pd.DataFrame], None] | None,
-        staged_extras: Callable[[Path], None] | None,
-    ) -> str:
+    def _write(self, staging: Path) -> dict[str, Any]:
+        """records.parquet and vectors.npy of the new version, into `staging`; its manifest."""
         if self._writer is not None:
             self._writer.close()
-        base_path = self.index.versions_dir / self.base if self.base is not None else None
+        base_path = self.versions.path(self.base) if self.base is not None else None
         keep = self._kept_base_rows(base_path)
         base_vectors = np.load(base_path / "vectors.npy", mmap_mode="r") if base_path is not None else None
         dim = self._dim if self._dim is not None else int(self.manifest.get("dim", 0))
@@ -125,32 +101,20 @@ class EmbeddedBuilder:
                 _copy_base(base_path, keep[0], base_vectors, writer, matrix)
             if self._writer is not None:
                 _copy_upserts(self._spill_dir(), dim, writer, matrix)
-
-        version = datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%fZ")
-        records_count = pq.ParquetFile(staging / "records.parquet").metadata.num_rows
-        manifest = {
+        return {
             **self.manifest,
-            "version": version,
+            "version": new_version_id(),
             "parent": self.base,
-            "records": records_count,
+            "records": pq.ParquetFile(staging / "records.parquet").metadata.num_rows,
             "vectors": total,
             "created_at": datetime.now(UTC).isoformat(),
         }
-        if extras is not None:
-            extras(staging, _read_records(staging / "records.parquet"))
-        if staged_extras is not None:
-            staged_extras(staging)
-        if extras is not None or staged_extras is not None:
-            _release_freed_memory()
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        staging.rename(self.index.versions_dir / version)  # a version appears whole or not at all
-        return version
 
     def _spill_dir(self) -> Path:
         if self._spill is None:
-            self.index.root.mkdir(parents=True, exist_ok=True)
+            self.versions.root.mkdir(parents=True, exist_ok=True)
             # Deleted on commit, or when an abandoned builder is collected (or at exit).
-            self._spill = tempfile.TemporaryDirectory(prefix=".build-", dir=self.index.root)
+            self._spill = tempfile.TemporaryDirectory(prefix=".build-", dir=self.versions.root)
         return Path(self._spill.name)
 
     def _kept_base_rows(self, base_path: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -162,25 +126,6 @@ class EmbeddedBuilder:
         replaced = pa.array(sorted(self._deletes | self._upserted), type=pa.string())
         keep = np.asarray(pc.invert(pc.is_in(table.column("uid"), value_set=replaced)), dtype=bool)
         return keep, table.column("chunk_count").to_numpy().astype(np.int64)
-
-
-def _release_freed_memory() -> None:
-    """Give the memory of the records just freed back to the system. Python frees them, but glibc
-    keeps freed heap pages (and Arrow its pool) for reuse, so a 250,000-record build would leave
-    ~1.5 GB resident into the steps after it (measured: benchmarks/scale_250k.py)."""
-    gc.collect()
-    pa.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _read_records(path: Path) -> pd.DataFrame:
-    """records.parquet as one frame, converted COPY_ROWS at a time: reading it whole would hold the
-    Arrow copy and the pandas copy of every text at once (twice the text, ~1.8 GB for 250,000)."""
-    frames = [rows.to_pandas() for rows in pq.ParquetFile(path).iter_batches(batch_size=COPY_ROWS)]
-    frame = pd.concat(frames, ignore_index=True) if frames else pq.read_table(path).to_pandas()
-    pa.default_memory_pool().release_unused()  # hand the Arrow buffers back rather than keep them pooled
-    return frame
 
 
 def _read_rows(vectors: np.memmap, start: int, count: int) -> np.ndarray:

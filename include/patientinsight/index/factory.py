@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from patientinsight.index.embedded import EmbeddedIndex
+from patientinsight.index.types import VectorIndex
 from patientinsight.settings import Settings
 
 
-def make_index(settings: Settings) -> EmbeddedIndex:
-    """The configured index. The Pinecone index keeps the embedded index's lake layout (it subclasses
-    it), so every step below works on either."""
+def make_index(settings: Settings) -> VectorIndex:
+    """The configured index. Both keep their records, manifests and CURRENT pointer in the same lake
+    layout (index.versions), so every step works on either, and a lake switches backend as it is."""
     if settings.index_backend == "pinecone":
         from patientinsight.index.pinecone import PineconeIndex
         from patientinsight.index.pinecone_support import PineconeOptions, resolve_credentials

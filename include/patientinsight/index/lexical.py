@@ -7,7 +7,7 @@ the same records in the same order (row i of records.parquet is document i here)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -171,6 +171,12 @@ def write_index_from_parquet(
         for rows in parquet.iter_batches(batch_size=batch, columns=["title", "text"])
     )
     write_index_batches(folder, batches, params)
+
+
+def lexical_index_hook(params: Bm25Params = PLAIN_BM25) -> Callable[[Path], None]:
+    """The commit hook that builds a version's BM25 index from the records.parquet it has staged, inside
+    the staging folder: the lexical index appears with the vectors or not at all."""
+    return lambda folder: write_index_from_parquet(folder, folder / "records.parquet", params)
 
 
 class LexicalIndex:

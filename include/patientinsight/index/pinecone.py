@@ -1,15 +1,18 @@
-"""The production vector index: Pinecone serverless behind the same interface as the embedded index.
+"""The production vector index: Pinecone serverless, behind the interface of index.types. This module
+holds the backend's design and the index (connections, versions, batched writes); its reader, builder,
+retries and vocabulary are the pinecone_* modules beside it.
 
 Design
 ------
 What lives where.
     The lake keeps, per version, exactly what the embedded index keeps except the vectors:
     `<index_dir>/versions/<version>/` holds records.parquet (the records, their content hashes and
-    chunk counts), the BM25 lexical index the pipeline adds through `commit(extras=...)`, and
+    chunk counts), the BM25 lexical index the pipeline adds through `commit(staged_extras=...)`, and
     manifest.json (with `"backend": "pinecone"`, the Pinecone index and the namespace). The vectors
     live in Pinecone. So the lexical and hybrid retrievers, the evaluation and the service read the
     lake as before, and only dense scoring goes over the network. `<index_dir>/CURRENT` is the same
-    pointer file, replaced atomically with os.replace: publishing is the embedded index's publish.
+    pointer file, replaced atomically with os.replace: both backends keep their version folders, the
+    pointer and the pruning with index.versions, and the per-record metadata with index.records.
 
 One version = one namespace.
     Pinecone has no snapshots of a namespace and no transactions, so a version is made immutable by
@@ -21,7 +24,8 @@ One version = one namespace.
     by the embedded index, then upsert). A copy costs read and write units per vector; in-place
     updates of one live namespace would cost less but would make the gate's "evaluate before
     publishing" and atomic switching impossible. Old namespaces go with their lake folders, beyond
-    `keep_versions`.
+    `keep_versions` (the version store's release hook; a namespace that cannot be emptied keeps its
+    folder, and the next publish tries again).
 
 Records and chunks.
     A record owns `chunk_count` vectors, with ids `<uid>#<chunk>` and metadata `uid`, `chunk`,
@@ -49,14 +53,14 @@ Content hashes.
     from Pinecone to check that the namespace holds what the lake says.
 
 Writes and failures.
-    Upserts go in batches (`batch_size` vectors) on `concurrency` threads. The SDK retries each
-    request itself (3 retries on 408/429/5xx, honouring Retry-After, gated by a per-host retry
-    budget that switches its retries off during an outage); on top, every batch is retried with
-    exponential backoff with jitter on 429, 5xx and connection errors up to `max_retries` times. A
-    batch that still fails raises `PineconeIndexError` naming the index, namespace and last error;
-    the namespace is emptied and no version folder appears, so nothing can be published. Pinecone is
-    eventually consistent: the commit waits until describe_index_stats counts every vector of the
-    namespace before the version appears, so the gate's evaluation sees the whole version.
+    Upserts go in batches (`batch_size` vectors) on `concurrency` threads. Every call is retried in
+    one layer, ours (index.pinecone_retries has the why): the SDK's own retries are off, and each
+    batch, query or fetch is tried up to `max_retries + 1` times on 408, 429, 5xx, connection errors
+    and timeouts, with exponential backoff, full jitter and Retry-After respected. A batch that still
+    fails raises `PineconeIndexError` naming the index, namespace and last error; the namespace is
+    emptied and no version folder appears, so nothing can be published. Pinecone is eventually
+    consistent: the commit waits until describe_index_stats counts every vector of the namespace
+    before the version appears, so the gate's evaluation sees the whole version.
 
 Credentials.
     The API key comes from the Airflow connection (`pinecone_default`, its password) when Airflow and
@@ -66,10 +70,8 @@ Credentials.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -77,39 +79,61 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from patientinsight.index.embedded import EmbeddedIndex, EmbeddedReader
 from patientinsight.index.pinecone_builder import PineconeBuilder
-from patientinsight.index.pinecone_support import (
-    QUERY_TOP_K_MAX,
-    VECTOR_FIELD,
-    PineconeIndexError,
-    PineconeOptions,
-    pinecone_filter,
-    uid_chunk,
-    with_retries,
-)
-from patientinsight.index.types import Exclusion, Filters, Hit
+from patientinsight.index.pinecone_reader import PineconeReader
+from patientinsight.index.pinecone_retries import disable_sdk_retries, no_sdk_retries, with_retries
+from patientinsight.index.pinecone_support import VECTOR_FIELD, PineconeIndexError, PineconeOptions
+from patientinsight.index.versions import VersionStore
 
 if TYPE_CHECKING:
     from pinecone import Index, Pinecone
+    from pinecone.models.indexes.index import IndexModel
 
 log = logging.getLogger(__name__)
 
 
-class PineconeIndex(EmbeddedIndex):
+class PineconeIndex:
     """Versions as namespaces of one Pinecone serverless index; records, lexical index, manifests and
     the CURRENT pointer in the lake under `root` (see the module docstring)."""
 
     def __init__(self, root: Path, options: PineconeOptions, keep_versions: int = 5) -> None:
-        super().__init__(root, keep_versions=keep_versions)
+        self.versions = VersionStore(root, keep_versions, release=self._release)
+        self.root = self.versions.root
+        self.versions_dir = self.versions.versions_dir
         self.options = options
         self._lock = threading.Lock()
         self._client: Pinecone | None = None
         self._api_key = ""
         self._data: Index | None = None
         self._dimension: int | None = None
+
+    # -- the VectorIndex interface ---------------------------------------------------------------
+    def published(self) -> str | None:
+        return self.versions.published()
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        return self.versions.manifest(version)
+
+    def open(self, version: str) -> PineconeReader:
+        return PineconeReader(self.versions.path(version), version, self)
+
+    def builder(self, base: str | None, manifest: dict[str, Any]) -> PineconeBuilder:
+        return PineconeBuilder(self, base, manifest)
+
+    def publish(self, version: str) -> None:
+        self.versions.publish(version)
+
+    def _release(self, version: str, manifest: dict[str, Any] | None) -> bool:
+        """An old version's namespace goes with its folder (a version from the embedded index has none)."""
+        namespace = manifest.get("namespace") if manifest else None
+        if not namespace:
+            return True
+        try:
+            self.drop_namespace(namespace)
+        except PineconeIndexError as exc:  # published already: the next publish retries
+            log.warning("could not remove old version %s from Pinecone: %s", version, exc)
+            return False
+        return True
 
     # -- connections ---------------------------------------------------------------------------
     def client(self) -> Pinecone:
@@ -124,7 +148,10 @@ class PineconeIndex(EmbeddedIndex):
                         "(PATIENTINSIGHT_PINECONE_CONN_ID) or PINECONE_API_KEY"
                     )
                 self._client = Pinecone(
-                    api_key=self._api_key, host=self.options.controller_host, timeout=self.options.timeout_s
+                    api_key=self._api_key,
+                    host=self.options.controller_host,
+                    timeout=self.options.timeout_s,
+                    retry_config=no_sdk_retries(),  # ours govern (index.pinecone_retries)
                 )
             return self._client
 
@@ -138,26 +165,9 @@ class PineconeIndex(EmbeddedIndex):
                 )
             return self._data
         from pinecone import Index
-        from pinecone.errors.exceptions import NotFoundError
 
         opts = self.options
-        client = self.client()
-        try:
-            model = with_retries(
-                lambda: client.indexes.describe(opts.index_name), f"describe index {opts.index_name}", 3, opts.backoff_s
-            )
-        except PineconeIndexError as exc:
-            if not isinstance(exc.__cause__, NotFoundError):
-                raise
-            if dimension is None:
-                raise PineconeIndexError(f"Pinecone index {opts.index_name} does not exist") from exc
-            log.info("creating Pinecone serverless index %s (dim %d, cosine)", opts.index_name, dimension)
-            model = client.indexes.create(
-                name=opts.index_name,
-                schema={"fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": dimension, "metric": "cosine"}}},
-                deployment={"deployment_type": "managed", "cloud": opts.cloud, "region": opts.region},
-                timeout=int(opts.ready_timeout_s),
-            )
+        model = self._describe_or_create(dimension)
         field = model.schema.fields.get(VECTOR_FIELD) if model.schema is not None else None
         found = getattr(field, "dimension", None)
         if dimension is not None and found is not None and found != dimension:
@@ -170,35 +180,56 @@ class PineconeIndex(EmbeddedIndex):
         with self._lock:
             self._dimension = found if isinstance(found, int) else dimension
             if self._data is None:
-                self._data = Index(
+                data = Index(
                     host=model.host,
                     api_key=self._api_key,
                     timeout=opts.timeout_s,
                     connection_pool_maxsize=max(opts.concurrency * 2, 10),
                 )
+                disable_sdk_retries(data)  # ours govern (index.pinecone_retries)
+                self._data = data
             return self._data
 
-    # -- the VectorIndex interface ---------------------------------------------------------------
-    def open(self, version: str) -> PineconeReader:
-        path = self.versions_dir / version
-        return PineconeReader(path, version, self)
+    def _describe_or_create(self, dimension: int | None) -> IndexModel:
+        from pinecone.errors.exceptions import ConflictError, NotFoundError
 
-    def builder(self, base: str | None, manifest: dict[str, Any]) -> PineconeBuilder:  # type: ignore[override]
-        return PineconeBuilder(self, base, manifest)
+        opts = self.options
+        client = self.client()
 
-    def _prune(self, keep: str) -> None:
-        committed = sorted(p.name for p in self.versions_dir.iterdir() if not p.name.startswith("."))
-        old = [v for v in committed if v != keep][: max(0, len(committed) - self.keep_versions)]
-        for name in old:
-            manifest_file = self.versions_dir / name / "manifest.json"
-            namespace = json.loads(manifest_file.read_text()).get("namespace") if manifest_file.exists() else None
-            if namespace:
-                try:
-                    self.drop_namespace(namespace)
-                except PineconeIndexError as exc:  # published already: keep the folder, the next publish retries
-                    log.warning("could not remove old version %s from Pinecone: %s", name, exc)
-                    continue
-            shutil.rmtree(self.versions_dir / name, ignore_errors=True)
+        def describe() -> IndexModel:
+            return with_retries(
+                lambda: client.indexes.describe(opts.index_name),
+                f"describe index {opts.index_name}",
+                opts.max_retries,
+                opts.backoff_s,
+            )
+
+        try:
+            return describe()
+        except PineconeIndexError as exc:
+            if not isinstance(exc.__cause__, NotFoundError):
+                raise
+            if dimension is None:
+                raise PineconeIndexError(f"Pinecone index {opts.index_name} does not exist") from exc
+        log.info("creating Pinecone serverless index %s (dim %d, cosine)", opts.index_name, dimension)
+        try:
+            return with_retries(
+                lambda: client.indexes.create(
+                    name=opts.index_name,
+                    schema={
+                        "fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": dimension, "metric": "cosine"}}
+                    },
+                    deployment={"deployment_type": "managed", "cloud": opts.cloud, "region": opts.region},
+                    timeout=int(opts.ready_timeout_s),
+                ),
+                f"create index {opts.index_name}",
+                opts.max_retries,
+                opts.backoff_s,
+            )
+        except PineconeIndexError as exc:
+            if not isinstance(exc.__cause__, ConflictError):
+                raise
+            return describe()  # created meanwhile: by an attempt whose answer was lost, or another run
 
     def drop_namespace(self, namespace: str) -> None:
         data = self.data_plane()
@@ -234,87 +265,3 @@ class PineconeIndex(EmbeddedIndex):
                     rate = total / max(now - started, 1e-9)
                     log.info("%s: %d/%d batches, %d vectors (%.0f vectors/s)", what, done, len(tasks), total, rate)
         return total
-
-
-class PineconeReader(EmbeddedReader):
-    """One committed version: records and filters' metadata from the lake, dense scores from its
-    namespace. `top`, `uid_at`, `count`, `hashes` and `records` are the embedded reader's."""
-
-    def __init__(self, path: Path, version: str, index: PineconeIndex) -> None:  # no vectors.npy to map
-        self.path = path
-        self.version = version
-        self.index = index
-        self.manifest = json.loads((path / "manifest.json").read_text())
-        self.namespace: str = self.manifest["namespace"]
-        self._load_meta()
-        self._position_of = {str(uid): i for i, uid in enumerate(self._uids)}  # `scores` looks up every match
-        self._chunks = int(self._counts.sum())
-
-    def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> list[tuple[str, int, float]]:
-        data = self.index.data_plane()
-        opts = self.index.options
-        values = np.asarray(vector, dtype=np.float32).tolist()
-        flt = pinecone_filter(filters)
-        response = with_retries(
-            lambda: data.query(vector=values, top_k=top_k, namespace=self.namespace, filter=flt),
-            f"query namespace {self.namespace} of {opts.index_name}",
-            opts.max_retries,
-            opts.backoff_s,
-        )
-        return [(*uid_chunk(m.id), float(m.score)) for m in response.matches]
-
-    def search(self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()) -> list[Hit]:
-        if k <= 0 or self._chunks == 0:
-            return []
-        # Dense scores do not depend on the rest of the corpus, so hiding records after the query ranks
-        # the others exactly as a namespace without them would; ask for enough to make up for them.
-        hidden = set(self._uids[exclude]) if isinstance(exclude, np.ndarray) else set(exclude)
-        top_k = min(QUERY_TOP_K_MAX, self._chunks, max((k + len(hidden)) * 4, 10))
-        while True:
-            matches = self._query(vector, top_k, filters)
-            best: dict[str, Hit] = {}
-            for uid, chunk, score in matches:  # best first: a record's first match is its best chunk
-                if uid not in best and uid not in hidden:
-                    best[uid] = Hit(uid, score, chunk)
-            exhausted = len(matches) < top_k or top_k >= min(QUERY_TOP_K_MAX, self._chunks)
-            if len(best) >= k or exhausted:
-                return list(best.values())[:k]
-            top_k = min(QUERY_TOP_K_MAX, self._chunks, top_k * 4)
-
-    def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every record's and chunk's score, as the hybrid retriever needs. Exact up to 10,000 chunks
-        per version (Pinecone's topK cap); beyond, chunks outside the top 10,000 get the lowest
-        returned score, an upper bound of their true one."""
-        if self.count() == 0:
-            return np.empty(0, np.float32), np.empty(0, np.float32)
-        matches = self._query(vector, min(QUERY_TOP_K_MAX, self._chunks), None)
-        floor = min((s for _, _, s in matches), default=0.0)
-        chunk_scores = np.full(self._chunks, floor, dtype=np.float32)
-        position_of = self._position_of or {}  # built in __init__
-        for uid, chunk, score in matches:
-            position = position_of.get(uid)
-            if position is not None:
-                chunk_scores[self._starts[position] + chunk] = score
-        return np.maximum.reduceat(chunk_scores, self._starts), chunk_scores
-
-    def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """The candidates' scores, from one query's scores of every record (see `scores`)."""
-        return self.scores(vector)[0][positions]
-
-    def remote_hashes(self) -> dict[str, str]:
-        """The content hashes as Pinecone holds them (list + fetch every vector): a consistency check."""
-        data = self.index.data_plane()
-        out: dict[str, str] = {}
-        for page in data.list(namespace=self.namespace, limit=100):
-            ids = [item.id for item in page.vectors if item.id]
-            fetched = data.fetch(ids=ids, namespace=self.namespace)
-            for vector in fetched.vectors.values():
-                meta = vector.metadata or {}
-                out[str(meta["uid"])] = str(meta["content_hash"])
-        return out
-
-    def remote_count(self) -> int:
-        """Vectors in this version's namespace, per describe_index_stats (lags writes on Pinecone)."""
-        stats = self.index.data_plane().describe_index_stats()
-        summary = stats.namespaces.get(self.namespace)
-        return summary.vector_count if summary is not None else 0

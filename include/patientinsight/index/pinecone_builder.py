@@ -4,9 +4,7 @@ written), counted complete before its folder appears in the lake (index.pinecone
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -16,14 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from patientinsight.index.pinecone_support import (
-    FETCH_IDS,
-    PineconeIndexError,
-    vector_id,
-    vector_metadata,
-    with_retries,
-)
-from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
+from patientinsight.index.pinecone_retries import with_retries
+from patientinsight.index.pinecone_support import FETCH_IDS, PineconeIndexError, vector_id, vector_metadata
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, StagedExtras
+from patientinsight.index.versions import new_version_id, read_manifest
 
 if TYPE_CHECKING:
     from pinecone import Index
@@ -50,11 +44,10 @@ class PineconeBuilder:
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
 
-    def commit(
-        self,
-        extras: Callable[[Path, pd.DataFrame], None] | None = None,
-        staged_extras: Callable[[Path], None] | None = None,
-    ) -> str:
+    def commit(self, staged_extras: StagedExtras | None = None) -> str:
+        """Write the new namespace, wait until Pinecone counts it whole, then let the version folder
+        appear; `staged_extras` adds files (the lexical index) from the staged records.parquet, as in
+        the embedded builder."""
         index, opts = self.index, self.index.options
         replaced = set(self._deletes)
         for batch in self._batches:
@@ -62,7 +55,7 @@ class PineconeBuilder:
         frames: list[pd.DataFrame] = []
         kept = pd.DataFrame(columns=[*META_COLUMNS, "chunk_count"])
         if self.base is not None:
-            base = pd.read_parquet(index.versions_dir / self.base / "records.parquet")
+            base = pd.read_parquet(index.versions.path(self.base) / "records.parquet")
             kept = base.loc[~base["uid"].isin(replaced)].reset_index(drop=True)
             frames.append(kept)
         for batch in self._batches:
@@ -73,40 +66,32 @@ class PineconeBuilder:
             pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*META_COLUMNS, "chunk_count"])
         )
         dim = int(self.manifest.get("dim", 0))
-        version = datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%fZ")
+        version = new_version_id()
         namespace = version
         vectors = int(records["chunk_count"].sum()) if len(records) else 0
-        index.versions_dir.mkdir(parents=True, exist_ok=True)
-        staging = index.versions_dir / f".staging-{version}"
         data = index.data_plane(dimension=dim)
         try:
-            tasks = [*self._carry_tasks(kept, namespace), *self._upsert_tasks(namespace)]
-            written = index.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
-            if written != vectors:
-                raise PineconeIndexError(f"wrote {written} vectors into {namespace}, expected {vectors}")
-            self._wait_until_counted(data, namespace, vectors)
-            staging.mkdir()
-            records.to_parquet(staging / "records.parquet", index=False)
-            manifest = {
-                **self.manifest,
-                "backend": "pinecone",
-                "pinecone_index": opts.index_name,
-                "namespace": namespace,
-                "metric": "cosine",
-                "version": version,
-                "parent": self.base,
-                "records": len(records),
-                "vectors": vectors,
-                "created_at": datetime.now(UTC).isoformat(),
-            }
-            if extras is not None:
-                extras(staging, records)
-            if staged_extras is not None:  # as EmbeddedBuilder.commit: from staging/records.parquet
-                staged_extras(staging)
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            staging.rename(index.versions_dir / version)  # a version appears whole or not at all
+            with index.versions.staging() as staging:
+                tasks = [*self._carry_tasks(kept, namespace), *self._upsert_tasks(namespace)]
+                written = index.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
+                if written != vectors:
+                    raise PineconeIndexError(f"wrote {written} vectors into {namespace}, expected {vectors}")
+                self._wait_until_counted(data, namespace, vectors)
+                records.to_parquet(staging / "records.parquet", index=False)
+                manifest = {
+                    **self.manifest,
+                    "backend": "pinecone",
+                    "pinecone_index": opts.index_name,
+                    "namespace": namespace,
+                    "metric": "cosine",
+                    "version": version,
+                    "parent": self.base,
+                    "records": len(records),
+                    "vectors": vectors,
+                    "created_at": datetime.now(UTC).isoformat(),
+                }
+                index.versions.commit(staging, manifest, staged_extras)
         except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
             try:
                 index.drop_namespace(namespace)
             except Exception as cleanup:  # the namespace is unreferenced either way; say so and go on
@@ -160,10 +145,10 @@ class PineconeBuilder:
         when the embedded index built it (switching backends re-embeds nothing), else fetch + upsert."""
         if self.base is None or kept.empty:
             return []
-        base_dir = self.index.versions_dir / self.base
+        base_dir = self.index.versions.path(self.base)
         if (base_dir / "vectors.npy").exists():
             return self._carry_from_file(base_dir, kept, namespace)
-        source = json.loads((base_dir / "manifest.json").read_text())["namespace"]
+        source = read_manifest(base_dir)["namespace"]
         ids = [
             vector_id(str(uid), c) for uid, n in zip(kept["uid"], kept["chunk_count"], strict=True) for c in range(n)
         ]

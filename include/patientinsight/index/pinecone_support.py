@@ -1,5 +1,6 @@
-"""What the Pinecone index needs around the SDK: its options and error, credentials from Airflow or the
-environment, retries, metadata filters, and vector ids and metadata (index.pinecone has the design).
+"""The Pinecone index's settings and vocabulary: its options and error, credentials from Airflow or the
+environment, and how records map onto Pinecone (metadata filters, vector ids and metadata); the
+design is in index.pinecone, the retries in index.pinecone_retries.
 """
 
 from __future__ import annotations
@@ -7,23 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pandas as pd
 
 from patientinsight.index.types import Filters
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
-
-
-T = TypeVar("T")
 
 VECTOR_FIELD = "_values"  # the reserved dense field name the vectors API addresses
 QUERY_TOP_K_MAX = 10_000  # Pinecone's cap on topK
@@ -69,28 +61,6 @@ def resolve_credentials(conn_id: str | None) -> tuple[str | None, str | None]:
                 if conn.password:
                     return conn.password, conn.host or None
     return os.environ.get("PINECONE_API_KEY") or None, None
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    from pinecone.errors.exceptions import ApiError, PineconeConnectionError, PineconeTimeoutError
-
-    if isinstance(exc, (PineconeConnectionError, PineconeTimeoutError)):
-        return True
-    return isinstance(exc, ApiError) and (exc.status_code == 429 or exc.status_code >= 500)
-
-
-def with_retries(call: Callable[[], T], what: str, max_retries: int, backoff_s: float) -> T:
-    """`call()`, retried on 429, 5xx and connection errors with exponential backoff and full jitter."""
-    for attempt in range(max_retries + 1):
-        try:
-            return call()
-        except Exception as exc:
-            if not _is_retryable(exc) or attempt == max_retries:
-                raise PineconeIndexError(f"{what} failed after {attempt + 1} attempt(s): {exc}") from exc
-            delay = backoff_s * 2**attempt * (0.5 + random.random() / 2)
-            log.warning("%s: %s; retry %d/%d in %.2fs", what, type(exc).__name__, attempt + 1, max_retries, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
 
 
 def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:

@@ -1,13 +1,13 @@
-"""What every vector index shares: the stored columns, filters, hits, embedded batches and the
-Protocols that the embedded and the Pinecone implementations satisfy.
+"""The index interface: the stored columns, filters, hits, embedded batches, and the Protocols that the
+embedded and the Pinecone implementations satisfy (index.conformance has mypy check that they do).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ META_COLUMNS = (
 
 
 # Records a search must not see: their uids, or a boolean mask over the version's records (True =
-# hidden) from `EmbeddedReader.hidden`, for many uids at once.
+# hidden) from `IndexReader.hidden`, for many uids at once.
 Exclusion = Collection[str] | np.ndarray
 
 
@@ -69,31 +69,51 @@ class EmbeddedBatch:
             raise ValueError("every record needs at least one vector")
 
 
+# The one hook a commit takes: it adds files (the lexical index) to the staged version folder, reading
+# the staged records.parquet batch by batch, so the files appear with the version or not at all.
+StagedExtras = Callable[[Path], None]
+
+
+@runtime_checkable
 class IndexReader(Protocol):
-    version: str
+    """One committed, immutable version: what the retrievers, the evaluation and the service read."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def path(self) -> Path: ...  # the version's lake folder: records.parquet, lexical/, manifest.json
+    @property
+    def manifest(self) -> dict[str, Any]: ...
 
     def count(self) -> int: ...
+    def uid_at(self, position: int) -> str: ...
+    def positions(self, uids: Iterable[str]) -> np.ndarray: ...
+    def hidden(self, exclude: Exclusion = (), filters: Filters | None = None) -> np.ndarray | None: ...
     def hashes(self) -> dict[str, str]: ...
+    def records(self, uids: list[str]) -> pd.DataFrame: ...
+    def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray: ...
+    def top(self, record_scores: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]: ...
     def search(
         self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()
     ) -> list[Hit]: ...
-    def records(self, uids: list[str]) -> pd.DataFrame: ...
 
 
+@runtime_checkable
 class VersionBuilder(Protocol):
+    """Upserts and deletes against a base version; `commit` writes them as a new version."""
+
     def upsert(self, batch: EmbeddedBatch) -> None: ...
     def delete(self, uids: list[str]) -> None: ...
-    def commit(
-        self,
-        extras: Callable[[Path, pd.DataFrame], None] | None = None,
-        staged_extras: Callable[[Path], None] | None = None,
-    ) -> str: ...
+    def commit(self, staged_extras: StagedExtras | None = None) -> str: ...
 
 
+@runtime_checkable
 class VectorIndex(Protocol):
     """What the pipeline and the service need of any index (embedded here, Pinecone in production)."""
 
     def published(self) -> str | None: ...
+    def manifest(self, version: str) -> dict[str, Any]: ...
     def open(self, version: str) -> IndexReader: ...
     def builder(self, base: str | None, manifest: dict[str, Any]) -> VersionBuilder: ...
     def publish(self, version: str) -> None: ...

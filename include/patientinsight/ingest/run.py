@@ -194,10 +194,10 @@ def run_ingest(
         for shard in shards(settings, state):
             embed(settings, state, shard)
         done["profile"] = profile(settings, state)
-        done["build"] = build(settings, state)
-        version = done["build"]["version"]
-        done["evaluate"] = evaluate(settings, state, version)
-        done["gate"] = decision = gate(settings, state, done["evaluate"])
+        done["build"] = built = build(settings, state)
+        version = built["version"]
+        done["evaluate"] = evaluation = evaluate(settings, state, version)
+        done["gate"] = decision = gate(settings, state, evaluation)
         if decision["needs_approval"] and not allow_worse:
             log.warning("not published: %s; re-run with --allow-worse to publish anyway", decision["reason"])
         else:

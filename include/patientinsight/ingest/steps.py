@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from patientinsight.embedding.encoder import Embedder
-from patientinsight.index.embedded import EmbeddedIndex
-from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, write_index_from_parquet
+from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, lexical_index_hook
+from patientinsight.index.types import VectorIndex
 from patientinsight.ingest.lake import Timer, read_json, record_parts, write_json
 from patientinsight.ingest.shards import embedded_batches
 from patientinsight.ingest.sources import read_chunks
@@ -128,7 +128,7 @@ def profile_run(run_dir: Path, max_rows: int) -> dict[str, Any]:
     return {"profiled_rows": len(records), "seconds": timer.seconds, **paths}
 
 
-def plan_changes(run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], full_refresh: bool) -> dict[str, Any]:
+def plan_changes(run_dir: Path, index: VectorIndex, embedding: dict[str, Any], full_refresh: bool) -> dict[str, Any]:
     """Which records need embedding (new, or content hash changed) and which to delete."""
     with Timer() as timer:
         base = index.published()
@@ -186,7 +186,7 @@ def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
 
 
 def build_version(
-    run_dir: Path, index: EmbeddedIndex, embedding: dict[str, Any], lexical: Bm25Params = PLAIN_BM25
+    run_dir: Path, index: VectorIndex, embedding: dict[str, Any], lexical: Bm25Params = PLAIN_BM25
 ) -> dict[str, Any]:
     """Stage a new index version: the base, minus deletes, with the embedded records upserted, and
     its lexical (BM25) index built from the same records."""
@@ -202,15 +202,13 @@ def build_version(
         builder.delete(plan["delete"])
         # The lexical index is built from the staged records.parquet, a batch of rows at a time: the
         # version's records are never all in memory (250k records: docs/PERFORMANCE.md).
-        version = builder.commit(
-            staged_extras=lambda folder: write_index_from_parquet(folder, folder / "records.parquet", lexical)
-        )
+        version = builder.commit(staged_extras=lexical_index_hook(lexical))
     reader = index.open(version)
     log.info("staged index version %s with %d records", version, reader.count())
     return {"version": version, "records": reader.count(), "seconds": timer.seconds}
 
 
-def evaluate_candidate(index: EmbeddedIndex, version: str, embedder: Embedder, settings: Settings) -> dict[str, Any]:
+def evaluate_candidate(index: VectorIndex, version: str, embedder: Embedder, settings: Settings) -> dict[str, Any]:
     """Retrieval of the configured retriever on the new version, compared like with like for the
     gate (patientinsight.evaluation.gate): against the published version on their shared queries and
     candidates, and against BM25 on the version's own holdout queries; leave-one-out throughout."""
@@ -239,14 +237,14 @@ def gate_decision(evaluation: dict[str, Any], max_mrr_drop: float, min_queries: 
     return publish_gate.decide(evaluation["comparison"], max_mrr_drop, min_queries)
 
 
-def publish_version(index: EmbeddedIndex, version: str) -> dict[str, Any]:
+def publish_version(index: VectorIndex, version: str) -> dict[str, Any]:
     with Timer() as timer:
         index.publish(version)
     log.info("published index version %s", version)
     return {"version": version, "seconds": timer.seconds}
 
 
-def run_report(run_dir: Path, steps: dict[str, dict[str, Any]], index: EmbeddedIndex) -> dict[str, Any]:
+def run_report(run_dir: Path, steps: dict[str, dict[str, Any]], index: VectorIndex) -> dict[str, Any]:
     """The run's counts in one place; read = indexed + quarantined always holds here. `index_version`
     is what readers see after the run: the new version, or the old one when the gate held it back."""
     validation, plan, embed, build = steps["validate"], steps["plan"], steps["embed"], steps["build"]

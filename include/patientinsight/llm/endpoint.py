@@ -1,6 +1,6 @@
 """What one deployment of the LLM endpoint is: the request configs for SageMaker (model, endpoint config,
 endpoint) with names unique per deployment, the create-or-update decision, and the endpoint record that
-serving reads. Pure functions and plain boto3 clients; no Airflow import."""
+serving reads. Pure functions; no Airflow import."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -171,20 +171,22 @@ def plan_deployment(
     }
 
 
-def describe_endpoint(sagemaker: Any, name: str) -> dict[str, Any] | None:
-    """DescribeEndpoint, or None when there is no such endpoint (SageMaker says ValidationException)."""
+def described(describe: Callable[[str], Mapping[str, Any]], name: str) -> dict[str, Any] | None:
+    """`describe(name)` (a SageMakerHook's describe_endpoint, describe_model, ... or a boto3 call), or None
+    when SageMaker knows no such name: it answers ValidationException "Could not find ..."."""
     from botocore.exceptions import ClientError
 
     try:
-        return dict(sagemaker.describe_endpoint(EndpointName=name))
+        return dict(describe(name))
     except ClientError as exc:
         if exc.response["Error"]["Code"] == "ValidationException" and "Could not find" in str(exc):
             return None
         raise
 
 
-def decide(current: Mapping[str, Any] | None, config_name: str) -> Action:
-    """Create when missing, update (SageMaker's blue/green) when live. A retry that finds its own config in
+def deploy_action(current: Mapping[str, Any] | None, config_name: str) -> Action:
+    """What a deployment does to the endpoint `current` (None: missing) so that it serves `config_name`:
+    create when missing, update (SageMaker's blue/green) when live. A retry that finds its own config in
     progress or live waits or stops; a Failed endpoint cannot be updated, so it is deleted and created anew."""
     if current is None:
         return "create"

@@ -8,15 +8,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from patientinsight import tracking
 from patientinsight.llm import autoscaling
 from patientinsight.llm.endpoint import endpoint_name_for, plan_deployment, write_record
 from patientinsight.llm.tgi_image import tgi_image_uri
 from patientinsight.settings import Settings
+from patientinsight.tracking import LINK_XCOM_KEY, TrackedRun
 
 log = logging.getLogger(__name__)
 
-RUN_TAG = "airflow.run_id"
 State = dict[str, Any]
 
 
@@ -33,15 +32,16 @@ def begin(settings: Settings, dag_id: str, run_id: str, params: dict[str, Any], 
         run_id=run_id,
         at=at,
     )
-    uri, experiment = settings.tracking_uri, settings.llm_mlflow_experiment
-    mlflow_run = tracking.find_run(uri, experiment, RUN_TAG, run_id)
-    if mlflow_run is None:
-        tags = {RUN_TAG: run_id, "airflow.dag_id": dag_id, "sagemaker.endpoint": endpoint_name}
-        mlflow_run = tracking.start_run(uri, experiment, f"{endpoint_name}-{plan['deployment']}", tags)
+    tracked = TrackedRun.open(
+        settings.tracking_uri,
+        settings.llm_mlflow_experiment,
+        run_id,
+        dag_id,
+        run_name=f"{endpoint_name}-{plan['deployment']}",
+        tags={"sagemaker.endpoint": endpoint_name},
+    )
     scaling = plan["autoscaling"] or {}
-    tracking.log_params(
-        uri,
-        mlflow_run,
+    tracked.log_params(
         {
             "model_id": plan["environment"]["HF_MODEL_ID"],
             "instance_type": plan["instance_type"],
@@ -58,13 +58,13 @@ def begin(settings: Settings, dag_id: str, run_id: str, params: dict[str, Any], 
             "autoscaling_target_invocations": scaling.get("target"),
         },
     )
-    log.info("deployment %s of %s planned (MLflow run %s)", plan["deployment"], endpoint_name, mlflow_run)
+    log.info("deployment %s of %s planned (MLflow run %s)", plan["deployment"], endpoint_name, tracked.run_id)
     return {
         **plan,
         "region": region,
         "airflow_run_id": run_id,
-        "mlflow_run_id": mlflow_run,
-        "mlflow_run_url": f"{settings.mlflow_ui_url.rstrip('/')}/#/runs/{mlflow_run}",
+        "mlflow_run_id": tracked.run_id,
+        LINK_XCOM_KEY: tracked.url(settings.mlflow_ui_url),
         "started_at": time.time(),
     }
 
@@ -104,11 +104,9 @@ def finish(
         "smoke_latency_seconds": smoke["latency_seconds"],
     }
     path = write_record(settings, record)
-    uri, run = settings.tracking_uri, state["mlflow_run_id"]
-    tracking.log_params(uri, run, {"endpoint_arn": deployed["endpoint_arn"], "deploy_action": deployed["action"]})
-    tracking.log_metrics(
-        uri,
-        run,
+    tracked = TrackedRun(settings.tracking_uri, state["mlflow_run_id"])
+    tracked.log_params({"endpoint_arn": deployed["endpoint_arn"], "deploy_action": deployed["action"]})
+    tracked.log_metrics(
         {
             "deploy_seconds": deployed["deploy_seconds"],
             "smoke_latency_seconds": smoke["latency_seconds"],
@@ -116,19 +114,13 @@ def finish(
             "total_seconds": time.time() - state["started_at"],
         },
     )
-    tracking.log_artifacts(uri, run, [path], folder="endpoint")
-    tracking.end_run(uri, run)
+    tracked.log_artifacts([path], folder="endpoint")
+    tracked.finish()
     log.info("endpoint %s now serves %s; record %s", state["endpoint_name"], deployed["endpoint_config_name"], path)
     return {**record, "record_path": str(path)}
 
 
 def fail(settings: Settings, state: State | None, message: str | None) -> None:
     """Mark the deployment's MLflow run FAILED with the reason (SageMaker's or the smoke test's)."""
-    if not state:
-        return
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    if message:
-        client.set_tag(state["mlflow_run_id"], "failure_reason", message[:4000])
-    tracking.end_run(settings.tracking_uri, state["mlflow_run_id"], "FAILED")
+    if state:  # None: the form was refused before a run was opened
+        TrackedRun(settings.tracking_uri, state["mlflow_run_id"]).fail(message)

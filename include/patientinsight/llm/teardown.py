@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from patientinsight.llm.endpoint import describe_endpoint, is_deployment_resource
+from patientinsight.llm.autoscaling import deregister
+from patientinsight.llm.endpoint import described, is_deployment_resource
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def teardown(
     """Deregister scaling, delete the endpoint and wait until it is gone (a config in use cannot be
     deleted), then delete every config (and model) this project made for the endpoint."""
     deregistered = deregister(autoscaling, endpoint_name)
-    current = describe_endpoint(sagemaker, endpoint_name)
+    current = described(lambda name: sagemaker.describe_endpoint(EndpointName=name), endpoint_name)
     configs = set(_names(sagemaker, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", endpoint_name))
     if current is not None:
         configs.add(current["EndpointConfigName"])  # also one made outside this DAG

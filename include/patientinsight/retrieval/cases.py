@@ -18,10 +18,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from patientinsight.embedding.encoder import Embedder
-from patientinsight.index.embedded import EmbeddedReader
-from patientinsight.index.types import Filters
+from patientinsight.index.types import Filters, IndexReader
 from patientinsight.retrieval.passages import best_passages
-from patientinsight.retrieval.searcher import RetrievalConfig, Searcher
+from patientinsight.retrieval.searcher import Searcher
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,10 +79,10 @@ class CaseIndex:
     switch is as fast as any other.
     """
 
-    def __init__(self, reader: EmbeddedReader, embedder: Embedder, config: RetrievalConfig | None = None) -> None:
-        self.reader = reader
+    def __init__(self, searcher: Searcher) -> None:
+        self.searcher = searcher
+        self.reader = reader = searcher.reader
         self.version = reader.version
-        self.searcher = Searcher(reader, embedder, config or RetrievalConfig())
         self.retriever = self.searcher.config.retriever
         if self.retriever != "dense":
             try:
@@ -98,9 +97,10 @@ class CaseIndex:
         self._records = pq.read_table(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
 
     @classmethod
-    def for_settings(cls, reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> CaseIndex:
-        """The retriever and its knobs as configured: the service and the command line answer alike."""
-        return cls(reader, embedder, RetrievalConfig.from_settings(settings))
+    def for_settings(cls, reader: IndexReader, embedder: Embedder, settings: Settings) -> CaseIndex:
+        """The retriever and its knobs as configured, built as the gate builds its searcher: the service,
+        the command line and the gate's evaluation rank alike."""
+        return cls(Searcher.for_settings(reader, embedder, settings))
 
     def count(self) -> int:
         return self.reader.count()

@@ -19,9 +19,8 @@ from typing import get_args
 import numpy as np
 
 from patientinsight.embedding.encoder import Embedder
-from patientinsight.index.embedded import EmbeddedReader
 from patientinsight.index.lexical import LexicalIndex
-from patientinsight.index.types import Exclusion, Filters, Hit
+from patientinsight.index.types import Exclusion, Filters, Hit, IndexReader
 from patientinsight.settings import RetrieverName, Settings
 
 RETRIEVERS: tuple[str, ...] = get_args(RetrieverName)
@@ -62,12 +61,12 @@ class RetrievalConfig:
 class Searcher:
     """Every retriever of one version."""
 
-    reader: EmbeddedReader
+    reader: IndexReader
     embedder: Embedder
     config: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     @classmethod
-    def for_settings(cls, reader: EmbeddedReader, embedder: Embedder, settings: Settings) -> Searcher:
+    def for_settings(cls, reader: IndexReader, embedder: Embedder, settings: Settings) -> Searcher:
         return cls(reader, embedder, RetrievalConfig.from_settings(settings))
 
     @cached_property

@@ -13,7 +13,7 @@ from patientinsight.evaluation.beir import load_corpus, load_queries
 from patientinsight.evaluation.metrics import Query, evaluate_by_group
 from patientinsight.evaluation.report import evaluate_benchmark
 from patientinsight.index.embedded import EmbeddedIndex
-from patientinsight.index.lexical import LexicalIndex, tokenize, write_index
+from patientinsight.index.lexical import LexicalIndex, lexical_index_hook, tokenize, write_index
 from patientinsight.index.types import EmbeddedBatch, Filters
 from patientinsight.retrieval.searcher import RETRIEVERS, Searcher
 from patientinsight.settings import Settings
@@ -43,7 +43,7 @@ def searcher(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Se
     index = EmbeddedIndex(tmp_path_factory.mktemp("index"))
     builder = index.builder(None, embedder.describe())
     builder.upsert(EmbeddedBatch(records, vectors, counts))
-    version = builder.commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist()))
+    version = builder.commit(staged_extras=lexical_index_hook())
     return Searcher(index.open(version), embedder)
 
 

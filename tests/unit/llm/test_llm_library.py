@@ -16,7 +16,8 @@ import pytest
 from patientinsight.llm import autoscaling, smoke
 from patientinsight.llm.endpoint import (
     DeploymentError,
-    decide,
+    deploy_action,
+    described,
     failure_message,
     is_deployment_resource,
     plan_deployment,
@@ -145,8 +146,8 @@ def test_no_role_and_bad_names_are_refused() -> None:
         ({"EndpointStatus": "Failed", "EndpointConfigName": "old"}, "recreate"),
     ],
 )  # fmt: skip
-def test_decide(current: dict[str, Any] | None, action: str) -> None:
-    assert decide(current, "new") == action
+def test_deploy_action(current: dict[str, Any] | None, action: str) -> None:
+    assert deploy_action(current, "new") == action
 
 
 def test_failure_message_carries_the_reason() -> None:
@@ -227,6 +228,16 @@ def deploy(sm: Any, planned: dict[str, Any], create: bool = True) -> None:
         sm.create_endpoint(**planned["endpoint"])
     else:
         sm.update_endpoint(EndpointName=planned["endpoint_name"], EndpointConfigName=planned["endpoint_config_name"])
+
+
+def test_described_is_none_for_a_name_sagemaker_does_not_know(clients: dict[str, Any]) -> None:
+    sm = clients["sagemaker"]
+    planned = plan()
+    deploy(sm, planned)
+    found = described(lambda name: sm.describe_endpoint(EndpointName=name), "pi-unit")
+    assert found is not None and found["EndpointConfigName"] == planned["endpoint_config_name"]
+    assert described(lambda name: sm.describe_endpoint(EndpointName=name), "pi-nowhere") is None
+    assert described(lambda name: sm.describe_model(ModelName=name), "pi-nowhere") is None
 
 
 def test_smoke_test_reads_the_queued_answer(clients: dict[str, Any], moto_url: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from patientinsight.index.embedded import EmbeddedIndex
@@ -164,7 +165,11 @@ def test_streaming_builder_keeps_order_vectors_and_the_base_untouched(tmp_path: 
     builder.upsert(batch(["u-2", "u-6"], [1, 2], tag="new"))  # u-2 replaced, u-6 added
     builder.delete(["u-4"])
     seen: list[list[str]] = []
-    version = builder.commit(extras=lambda folder, frame: seen.append(frame["uid"].tolist()))
+
+    def staged_uids(folder: Path) -> None:  # the staged records, as the commit's hook reads them
+        seen.append(pq.read_table(folder / "records.parquet", columns=["uid"])["uid"].to_pylist())
+
+    version = builder.commit(staged_extras=staged_uids)
 
     assert folder_digest(index.versions_dir / base) == before  # versions are immutable
     reader = index.open(version)
@@ -202,12 +207,13 @@ def test_a_failed_commit_leaves_no_version_and_no_staging(tmp_path: Path) -> Non
     builder = index.builder(None, {"dim": 3})
     builder.upsert(batch(["u-1"], [1]))
 
-    def broken(folder: Path, frame: pd.DataFrame) -> None:
+    def broken(folder: Path) -> None:
         raise RuntimeError("lexical build failed")
 
     with pytest.raises(RuntimeError):
-        builder.commit(extras=broken)
+        builder.commit(staged_extras=broken)
     assert list(index.versions_dir.iterdir()) == []
+    assert not list(tmp_path.glob(".build-*"))
 
 
 def test_an_empty_build_writes_an_empty_version(tmp_path: Path) -> None:
@@ -218,13 +224,15 @@ def test_an_empty_build_writes_an_empty_version(tmp_path: Path) -> None:
 
 
 def test_staged_extras_build_the_lexical_index_from_the_staged_records(tmp_path: Path) -> None:
-    """The streaming path the pipeline can take: no records frame, the same lexical index."""
-    index = EmbeddedIndex(tmp_path)
-    builders = [index.builder(None, {"dim": 3}) for _ in range(2)]
-    for builder in builders:
-        builder.upsert(batch(["u-1", "u-2", "u-3"], [1, 1, 2]))
-    framed = builders[0].commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist()))
-    staged = builders[1].commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", batch=2))
+    """The commit's one hook: the lexical index read from the staged records batch by batch, no records
+    frame, equals the one built from the records as lists."""
+    index = EmbeddedIndex(tmp_path / "index")
+    builder = index.builder(None, {"dim": 3})
+    new = batch(["u-1", "u-2", "u-3"], [1, 1, 2])
+    builder.upsert(new)
+    staged = builder.commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", batch=2))
+    (tmp_path / "lists").mkdir()
+    write_index(tmp_path / "lists", new.records["title"].tolist(), new.records["text"].tolist())
     for query in ("title u-2", "text of u-3", "zebra"):
-        a = LexicalIndex(index.versions_dir / framed).scores(query)
+        a = LexicalIndex(tmp_path / "lists").scores(query)
         assert np.array_equal(a, LexicalIndex(index.versions_dir / staged).scores(query))

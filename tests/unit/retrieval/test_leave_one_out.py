@@ -15,7 +15,7 @@ import pytest
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
 from patientinsight.evaluation.metrics import LeakError, Query, build_queries, evaluate
 from patientinsight.index.embedded import EmbeddedIndex
-from patientinsight.index.lexical import Bm25Params, write_index
+from patientinsight.index.lexical import Bm25Params, lexical_index_hook
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, Hit
 from patientinsight.retrieval.passages import first_sentences
 from patientinsight.retrieval.searcher import RETRIEVERS, RetrievalConfig, Searcher
@@ -33,7 +33,7 @@ def version(folder: Path, records: pd.DataFrame, vectors: np.ndarray, embedder: 
     builder = index.builder(None, embedder.describe())
     builder.upsert(EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors, np.ones(len(records), np.int64)))
     params = Bm25Params(title_weight=1, k1=3.0, b=1.0)
-    built = builder.commit(extras=lambda f, r: write_index(f, r["title"].tolist(), r["text"].tolist(), params))
+    built = builder.commit(staged_extras=lexical_index_hook(params))
     # RM3 at 0.3, where its feedback weighs enough for the control below to show the leak (measured:
     # honest differences at most 3.2% of the top score, the leak at least 13.5%).
     return Searcher(index.open(built), embedder, RetrievalConfig(rerank_candidates=50, rm3_weight=0.3))

@@ -1,25 +1,26 @@
-"""patientinsight.rollout.helm without Airflow: the request checks, the helm command (parsed and rendered by the
-real helm), and the readiness verification against a real local HTTP server, with a real MLflow store."""
+"""patientinsight.rollout without Airflow: the request checks, the helm command (parsed and rendered by the
+real helm), the readiness rule against a real local HTTP server, and the rollout's MLflow run in a real
+MLflow store. The readiness sensor itself runs in tests/dags/test_serving_rollout.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from patientinsight.rollout import helm as rollout
+from patientinsight.rollout import run as rollout_run
+from patientinsight.rollout.helm import XCOM_RETURN, pod_script, release_record, upgrade_command, value_args
+from patientinsight.rollout.readiness import Readiness, check
+from patientinsight.rollout.request import RolloutError, RolloutRequest
 from patientinsight.settings import Settings
+from patientinsight.tracking import LINK_XCOM_KEY
 from tests.helpers import mlflow_run
 from tests.kube_tools import CHART, by_kind, helm, helm_binary, render
+from tests.readiness_server import readiness_server
 
 PARAMS = {
     "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/patientinsight-serving",
@@ -41,47 +42,16 @@ HISTORY = [
 ]
 
 
-@contextmanager
-def readiness_server(not_ready_first: int) -> Iterator[tuple[str, list[int]]]:
-    """A real HTTP server whose /readyz answers 503 `not_ready_first` times, then 200 (-1: never ready)."""
-    answers: list[int] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            ready = self.path == "/readyz" and 0 <= not_ready_first <= len(answers)
-            status = 200 if ready else 503
-            answers.append(status)
-            body = json.dumps({"ready": ready}).encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", answers
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Settings:
     return Settings(
         home=tmp_path_factory.mktemp("rollout-home"),  # one MLflow store for the module: creating one takes seconds
         rollout_chart_path=repo_root / CHART,
-        rollout_verify_timeout_s=5.0,
-        rollout_verify_interval_s=0.05,
     )
 
 
 def test_request_from_the_form() -> None:
-    request = rollout.RolloutRequest.from_params(PARAMS)
+    request = RolloutRequest.from_params(PARAMS)
     assert request.image == f"{PARAMS['image_repository']}:3f2c1ab"
 
 
@@ -98,13 +68,13 @@ def test_request_from_the_form() -> None:
     ],
 )
 def test_a_bad_request_is_refused(change: dict[str, Any], message: str) -> None:
-    with pytest.raises(rollout.RolloutError, match=message):
-        rollout.RolloutRequest.from_params({**PARAMS, **change})
+    with pytest.raises(RolloutError, match=message):
+        RolloutRequest.from_params({**PARAMS, **change})
 
 
 def test_upgrade_command_is_atomic_and_waits(repo_root: Path) -> None:
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    command = rollout.upgrade_command(request, repo_root / CHART, 600)
+    request = RolloutRequest.from_params(PARAMS)
+    command = upgrade_command(request, repo_root / CHART, 600)
     assert command[:5] == ["helm", "upgrade", "--install", "patientinsight-serving", str(repo_root / CHART)]
     assert {"--atomic", "--wait"} <= set(command)
     assert command[command.index("--timeout") + 1] == "600s"
@@ -115,8 +85,8 @@ def test_upgrade_command_is_atomic_and_waits(repo_root: Path) -> None:
 
 def test_the_values_render_with_the_real_helm(repo_root: Path) -> None:
     """The very values arguments of the upgrade, given to `helm template`: image, overlay and extra values land."""
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    docs = by_kind(render(repo_root, *rollout.value_args(request, repo_root / CHART)))
+    request = RolloutRequest.from_params(PARAMS)
+    docs = by_kind(render(repo_root, *value_args(request, repo_root / CHART)))
     deployment = docs["Deployment"][0]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == request.image
     assert deployment["spec"]["replicas"] == 4  # extra_values: autoscaling off, 4 replicas
@@ -126,23 +96,23 @@ def test_the_values_render_with_the_real_helm(repo_root: Path) -> None:
 
 def test_the_pod_script_quotes_every_argument(repo_root: Path) -> None:
     hostile = {"podAnnotations": {"note": "it's; echo pwned > /tmp/x $(id)"}}
-    request = rollout.RolloutRequest.from_params({**PARAMS, "extra_values": hostile})
-    script = rollout.pod_script(request, repo_root / CHART, 600)
+    request = RolloutRequest.from_params({**PARAMS, "extra_values": hostile})
+    script = pod_script(request, repo_root / CHART, 600)
     lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     tokens = list(lexer)
-    upgrade = rollout.upgrade_command(request, repo_root / CHART, 600)
+    upgrade = upgrade_command(request, repo_root / CHART, 600)
     start = tokens.index("upgrade") - 1
     assert tokens[start : start + len(upgrade)] == upgrade
     assert tokens[start + len(upgrade)] == ";"
-    assert tokens[-2:] == [">", rollout.XCOM_RETURN]
+    assert tokens[-2:] == [">", XCOM_RETURN]
 
 
 def test_the_pod_script_runs_and_helm_accepts_every_flag(repo_root: Path, tmp_path: Path) -> None:
     """The script as the pod runs it, with the real /bin/sh and helm, against a cluster that is not there:
     helm must get past flag parsing to the cluster, and the script must stop there with helm's status."""
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    script = rollout.pod_script(request, repo_root / CHART, 600)
+    request = RolloutRequest.from_params(PARAMS)
+    script = pod_script(request, repo_root / CHART, 600)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
@@ -164,66 +134,74 @@ def test_helm_refuses_a_flag_it_does_not_know(repo_root: Path) -> None:
 
 
 def test_release_record() -> None:
-    assert rollout.release_record(HISTORY)["revision"] == 7
-    with pytest.raises(rollout.RolloutError, match="no release revision"):
-        rollout.release_record(None)
+    assert release_record(HISTORY)["revision"] == 7
+    with pytest.raises(RolloutError, match="no release revision"):
+        release_record(None)
 
 
-def test_wait_ready_waits_through_not_ready_answers() -> None:
+def probes_until_ready(url: str, most: int) -> Readiness:
+    """Probe as the sensor's pokes do, each from what the previous ones saved, until ready or `most`."""
+    seen = Readiness()
+    while not seen.ready and seen.probes < most:
+        seen = Readiness.from_dict(check(url, seen).as_dict())  # what a rescheduled poke reads back
+    return seen
+
+
+def test_readiness_waits_through_not_ready_answers() -> None:
     with readiness_server(not_ready_first=3) as (url, answers):
-        result = rollout.wait_ready(url, timeout_s=5, interval_s=0.05)
+        seen = probes_until_ready(url, most=10)
     assert answers == [503, 503, 503, 200, 200]
-    assert result["attempts"] == 5
+    assert seen.ready and seen.summary()["attempts"] == 5 and seen.summary()["ready_seconds"] >= 0
 
 
-def test_wait_ready_fails_when_never_ready() -> None:
-    with (
-        readiness_server(not_ready_first=-1) as (url, answers),
-        pytest.raises(rollout.RolloutNotReady, match=r"did not answer ready within 0\.5s .*last: HTTP 503"),
-    ):
-        rollout.wait_ready(url, timeout_s=0.5, interval_s=0.05)
-    assert len(answers) >= 3 and set(answers) == {503}
+def test_one_lucky_ready_answer_does_not_count() -> None:
+    """A 200 between two 503s (a pod about to fail its own probe) starts the count again."""
+    with readiness_server(not_ready_first=1, then_not_ready=[2]) as (url, answers):
+        seen = probes_until_ready(url, most=10)
+    assert answers == [503, 200, 503, 200, 200] and seen.probes == 5
 
 
-def test_wait_ready_fails_when_nothing_listens() -> None:
-    with readiness_server(not_ready_first=0) as (url, _):
-        pass  # the server is gone: its port refuses connections
-    with pytest.raises(rollout.RolloutNotReady, match=r"Connection refused|URLError"):
-        rollout.wait_ready(url, timeout_s=0.3, interval_s=0.05)
+def test_readiness_never_ready_and_nothing_listening() -> None:
+    with readiness_server(not_ready_first=-1) as (url, answers):
+        seen = probes_until_ready(url, most=4)
+    assert not seen.ready and set(answers) == {503} and seen.last == "HTTP 503"
+    refused = check(url, Readiness())  # the server is gone: its port refuses connections
+    assert not refused.ready and ("Connection refused" in refused.last or "URLError" in refused.last)
 
 
-def test_verify_records_revision_and_outcome_in_mlflow(settings: Settings) -> None:
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    with readiness_server(not_ready_first=2) as (url, _):
-        state = rollout.begin(
-            settings.model_copy(update={"rollout_service_url": url}), "serving_rollout", "r1", request
-        )
-        result = rollout.verify(settings, state, HISTORY)
+def test_finish_records_revision_and_outcome_in_mlflow(settings: Settings) -> None:
+    request = RolloutRequest.from_params(PARAMS)
+    state = rollout_run.begin(settings, "serving_rollout", "r1", request)
+    assert state[LINK_XCOM_KEY].endswith(f"/#/runs/{state['mlflow_run_id']}")
+    result = rollout_run.finish(settings, state, HISTORY, {"ready_seconds": 1.5, "attempts": 4})
     assert result["revision"] == 7 and result["outcome"] == "succeeded"
     run = mlflow_run(settings.tracking_uri, state["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["image"] == request.image
     assert run.data.params["chart_version"] == "0.1.0"
-    assert run.data.metrics["release_revision"] == 7
+    assert run.data.metrics["release_revision"] == 7 and run.data.metrics["ready_attempts"] == 4
     assert run.data.tags["outcome"] == "succeeded"
+    assert (run.data.tags["airflow.run_id"], run.data.tags["airflow.dag_id"]) == ("r1", "serving_rollout")
 
 
-def test_verify_failure_leaves_the_run_to_the_failure_callback(settings: Settings) -> None:
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    fast = settings.model_copy(update={"rollout_verify_timeout_s": 0.3})
-    with readiness_server(not_ready_first=-1) as (url, _):
-        state = rollout.begin(fast.model_copy(update={"rollout_service_url": url}), "serving_rollout", "r2", request)
-        with pytest.raises(rollout.RolloutNotReady):
-            rollout.verify(fast, state, HISTORY)
-    run = mlflow_run(settings.tracking_uri, state["mlflow_run_id"])
-    assert run.info.status == "RUNNING" and run.data.metrics["release_revision"] == 7
-    rollout.record_outcome(settings, state, rollout.outcome_of_failed_task("verify"))
+def test_a_release_that_never_got_ready_is_closed_not_ready_with_its_revision(settings: Settings) -> None:
+    state = rollout_run.begin(settings, "serving_rollout", "r2", RolloutRequest.from_params(PARAMS))
+    rollout_run.record_outcome(settings, state, rollout_run.outcome_of_failed_task("verify"), HISTORY)
     run = mlflow_run(settings.tracking_uri, state["mlflow_run_id"])
     assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "not_ready")
+    assert run.data.metrics["release_revision"] == 7 and run.data.metrics["succeeded"] == 0
+
+
+def test_a_run_is_closed_even_without_a_revision(settings: Settings) -> None:
+    state = rollout_run.begin(settings, "serving_rollout", "r4", RolloutRequest.from_params(PARAMS))
+    rollout_run.record_outcome(settings, state, rollout_run.outcome_of_failed_task("finish"), history={"no": 1})
+    run = mlflow_run(settings.tracking_uri, state["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "failed")
+    assert "release_revision" not in run.data.metrics
 
 
 def test_a_retried_prepare_reuses_the_mlflow_run(settings: Settings) -> None:
-    request = rollout.RolloutRequest.from_params(PARAMS)
-    first = rollout.begin(settings, "serving_rollout", "r3", request)
-    again = rollout.begin(settings, "serving_rollout", "r3", request)
+    request = RolloutRequest.from_params(PARAMS)
+    first = rollout_run.begin(settings, "serving_rollout", "r3", request)
+    again = rollout_run.begin(settings, "serving_rollout", "r3", request)
     assert first["mlflow_run_id"] == again["mlflow_run_id"]

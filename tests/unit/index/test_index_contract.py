@@ -1,11 +1,13 @@
 """One contract for every vector index: the embedded index on local disk, and the Pinecone index
 against the Pinecone stand-in (tests/pinecone_standin.py) through the official SDK over HTTP.
-Below the contract: what only Pinecone can do wrong (throttling, outages, credentials), through the
-pipeline's own steps."""
+Below the contract: what only Pinecone can do wrong (throttling, outages, credentials, its one retry
+layer), through the pipeline's own steps."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +18,42 @@ import pytest
 
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.factory import make_index
-from patientinsight.index.pinecone import PineconeIndex, PineconeReader
+from patientinsight.index.pinecone import PineconeIndex
+from patientinsight.index.pinecone_reader import PineconeReader
 from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
-from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, Filters
+from patientinsight.index.types import (
+    META_COLUMNS,
+    EmbeddedBatch,
+    Filters,
+    IndexReader,
+    VectorIndex,
+    VersionBuilder,
+)
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import build_version, publish_version
 from patientinsight.settings import Settings
 from tests.pinecone_standin import PineconeStandIn
-from tests.unit.test_index import records, unit
 
 MANIFEST = {"dim": 3, "model": "test"}
 
 
+def records(uids: list[str], ages: list[float | None] | None = None, sexes: list[str] | None = None) -> pd.DataFrame:
+    n = len(uids)
+    return pd.DataFrame({
+        "uid": uids, "pmid": ["1"] * n, "title": ["t"] * n, "text": [f"text {u}" for u in uids],
+        "age_years": ages or [40.0] * n, "sex": sexes or ["F"] * n, "pub_date": [None] * n,
+        "similar_patients": ["{}"] * n, "relevant_articles": ["{}"] * n, "content_hash": [f"h-{u}" for u in uids],
+    })  # fmt: skip
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
 @dataclass
 class Backend:
-    index: EmbeddedIndex
+    index: EmbeddedIndex | PineconeIndex
     standin: PineconeStandIn | None
 
     def stored_versions(self) -> set[str]:
@@ -58,7 +81,7 @@ def batch(
     return EmbeddedBatch(frame, np.stack(vectors), np.array(counts or [1] * len(uids), dtype=np.int64))
 
 
-def build(index: EmbeddedIndex, base: str | None, new: EmbeddedBatch | None = None, deletes: tuple = ()) -> str:
+def build(index: VectorIndex, base: str | None, new: EmbeddedBatch | None = None, deletes: tuple = ()) -> str:
     builder = index.builder(base, MANIFEST)
     if new is not None:
         builder.upsert(new)
@@ -67,6 +90,22 @@ def build(index: EmbeddedIndex, base: str | None, new: EmbeddedBatch | None = No
 
 
 # -- the contract ---------------------------------------------------------------------------------------
+
+
+def test_implements_the_protocols(backend: Backend) -> None:
+    """At run time what index.conformance has mypy check statically: index, reader and builder have
+    every member their Protocol lists."""
+    index = backend.index
+    assert isinstance(index, VectorIndex)
+    assert isinstance(index.builder(None, MANIFEST), VersionBuilder)
+    assert isinstance(index.open(build(index, None, batch(["a"], [unit(1, 0, 0)]))), IndexReader)
+
+
+def test_batch_checks_its_shape() -> None:
+    with pytest.raises(ValueError, match="add up"):
+        EmbeddedBatch(records(["a"]), np.zeros((2, 3), np.float32), np.array([1]))
+    with pytest.raises(ValueError, match="at least one"):
+        EmbeddedBatch(records(["a", "b"]), np.zeros((2, 3), np.float32), np.array([2, 0]))
 
 
 def test_upsert_counts_hashes_and_top_k_order(backend: Backend) -> None:
@@ -163,6 +202,46 @@ def test_publish_switches_pointer_and_prunes(backend: Backend) -> None:
     assert index.published() == versions[-1]
 
 
+def test_readers_see_whole_versions_while_publishing(backend: Backend) -> None:
+    index = backend.index
+    sizes = {}
+    for n in (1, 2, 3):
+        uids = [f"u{i}" for i in range(n)]
+        sizes[build(index, None, batch(uids, [unit(1, 0, 0)] * n))] = n
+    index.versions.keep_versions = 10  # nothing pruned while the reader reads
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            version = index.published()
+            if version is None:
+                continue
+            reader = index.open(version)
+            if reader.count() != sizes[version] or len(reader.search(unit(1, 0, 0), 10)) != sizes[version]:
+                errors.append(version)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    for _ in range(30):
+        for version in sizes:
+            index.publish(version)
+    stop.set()
+    thread.join()
+    assert errors == []
+
+
+def test_manifest_records_counts_and_parent(backend: Backend) -> None:
+    index = backend.index
+    first = build(index, None, batch(["a"], [unit(1, 0, 0)]))
+    manifest = index.manifest(first)
+    assert manifest == json.loads((index.versions_dir / first / "manifest.json").read_text())
+    assert (manifest["version"], manifest["records"], manifest["vectors"], manifest["parent"]) == (first, 1, 1, None)
+    assert manifest["model"] == "test" and manifest["dim"] == 3  # the builder's manifest is kept
+    second = build(index, first, batch(["b"], [unit(0, 1, 0)], [1]))
+    assert (index.manifest(second)["records"], index.manifest(second)["parent"]) == (2, first)
+
+
 def test_empty_version(backend: Backend) -> None:
     reader = backend.index.open(build(backend.index, None))
     assert reader.count() == 0 and reader.hashes() == {} and reader.search(unit(1, 0, 0), 5) == []
@@ -256,7 +335,7 @@ def test_throttling_is_retried_by_the_pipeline(
 ) -> None:
     index = make_index(pinecone_settings)
     assert isinstance(index, PineconeIndex)
-    # More 429s than the SDK's own 3 retries: the index's backoff has to carry the batch through.
+    # More 429s than the SDK would retry (3): the index's own retries (8) carry the batch through.
     standin.fail("/vectors/upsert", 429, times=8, retry_after="0")
     built = build_version(write_run(tmp_path / "run", ["a", "b", "c"], None), index, MANIFEST)
     assert standin.count("/vectors/upsert", 429) == 8
@@ -283,6 +362,38 @@ def test_persistent_failure_fails_clearly_and_publishes_nothing(
     assert index.published() == good == (index.root / "CURRENT").read_text().strip()
     assert [p.name for p in index.versions_dir.iterdir()] == [good]  # no version, no staging folder
     assert set(standin.indexes["patientinsight"].namespaces) == {good}  # the half-written namespace is gone
+
+
+def test_one_retry_layer_governs_the_attempts(tmp_path: Path, standin: PineconeStandIn) -> None:
+    """The SDK's own retries are off: `max_retries` alone says how many requests an operation may cost,
+    one per attempt, on the data plane and the control plane; an error that is not transient fails at once."""
+    index = pinecone_index(tmp_path, standin, max_retries=2)
+    first = build(index, None, batch(["a"], [unit(1, 0, 0)]))
+    standin.fail("/vectors/upsert", 503, times=None, retry_after="0")
+    with pytest.raises(PineconeIndexError, match=r"upsert of 1 vectors .* failed after 3 attempt\(s\)"):
+        build(index, None, batch(["b"], [unit(0, 1, 0)]))  # one batch
+    assert standin.count("/vectors/upsert", 503) == 3
+    standin.heal()
+    standin.fail("/query", 400, times=None)  # a bad request is not retried
+    with pytest.raises(PineconeIndexError, match=r"query namespace .* failed after 1 attempt\(s\)"):
+        index.open(first).search(unit(1, 0, 0), 1)
+    assert standin.count("/query", 400) == 1
+    standin.heal()
+    other = pinecone_index(tmp_path / "other", standin, max_retries=1)  # a new client describes the index first
+    standin.fail("/indexes/patientinsight", 500, times=None, retry_after="0")
+    with pytest.raises(PineconeIndexError, match=r"describe index patientinsight failed after 2 attempt\(s\)"):
+        other.data_plane()
+    assert standin.count("/indexes/patientinsight", 500) == 2
+
+
+def test_retry_after_is_respected(tmp_path: Path, standin: PineconeStandIn) -> None:
+    index = pinecone_index(tmp_path, standin)  # backoff 0.01 s: only Retry-After makes it wait longer
+    index.data_plane(dimension=3)
+    standin.fail("/vectors/upsert", 429, times=1, retry_after="0.5")
+    started = time.monotonic()
+    build(index, None, batch(["a"], [unit(1, 0, 0)]))
+    assert time.monotonic() - started >= 0.5
+    assert (standin.count("/vectors/upsert", 429), standin.count("/vectors/upsert")) == (1, 2)
 
 
 def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(

@@ -13,7 +13,7 @@ import pytest
 from patientinsight.embedding.encoder import make_embedder
 from patientinsight.evaluation.gate import decide
 from patientinsight.index.factory import make_index
-from patientinsight.index.lexical import bm25_params, write_index_from_parquet
+from patientinsight.index.lexical import bm25_params, lexical_index_hook
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import evaluate_candidate, gate_decision
@@ -63,7 +63,7 @@ def rebuilt_with(settings: Settings, vectors_of: Any) -> str:
     builder = index.builder(None, reader.manifest)
     builder.upsert(batch)
     params = bm25_params(settings)
-    return builder.commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", params))
+    return builder.commit(staged_extras=lexical_index_hook(params))
 
 
 def shuffled(vectors: np.ndarray) -> np.ndarray:
