@@ -19,6 +19,15 @@ from tests.http_server import JsonHandler, LocalServer
 
 KUBERNETES_VERSION = "1.33.0"
 CHART = Path("helm") / "patientinsight-serving"
+# A serving_rollout form as CI would send it (the DAG's trigger form, filled in).
+ROLLOUT_FORM = {
+    "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/patientinsight-serving",
+    "image_tag": "3f2c1ab",
+    "release": "patientinsight-serving",
+    "namespace": "patientinsight",
+    "values_file": "values-production.yaml",
+    "extra_values": {},
+}
 
 
 def helm_binary(repo_root: Path) -> Path:

@@ -197,24 +197,29 @@ def test_failed_endpoint_fails_with_sagemakers_reason(
     assert f"SageMaker endpoint {FAILING} is Failed" in found.data.tags["failure_reason"]
 
 
+def model_and_config(prefix: str) -> None:
+    """`<prefix>-m` and `<prefix>-c`, through the operators the DAG runs before its deploy."""
+    from patientinsight.airflow.sagemaker import CreateEndpointConfigOnceOperator, CreateModelOnceOperator
+
+    model = {"ModelName": f"{prefix}-m", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": "image"}}
+    variant = {"VariantName": "AllTraffic", "ModelName": f"{prefix}-m", "InstanceType": "ml.g5.2xlarge"}
+    config = {"EndpointConfigName": f"{prefix}-c", "ProductionVariants": [{**variant, "InitialInstanceCount": 1}]}
+    CreateModelOnceOperator(task_id="m", config=model).execute({})
+    CreateEndpointConfigOnceOperator(task_id="c", config=config).execute({})
+
+
 def test_operators_repeat_safely_and_fail_with_the_failure_reason(moto_url: str) -> None:
     """The operators on their own, waiting in the worker (not deferrable): a retry finds its model, config
     and live endpoint and changes nothing; a Failed endpoint's error is SageMaker's reason."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from patientinsight.airflow.sagemaker import (
-        CreateEndpointConfigOnceOperator,
-        CreateModelOnceOperator,
         CreateOrUpdateEndpointOperator,
     )
 
     post_json(f"{moto_url}/moto-api/reset", {})
-    model = {"ModelName": "pi-op-m", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": "image"}}
-    variant = {"VariantName": "AllTraffic", "ModelName": "pi-op-m", "InstanceType": "ml.g5.2xlarge"}
-    config = {"EndpointConfigName": "pi-op-c", "ProductionVariants": [{**variant, "InitialInstanceCount": 1}]}
     for _ in range(2):  # the second time is a retry
-        CreateModelOnceOperator(task_id="m", config=dict(model)).execute({})
-        CreateEndpointConfigOnceOperator(task_id="c", config=dict(config)).execute({})
+        model_and_config("pi-op")
     endpoint = {"EndpointName": "pi-op", "EndpointConfigName": "pi-op-c"}
     deploy = CreateOrUpdateEndpointOperator(task_id="deploy", config=dict(endpoint), deferrable=False)
     assert deploy.execute({})["action"] == "create"
@@ -236,17 +241,11 @@ def test_a_deferred_deploy_waits_no_longer_than_its_max_ingestion_time(moto_url:
     from airflow.sdk.exceptions import TaskDeferred
 
     from patientinsight.airflow.sagemaker import (
-        CreateEndpointConfigOnceOperator,
-        CreateModelOnceOperator,
         CreateOrUpdateEndpointOperator,
     )
 
     post_json(f"{moto_url}/moto-api/reset", {})
-    model = {"ModelName": "pi-defer-m", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": "image"}}
-    variant = {"VariantName": "AllTraffic", "ModelName": "pi-defer-m", "InstanceType": "ml.g5.2xlarge"}
-    config = {"EndpointConfigName": "pi-defer-c", "ProductionVariants": [{**variant, "InitialInstanceCount": 1}]}
-    CreateModelOnceOperator(task_id="m", config=model).execute({})
-    CreateEndpointConfigOnceOperator(task_id="c", config=config).execute({})
+    model_and_config("pi-defer")
     deploy = CreateOrUpdateEndpointOperator(
         task_id="deploy", config={"EndpointName": "pi-defer", "EndpointConfigName": "pi-defer-c"},
         deferrable=True, check_interval=20, max_ingestion_time=600,

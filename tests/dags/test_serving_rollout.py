@@ -23,17 +23,10 @@ from patientinsight.rollout.helm import upgrade_command
 from patientinsight.rollout.request import RolloutError, RolloutRequest
 from patientinsight.settings import Settings, get_settings
 from tests.helpers import mlflow_run
-from tests.kube_tools import CHART, kube_api_standin, validate
+from tests.kube_tools import CHART, ROLLOUT_FORM, kube_api_standin, validate
 from tests.readiness_server import readiness_server
 
-PARAMS = {
-    "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/patientinsight-serving",
-    "image_tag": "3f2c1ab",
-    "release": "patientinsight-serving",
-    "namespace": "patientinsight",
-    "values_file": "values-production.yaml",
-    "extra_values": {},
-}
+PARAMS = ROLLOUT_FORM
 HISTORY = [{"revision": 7, "status": "deployed", "chart": "patientinsight-serving-0.1.0", "app_version": "0.1.0"}]
 
 

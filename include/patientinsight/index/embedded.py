@@ -4,15 +4,13 @@ searched exactly (a matrix-vector product over the memory-mapped file).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from patientinsight.index.embedded_builder import EmbeddedBuilder
-from patientinsight.index.records import VersionRecords
+from patientinsight.index.records import AnsweredByRecords, VersionRecords
 from patientinsight.index.types import Exclusion, Filters, Hit
 from patientinsight.index.versions import VersionStore, read_manifest
 
@@ -42,7 +40,7 @@ class EmbeddedIndex:
         self.versions.publish(version)
 
 
-class EmbeddedReader:
+class EmbeddedReader(AnsweredByRecords):
     """A read-only view of one committed version. Vectors are memory-mapped, record metadata loaded
     once (index.records)."""
 
@@ -52,28 +50,6 @@ class EmbeddedReader:
         self.manifest: dict[str, Any] = read_manifest(path)
         self.vectors = np.load(path / "vectors.npy", mmap_mode="r")
         self.meta = VersionRecords(path)
-
-    # What the records alone answer.
-    def count(self) -> int:
-        return self.meta.count()
-
-    def uid_at(self, position: int) -> str:
-        return self.meta.uid_at(position)
-
-    def positions(self, uids: Iterable[str]) -> np.ndarray:
-        return self.meta.positions(uids)
-
-    def hidden(self, exclude: Exclusion = (), filters: Filters | None = None) -> np.ndarray | None:
-        return self.meta.hidden(exclude, filters)
-
-    def top(self, record_scores: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
-        return self.meta.top(record_scores, k, filters)
-
-    def hashes(self) -> dict[str, str]:
-        return self.meta.hashes()
-
-    def records(self, uids: list[str]) -> pd.DataFrame:
-        return self.meta.records(uids)
 
     # Dense scores, from the vectors on disk.
     def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

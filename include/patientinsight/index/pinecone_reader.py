@@ -4,17 +4,16 @@ dense scores from the version's namespace (index.pinecone has the design).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from patientinsight.index.pinecone_retries import with_retries
 from patientinsight.index.pinecone_support import QUERY_TOP_K_MAX, pinecone_filter, uid_chunk
-from patientinsight.index.records import VersionRecords
+from patientinsight.index.records import AnsweredByRecords, VersionRecords
 from patientinsight.index.types import Exclusion, Filters, Hit
 from patientinsight.index.versions import read_manifest
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class PineconeReader:
+class PineconeReader(AnsweredByRecords):
     """One committed version: what the records answer comes from the lake, as in the embedded reader;
     `search`, `scores` and `scores_at` query the namespace."""
 
@@ -36,28 +35,6 @@ class PineconeReader:
         self.namespace: str = self.manifest["namespace"]
         self.meta = VersionRecords(path)
         self.meta.position_of()  # built now: `scores` looks up every match
-
-    # What the records alone answer.
-    def count(self) -> int:
-        return self.meta.count()
-
-    def uid_at(self, position: int) -> str:
-        return self.meta.uid_at(position)
-
-    def positions(self, uids: Iterable[str]) -> np.ndarray:
-        return self.meta.positions(uids)
-
-    def hidden(self, exclude: Exclusion = (), filters: Filters | None = None) -> np.ndarray | None:
-        return self.meta.hidden(exclude, filters)
-
-    def top(self, record_scores: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
-        return self.meta.top(record_scores, k, filters)
-
-    def hashes(self) -> dict[str, str]:
-        return self.meta.hashes()
-
-    def records(self, uids: list[str]) -> pd.DataFrame:
-        return self.meta.records(uids)
 
     # Dense scores, from the namespace.
     def _retried(self, call: Callable[[], T], what: str) -> T:

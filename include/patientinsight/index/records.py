@@ -87,3 +87,31 @@ class VersionRecords:
         """The stored records of these uids (all META_COLUMNS), in the order asked."""
         table = pd.read_parquet(self.path / "records.parquet", filters=[("uid", "in", list(uids))])
         return table.set_index("uid").reindex(uids).reset_index()
+
+
+class AnsweredByRecords:
+    """What a reader answers from its version's records alone (`self.meta`), the same for every backend:
+    the embedded and the Pinecone readers differ only in how they score vectors."""
+
+    meta: VersionRecords
+
+    def count(self) -> int:
+        return self.meta.count()
+
+    def uid_at(self, position: int) -> str:
+        return self.meta.uid_at(position)
+
+    def positions(self, uids: Iterable[str]) -> np.ndarray:
+        return self.meta.positions(uids)
+
+    def hidden(self, exclude: Exclusion = (), filters: Filters | None = None) -> np.ndarray | None:
+        return self.meta.hidden(exclude, filters)
+
+    def top(self, record_scores: np.ndarray, k: int, filters: Filters | None = None) -> list[tuple[int, float]]:
+        return self.meta.top(record_scores, k, filters)
+
+    def hashes(self) -> dict[str, str]:
+        return self.meta.hashes()
+
+    def records(self, uids: list[str]) -> pd.DataFrame:
+        return self.meta.records(uids)

@@ -19,17 +19,10 @@ from patientinsight.rollout.request import RolloutError, RolloutRequest
 from patientinsight.settings import Settings
 from patientinsight.tracking import LINK_XCOM_KEY
 from tests.helpers import mlflow_run
-from tests.kube_tools import CHART, by_kind, helm, helm_binary, render
+from tests.kube_tools import CHART, ROLLOUT_FORM, by_kind, helm, helm_binary, render
 from tests.readiness_server import readiness_server
 
-PARAMS = {
-    "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/patientinsight-serving",
-    "image_tag": "3f2c1ab",
-    "release": "patientinsight-serving",
-    "namespace": "patientinsight",
-    "values_file": "values-production.yaml",
-    "extra_values": {"replicaCount": 4, "autoscaling": {"enabled": False}},
-}
+PARAMS = {**ROLLOUT_FORM, "extra_values": {"replicaCount": 4, "autoscaling": {"enabled": False}}}
 HISTORY = [
     {
         "revision": 7,
