@@ -18,7 +18,7 @@ from pathlib import Path
 from _common import machine, real_records, stamp
 
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation.metrics import build_queries, evaluate
+from patientinsight.evaluation.metrics import build_queries, evaluate_queries
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.types import EmbeddedBatch
 
@@ -54,7 +54,7 @@ def main() -> None:
                     queries = build_queries(records, mode=mode, split=split)
                     qv = embedder.encode([q.text for q in queries])
                     by_uid = {q.uid: v for q, v in zip(queries, qv, strict=True)}
-                    m = evaluate(
+                    m = evaluate_queries(
                         queries,
                         lambda q, k, by_uid=by_uid, reader=reader: [h.uid for h in reader.search(by_uid[q.uid], k)],
                     )

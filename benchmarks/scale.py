@@ -32,7 +32,7 @@ import pandas as pd
 from _common import REAL_CSV, machine, real_records, stamp
 
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation.metrics import build_queries, evaluate
+from patientinsight.evaluation.metrics import build_queries, evaluate_queries
 from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 
@@ -63,7 +63,7 @@ def dense_mrr(records: pd.DataFrame, doc_vectors: np.ndarray, embedder: Embedder
         def retrieve(q: Any, k: int, vectors: np.ndarray = query_vectors, at: dict[str, int] = position) -> list[str]:
             return [uids[i] for i in np.argsort(-(doc_vectors @ vectors[at[q.uid]]))[:k]]
 
-        metrics = evaluate(queries, retrieve)
+        metrics = evaluate_queries(queries, retrieve)
         out[f"{mode}_mrr"] = round(float(metrics["mrr"]), 4)
         out[f"{mode}_queries"] = int(metrics["queries"])
     return out

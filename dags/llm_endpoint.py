@@ -24,7 +24,7 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
 from patientinsight.airflow.sagemaker import (
     CreateEndpointConfigOnceOperator,
     CreateModelOnceOperator,
@@ -35,7 +35,6 @@ from patientinsight.llm import smoke
 from patientinsight.llm.endpoint import DEFAULT_ENDPOINT_NAME, DeploymentError
 from patientinsight.llm.tgi_image import DEFAULT_TGI_VERSION, ImageLookupError, tgi_versions
 from patientinsight.settings import get_settings
-from patientinsight.tracking import LINK_XCOM_KEY
 
 SETTINGS = get_settings()
 
@@ -138,7 +137,7 @@ def llm_endpoint() -> None:
             )  # fmt: skip
         except (DeploymentError, ImageLookupError) as exc:
             raise AirflowFailException(str(exc)) from exc  # the same form fails the same way: no retry
-        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
+        share_mlflow_link(context, state)
         return state
 
     planned = plan()

@@ -23,13 +23,12 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight.airflow.defaults import dag_arguments
-from patientinsight.airflow.storage import storage_options_for
+from patientinsight.airflow.connections import storage_options_for
+from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
 from patientinsight.ingest import run
 from patientinsight.ingest.sources import SourceError
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings
-from patientinsight.tracking import LINK_XCOM_KEY
 
 EMBEDDING_POOL = "embedding"  # defined in airflow_settings.yaml
 PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
@@ -104,7 +103,7 @@ def patient_ingest() -> None:
     def start() -> dict[str, Any]:
         context = get_current_context()
         state = run.begin(get_settings(), context["run_id"], dict(context["params"]))
-        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
+        share_mlflow_link(context, state)
         return state
 
     @task

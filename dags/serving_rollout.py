@@ -26,12 +26,11 @@ from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
-from patientinsight.airflow.defaults import dag_arguments
+from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
 from patientinsight.airflow.sensors import ServiceReadySensor
 from patientinsight.rollout import run as rollout_run
 from patientinsight.rollout.request import RolloutError, RolloutRequest
 from patientinsight.settings import get_settings
-from patientinsight.tracking import LINK_XCOM_KEY
 
 SETTINGS = get_settings()
 
@@ -109,7 +108,7 @@ def serving_rollout() -> None:
         except RolloutError as exc:
             raise AirflowFailException(str(exc)) from exc  # a bad request fails the same way again: no retry
         state = rollout_run.begin(get_settings(), context["dag"].dag_id, context["run_id"], request)
-        context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])  # the MLflow link of every task
+        share_mlflow_link(context, state)
         return state
 
     prepared = prepare()

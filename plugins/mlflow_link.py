@@ -2,7 +2,8 @@
 
 The address is in one place: the XCom `LINK_XCOM_KEY` that the run's first task leaves when it opens
 the MLflow run (patientinsight.tracking). The link runs in the API server, so it reads that XCom for
-the whole DAG run from the metadata database; tasks of runs without one get ''."""
+the whole DAG run from the metadata database, as Airflow's own XCom API does (a custom XCom backend's
+offloading is for large values; an address stays in the table); tasks of runs without one get ''."""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from patientinsight.retrieval.searcher import RETRIEVERS
+
 
 def _json_number(value: object) -> object:
     """Numbers only: JSON's true and "5" are not numbers (pydantic would take them as 1 and 5)."""
@@ -84,9 +86,7 @@ class QueryResponse(BaseModel):
     cases: list[CaseOut]
     analysis: AnalysisOut
     index_version: str
-    retriever: str = Field(
-        description="The retriever that ranked the cases (dense, lexical, lexical_rm3, hybrid, hybrid_rerank)."
-    )
+    retriever: str = Field(description=f"The retriever that ranked the cases ({', '.join(RETRIEVERS)}).")
     timings_ms: dict[str, float]
 
 

@@ -1,4 +1,4 @@
-"""MLflow, in one place: every DAG (and the command line) opens one MLflow run per pipeline run through
+"""MLflow, in one place: each tracked DAG (and the command line) opens one MLflow run per pipeline run through
 `TrackedRun.open`, fills it with params, metrics, tags and artifacts, and closes it with `finish` or
 `fail`. A retried first task finds its run by tag instead of opening another one."""
 
@@ -59,13 +59,15 @@ class TrackedRun:
         tags: Mapping[str, str] | None = None,
     ) -> TrackedRun:
         """The MLflow run of pipeline run `pipeline_run` of `pipeline` (a DAG id): found by its tag when
-        an earlier try opened it, else started, with the same tags whoever starts it."""
+        an earlier try opened it and it is still running, else started, with the same tags whoever
+        starts it."""
         client = _client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
-            runs = client.search_runs(
-                [found.experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{pipeline_run}'", max_results=1
-            )
+            # Only a run still open: a retried first task continues it, while a run that ended (a second
+            # `patientinsight ingest --run-id X`, a DAG run cleared after it failed) gets a run of its own.
+            wanted = f"tags.`{RUN_TAG}` = '{pipeline_run}' and attributes.status = 'RUNNING'"
+            runs = client.search_runs([found.experiment_id], filter_string=wanted, max_results=1)
             if runs:
                 return cls(tracking_uri, str(runs[0].info.run_id))
             experiment_id = found.experiment_id

@@ -250,6 +250,22 @@ def test_verify_reschedules_until_ready_twice_in_a_row_then_finish_closes_the_ru
     assert run.data.metrics["release_revision"] == 7 and run.data.metrics["ready_attempts"] == 5
 
 
+def test_a_retried_verify_starts_its_streak_afresh(dag: Any, settings: Settings) -> None:
+    """The state store outlives a try: a retry must not count the last try's ready answer as its own."""
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    with readiness_server(not_ready_first=0) as (url, answers):
+        context = _context(dag, settings, "manual__retried", task_id="verify", service=url)
+        with pytest.raises(AirflowRescheduleException):
+            _poke(dag, context)  # try 1: one ready answer, then the try ends (say, its worker died)
+        context["ti"].try_number = 2
+        context["ti"].first_reschedule_date = None
+        with pytest.raises(AirflowRescheduleException):
+            _poke(dag, context)  # try 2's first ready answer is one in a row, not two
+        ready = _poke(dag, context)
+    assert answers == [200, 200, 200] and ready["attempts"] == 2
+
+
 def test_verify_times_out_and_the_run_is_closed_not_ready(dag: Any, settings: Settings) -> None:
     """A service that never answers ready: once the sensor's timeout has passed since its first poke it
     fails (a sensor timeout, which Airflow does not retry), saying what the service answered; the

@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,17 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.http_server import free_port
+
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 PG_URL = os.environ.get("PATIENTINSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 USERNAME = "admin"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def makefile_airflow_env(repo_root: Path, airflow_home: Path) -> dict[str, str]:

@@ -24,7 +24,8 @@ import pytest
 from lambda_trigger import handler
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.ingest.lake import run_key
-from tests.integration.airflow_stack import AirflowStack, free_port, running_stack
+from tests.http_server import free_port
+from tests.integration.airflow_stack import AirflowStack, running_stack
 from tests.lambda_events import LambdaContext, eventbridge_event, s3_event, sqs_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.timeout(1200)]

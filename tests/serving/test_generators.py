@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.http_server import free_port
 from tests.serving.conftest import extractive_analysis, served
 from tests.serving.openai_standin import USAGE, ChatCompletionsStandIn
-from tests.serving.service import Service, free_port
+from tests.serving.service import Service
 
 QUERY = "Crushing retrosternal chest pain radiating to the left arm with ST-segment elevation"
 

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from lambda_trigger import handler
-from tests.http_server import JsonHandler, LocalServer
-from tests.integration.airflow_stack import free_port
+from tests.http_server import JsonHandler, LocalServer, free_port
 from tests.lambda_events import LambdaContext, eventbridge_event, s3_event, sqs_event
 
 PASSWORD = "correct horse"

@@ -1,2 +1,2 @@
-"""The only code that imports Airflow: DAG defaults, the SageMaker operators, the readiness sensor, S3 storage
-options from a connection, and loading airflow_settings.yaml into a local Airflow."""
+"""The only code that imports Airflow: DAG defaults, the SageMaker operators, the readiness sensor, what the
+connections give (S3 options, Pinecone credentials), and loading airflow_settings.yaml locally."""

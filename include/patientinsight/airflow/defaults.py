@@ -1,12 +1,15 @@
 """What every PatientInsight DAG shares, in one place: it runs on demand (a person, the S3 trigger or
-CI), never backfills, runs once at a time, and every task is retried twice and reports its failure.
-No Airflow import: the DAG files pass the result to `@dag(**...)`."""
+CI), never backfills, runs once at a time, every task is retried twice and reports its failure, and the
+task that opens the run's MLflow run shares its link. No Airflow import: the DAG files pass
+`dag_arguments` to `@dag`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+
+from patientinsight.tracking import LINK_XCOM_KEY
 
 START_DATE = datetime(2026, 1, 1)
 
@@ -37,3 +40,9 @@ def dag_arguments(
             "on_failure_callback": on_failure,
         },
     }
+
+
+def share_mlflow_link(context: Any, state: dict[str, Any]) -> None:
+    """Called once per DAG run, by the task that opened the MLflow run: leave the run's address where the
+    link of plugins/mlflow_link.py finds it for every task of the run."""
+    context["ti"].xcom_push(key=LINK_XCOM_KEY, value=state[LINK_XCOM_KEY])

@@ -10,7 +10,11 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 from patientinsight.rollout import readiness
 from patientinsight.rollout.readiness import Readiness
 
-_KEY = "readiness"
+
+def _key(context: Any) -> str:
+    """The streak of this try only: the state store outlives a try (and a success), keyed by task, so a
+    retried or cleared check must not inherit an old streak."""
+    return f"readiness/try-{context['ti'].try_number}"
 
 
 class ServiceReadySensor(BaseSensorOperator):
@@ -30,16 +34,16 @@ class ServiceReadySensor(BaseSensorOperator):
         self.url = url
 
     def poke(self, context: Any) -> PokeReturnValue:
-        store = context["task_state_store"]
-        seen = readiness.check(self.url, Readiness.from_dict(store.get(_KEY)))
-        store.set(_KEY, seen.as_dict())
+        store, key = context["task_state_store"], _key(context)
+        seen = readiness.check(self.url, Readiness.from_dict(store.get(key)))
+        store.set(key, seen.as_dict())
         return PokeReturnValue(seen.ready, seen.summary() if seen.ready else None)
 
     def execute(self, context: Any) -> Any:
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:  # say what the service answered, not only that time ran out
-            seen = Readiness.from_dict(context["task_state_store"].get(_KEY))
+            seen = Readiness.from_dict(context["task_state_store"].get(_key(context)))
             raise AirflowSensorTimeout(
                 f"{self.url}/readyz did not answer ready within {self.timeout:g}s "
                 f"({seen.probes} checks, last: {seen.last})"

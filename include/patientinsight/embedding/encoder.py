@@ -246,3 +246,9 @@ def make_embedder(settings: Settings) -> Embedder:
         threads=settings.embed_threads,
         cache_dir=settings.home / "models",
     )
+
+
+def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
+    """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
+    keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
+    return all(manifest.get(k) == embedding.get(k) for k in keys)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.encoder import Embedder, same_embedding
 from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.evaluation.report import links_of, query_vectors, ranker, with_texts
 from patientinsight.index.lexical import LEXICAL_DIR
@@ -72,7 +72,6 @@ def compare(new: IndexReader, published: IndexReader | None, embedder: Embedder,
     default's small dense share would hide broken vectors; and, only where the published version
     cannot be compared (none yet, or embedded otherwise), the configured retriever against BM25 on
     the new version's own queries."""
-    from patientinsight.ingest.steps import same_embedding
 
     retriever = settings.retriever
     cap = settings.eval_max_queries or None

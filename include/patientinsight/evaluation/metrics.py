@@ -116,7 +116,7 @@ def mean_metrics(rows: Sequence[Mapping[str, float]], keys: Sequence[str]) -> di
     return {**{k: (sum(r[k] for r in rows) / n if n else 0.0) for k in keys}, "queries": float(n)}
 
 
-def evaluate(
+def evaluate_queries(
     queries: Sequence[Query], retrieve: Callable[[Query, int], list[str]], depth: int = 100
 ) -> dict[str, float]:
     """Mean metrics over the queries, under the leave-one-out protocol (see `per_query`)."""
@@ -146,4 +146,4 @@ def evaluate_by_group(
     for query in queries:
         groups.setdefault(f"sex={query.sex or 'unknown'}", []).append(query)
         groups.setdefault(f"age={age_band(query.age_years)}", []).append(query)
-    return {name: evaluate(members, retrieve, depth) for name, members in sorted(groups.items())}
+    return {name: evaluate_queries(members, retrieve, depth) for name, members in sorted(groups.items())}

@@ -15,7 +15,14 @@ import pandas as pd
 
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.evaluation.beir import load_corpus, load_queries
-from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, evaluate, evaluate_by_group, query_text
+from patientinsight.evaluation.metrics import (
+    PROTOCOL,
+    Query,
+    build_queries,
+    evaluate_by_group,
+    evaluate_queries,
+    query_text,
+)
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.lexical import bm25_params, lexical_index_hook
 from patientinsight.index.types import EmbeddedBatch, Exclusion, IndexReader
@@ -53,7 +60,7 @@ def ranker(
 
 def _rows(searcher: Searcher, queries: list[Query], retriever: str, mode: str) -> dict[str, Any]:
     retrieve = ranker(searcher, retriever, query_vectors(searcher.embedder, queries, retriever))
-    metrics = evaluate(queries, retrieve)
+    metrics = evaluate_queries(queries, retrieve)
     return {
         "retriever": retriever,
         "queries_mode": mode,

@@ -11,10 +11,11 @@ def make_index(settings: Settings) -> VectorIndex:
     """The configured index. Both keep their records, manifests and CURRENT pointer in the same lake
     layout (index.versions), so every step works on either, and a lake switches backend as it is."""
     if settings.index_backend == "pinecone":
+        from patientinsight.airflow.connections import pinecone_credentials
         from patientinsight.index.pinecone import PineconeIndex
-        from patientinsight.index.pinecone_support import PineconeOptions, resolve_credentials
+        from patientinsight.index.pinecone_support import PineconeOptions
 
-        api_key, conn_host = resolve_credentials(settings.pinecone_conn_id or None)
+        api_key, conn_host = pinecone_credentials(settings.pinecone_conn_id or None)
         options = PineconeOptions(
             index_name=settings.pinecone_index_name,
             api_key=api_key,

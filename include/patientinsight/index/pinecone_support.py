@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,26 +40,6 @@ class PineconeOptions:
     backoff_s: float = 0.5
     timeout_s: float = 30.0
     ready_timeout_s: float = 120.0
-
-
-def resolve_credentials(conn_id: str | None) -> tuple[str | None, str | None]:
-    """(API key, control-plane host) from the Airflow connection when there is one, else the
-    environment (PINECONE_API_KEY; the SDK reads PINECONE_CONTROLLER_HOST itself). Never logged."""
-    if conn_id:
-        try:
-            from airflow.exceptions import AirflowNotFoundException
-            from airflow.providers.pinecone.hooks.pinecone import PineconeHook
-        except ImportError:
-            log.info("Airflow's Pinecone provider is not installed: the API key comes from PINECONE_API_KEY")
-        else:
-            try:
-                conn = PineconeHook(conn_id=conn_id).conn
-            except AirflowNotFoundException:
-                log.info("no Airflow connection %s: the API key comes from PINECONE_API_KEY", conn_id)
-            else:
-                if conn.password:
-                    return conn.password, conn.host or None
-    return os.environ.get("PINECONE_API_KEY") or None, None
 
 
 def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.encoder import Embedder, same_embedding
+from patientinsight.evaluation import gate as publish_gate
 from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, lexical_index_hook
 from patientinsight.index.types import VectorIndex
 from patientinsight.ingest.lake import Timer, read_json, record_parts, write_json
@@ -179,12 +180,6 @@ def _quarantine_uids(run_dir: Path) -> Iterator[dict[str, Any]]:
                 yield {"uid": entry["uid"]}
 
 
-def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
-    """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
-    keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
-    return all(manifest.get(k) == embedding.get(k) for k in keys)
-
-
 def build_version(
     run_dir: Path, index: VectorIndex, embedding: dict[str, Any], lexical: Bm25Params = PLAIN_BM25
 ) -> dict[str, Any]:
@@ -212,8 +207,6 @@ def evaluate_candidate(index: VectorIndex, version: str, embedder: Embedder, set
     """Retrieval of the configured retriever on the new version, compared like with like for the
     gate (patientinsight.evaluation.gate): against the published version on their shared queries and
     candidates, and against BM25 on the version's own holdout queries; leave-one-out throughout."""
-    from patientinsight.evaluation import gate as publish_gate
-
     if settings.eval_max_queries == 0:
         return {"retriever": settings.retriever, "skipped": "evaluation is off (eval_max_queries=0)"}
     with Timer() as timer:
@@ -229,8 +222,6 @@ def evaluate_candidate(index: VectorIndex, version: str, embedder: Embedder, set
 def gate_decision(evaluation: dict[str, Any], max_mrr_drop: float, min_queries: int) -> dict[str, Any]:
     """Publish on its own unless retrieval fell materially and beyond the per-query spread against
     the published version or BM25 (patientinsight.evaluation.gate.decide); then a person decides."""
-    from patientinsight.evaluation import gate as publish_gate
-
     if "comparison" not in evaluation:
         reason = f"gate skipped: {evaluation.get('skipped', 'no evaluation')}"
         return {"needs_approval": False, "skipped": True, "reason": reason, "max_mrr_drop": max_mrr_drop}

@@ -1,6 +1,7 @@
 """What one deployment of the LLM endpoint is: the request configs for SageMaker (model, endpoint config,
-endpoint) with names unique per deployment, the create-or-update decision, and the endpoint record that
-serving reads. Pure functions; no Airflow import."""
+endpoint) with names unique per deployment, the create-or-update decision, and the record of the live
+deployment in PATIENTINSIGHT_HOME/llm_endpoints/ (what was deployed, for people and the teardown). No
+Airflow import."""
 
 from __future__ import annotations
 

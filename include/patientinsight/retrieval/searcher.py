@@ -106,10 +106,12 @@ class Searcher:
             return self.lexical.scores(query)
         if retriever == "lexical_rm3":
             return self.lexical.expanded_scores(query, weight=self.config.rm3_weight, hidden=hidden)
-        dense = self.reader.scores(self._vector(query, vector))[0]
-        lexical = self.lexical.scores(query)
-        w = self.config.hybrid_weight
-        return (w * _standardized(dense, hidden) + (1 - w) * _standardized(lexical, hidden)).astype(np.float32)
+        if retriever == "hybrid":
+            dense = self.reader.scores(self._vector(query, vector))[0]
+            lexical = self.lexical.scores(query)
+            w = self.config.hybrid_weight
+            return (w * _standardized(dense, hidden) + (1 - w) * _standardized(lexical, hidden)).astype(np.float32)
+        raise ValueError(f"retriever '{retriever}' does not score the whole corpus")
 
     def rerank_pool(self, query: str, hidden: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What hybrid_rerank rescores: the `rerank_candidates` best visible BM25 records, the other

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from patientinsight import cli
 from patientinsight.embedding.encoder import make_embedder
 from patientinsight.index.factory import make_index
+from patientinsight.ingest import run
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.retrieval.searcher import RETRIEVERS
@@ -64,6 +66,23 @@ def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Pa
     reader = make_index(settings).open(third["index_version"])
     hashes = reader.hashes()
     assert removed not in hashes and changed in hashes and reader.count() == first["indexed"] - 1
+
+
+def test_the_command_line_runs_the_steps_in_order(
+    settings: Settings, sample_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_ingest calls the DAG's step functions in ORDER (tests/dags checks that the DAG allows it)."""
+    called: list[str] = []
+    for step in run.ORDER:
+        original = getattr(run, step)
+
+        def recorded(*args: object, _step: str = step, _f: Any = original, **kwargs: object) -> Any:
+            called.append(_step)
+            return _f(*args, **kwargs)
+
+        monkeypatch.setattr(run, step, recorded)
+    run_ingest(str(sample_csv), settings, limit=10, run_id="ordered")
+    assert [step for i, step in enumerate(called) if i == 0 or called[i - 1] != step] == list(run.ORDER)
 
 
 def test_a_held_version_is_published_only_when_allowed(sample_csv: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation.metrics import LeakError, Query, build_queries, evaluate
+from patientinsight.evaluation.metrics import LeakError, Query, build_queries, evaluate_queries
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.lexical import Bm25Params, lexical_index_hook
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, Hit
@@ -86,6 +86,6 @@ def test_an_excluded_record_is_invisible_to_every_retriever(
 
 def test_evaluation_refuses_a_ranking_that_holds_the_query_itself() -> None:
     query = Query("a-1", "fever", {"a-2": 2})
-    assert evaluate([query], lambda q, k: ["a-2", "b-1"])["mrr"] == 1.0
+    assert evaluate_queries([query], lambda q, k: ["a-2", "b-1"])["mrr"] == 1.0
     with pytest.raises(LeakError, match="a-1 retrieved its own record"):
-        evaluate([query], lambda q, k: ["a-1", "a-2"])
+        evaluate_queries([query], lambda q, k: ["a-1", "a-2"])
