@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from patientinsight.settings import Settings, get_settings
-from patientinsight.tracking import LINK_XCOM_KEY, TrackedRun
+from patientinsight.tracking import LINK_XCOM_KEY, RUN_TAG
 from tests.helpers import mlflow_run as read_mlflow_run
 from tests.moto_sagemaker import connection_env, moto_server, post_json, queue_endpoint_results
 
@@ -82,9 +82,13 @@ def aws(moto_url: str, service: str) -> Any:
 
 
 def mlflow_run(settings: Settings, dag_run: Any) -> Any:
-    """The MLflow run that the DAG run's plan opened, found by its tag as a retried plan finds it."""
-    tracked = TrackedRun.open(settings.tracking_uri, settings.llm_mlflow_experiment, dag_run.run_id, dag_run.dag_id)
-    return read_mlflow_run(settings.tracking_uri, tracked.run_id)
+    """The MLflow run that the DAG run's plan opened, found by its run tag (whatever its status)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.llm_mlflow_experiment)
+    (found,) = client.search_runs([experiment.experiment_id], f"tags.`{RUN_TAG}` = '{dag_run.run_id}'")
+    return read_mlflow_run(settings.tracking_uri, found.info.run_id)
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
