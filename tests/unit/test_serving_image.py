@@ -11,6 +11,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from patientinsight.settings import Settings
 
 
@@ -57,7 +60,11 @@ def test_the_query_service_loads_no_ingest_code_and_lists_what_it_imports(repo_r
     ours = [Path(f) for n, f in loaded.items() if f and n.split(".")[0] in ("patientinsight", "serving")]
     imported = {name for path in ours for name in _imports(path)} - set(sys.stdlib_module_names)
     distributions = packages_distributions()
-    needed = {d.lower() for name in imported - {"patientinsight", "serving"} for d in distributions.get(name, [name])}
+    needed = {
+        canonicalize_name(d)
+        for name in imported - {"patientinsight", "serving"}
+        for d in distributions.get(name, [name])
+    }
     assert sorted(needed - _closure(set(_pins(repo_root / "requirements-serving.txt")))) == []
 
 
@@ -82,20 +89,21 @@ def _imports(path: Path) -> set[str]:
 
 
 def _closure(names: set[str]) -> set[str]:
-    """The distributions these install, their dependencies included (as this environment resolved them)."""
+    """The distributions these install, their dependencies included (as this environment resolved them),
+    by canonical name; optional extras are not followed."""
     seen: set[str] = set()
     todo = list(names)
     while todo:
-        name = re.sub(r"[-_.]+", "-", todo.pop().lower())
+        name = canonicalize_name(todo.pop())
         if name in seen:
             continue
         seen.add(name)
         try:
-            wanted = requires(name) or []
+            wanted = [Requirement(r) for r in requires(name) or []]
         except PackageNotFoundError:
             continue
-        todo += [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0] for r in wanted if "extra ==" not in r]
-    return seen | {n.replace("-", "_") for n in seen}
+        todo += [r.name for r in wanted if r.marker is None or "extra" not in str(r.marker)]
+    return seen
 
 
 def test_serving_target(repo_root: Path) -> None:

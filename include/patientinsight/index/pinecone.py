@@ -77,7 +77,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from patientinsight.index.pinecone_builder import PineconeBuilder
 from patientinsight.index.pinecone_reader import PineconeReader
@@ -90,6 +90,8 @@ if TYPE_CHECKING:
     from pinecone.models.indexes.index import IndexModel
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class PineconeIndex:
@@ -197,12 +199,7 @@ class PineconeIndex:
         client = self.client()
 
         def describe() -> IndexModel:
-            return with_retries(
-                lambda: client.indexes.describe(opts.index_name),
-                f"describe index {opts.index_name}",
-                opts.max_retries,
-                opts.backoff_s,
-            )
+            return self.retried(lambda: client.indexes.describe(opts.index_name), f"describe index {opts.index_name}")
 
         try:
             return describe()
@@ -213,7 +210,7 @@ class PineconeIndex:
                 raise PineconeIndexError(f"Pinecone index {opts.index_name} does not exist") from exc
         log.info("creating Pinecone serverless index %s (dim %d, cosine)", opts.index_name, dimension)
         try:
-            return with_retries(
+            return self.retried(
                 lambda: client.indexes.create(
                     name=opts.index_name,
                     schema={
@@ -223,8 +220,6 @@ class PineconeIndex:
                     timeout=int(opts.ready_timeout_s),
                 ),
                 f"create index {opts.index_name}",
-                opts.max_retries,
-                opts.backoff_s,
             )
         except PineconeIndexError as exc:
             if not isinstance(exc.__cause__, ConflictError):
@@ -233,14 +228,13 @@ class PineconeIndex:
 
     def drop_namespace(self, namespace: str) -> None:
         data = self.data_plane()
-        opts = self.options
-        with_retries(
-            lambda: data.delete(delete_all=True, namespace=namespace),
-            f"delete namespace {namespace} of {opts.index_name}",
-            opts.max_retries,
-            opts.backoff_s,
-        )
-        log.info("removed namespace %s from Pinecone index %s", namespace, opts.index_name)
+        what = f"delete namespace {namespace} of {self.options.index_name}"
+        self.retried(lambda: data.delete(delete_all=True, namespace=namespace), what)
+        log.info("removed namespace %s from Pinecone index %s", namespace, self.options.index_name)
+
+    def retried(self, call: Callable[[], T], what: str) -> T:
+        """`call()` under the one retry layer (index.pinecone_retries), with this index's retry options."""
+        return with_retries(call, what, self.options.max_retries, self.options.backoff_s)
 
     # -- batched writes ------------------------------------------------------------------------------
     def run_batches(self, tasks: Sequence[Callable[[], int]], what: str) -> int:

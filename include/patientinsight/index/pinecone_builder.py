@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from patientinsight.index.pinecone_retries import with_retries
 from patientinsight.index.pinecone_support import FETCH_IDS, PineconeIndexError, vector_id, vector_metadata
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch, StagedExtras
 from patientinsight.index.versions import new_version_id, read_manifest
@@ -115,11 +114,9 @@ class PineconeBuilder:
         data, opts = self.index.data_plane(), self.index.options
 
         def send() -> int:
-            response = with_retries(
+            response = self.index.retried(
                 lambda: data.upsert(vectors=vectors, namespace=namespace),
                 f"upsert of {len(vectors)} vectors into {opts.index_name}/{namespace}",
-                opts.max_retries,
-                opts.backoff_s,
             )
             return int(response.upserted_count)
 
@@ -132,11 +129,7 @@ class PineconeBuilder:
             row = 0
             for rec, count in zip(batch.records.itertuples(index=False), batch.chunk_counts, strict=True):
                 for chunk in range(int(count)):
-                    items.append({
-                        "id": vector_id(str(rec.uid), chunk),
-                        "values": vectors[row].tolist(),
-                        "metadata": vector_metadata(str(rec.uid), chunk, rec.content_hash, rec.age_years, rec.sex),
-                    })  # fmt: skip
+                    items.append(_vector_item(rec, chunk, vectors[row]))
                     row += 1
         return [self._upsert_call(namespace, group) for group in self._batches_of(items)]
 
@@ -164,22 +157,16 @@ class PineconeBuilder:
         for rec in kept.itertuples(index=False):
             start = int(start_of[rec.uid])
             for chunk in range(int(rec.chunk_count)):
-                items.append({
-                    "id": vector_id(str(rec.uid), chunk),
-                    "values": np.asarray(matrix[start + chunk], dtype=np.float32).tolist(),
-                    "metadata": vector_metadata(str(rec.uid), chunk, rec.content_hash, rec.age_years, rec.sex),
-                })  # fmt: skip
+                items.append(_vector_item(rec, chunk, np.asarray(matrix[start + chunk], dtype=np.float32)))
         return [self._upsert_call(namespace, group) for group in self._batches_of(items)]
 
     def _copy_call(self, source: str, namespace: str, ids: list[str]) -> Callable[[], int]:
         data, opts = self.index.data_plane(), self.index.options
 
         def copy() -> int:
-            fetched = with_retries(
+            fetched = self.index.retried(
                 lambda: data.fetch(ids=ids, namespace=source),
                 f"fetch of {len(ids)} vectors from {opts.index_name}/{source}",
-                opts.max_retries,
-                opts.backoff_s,
             )
             missing = len(ids) - len(fetched.vectors)
             if missing:
@@ -195,9 +182,7 @@ class PineconeBuilder:
         deadline = time.monotonic() + opts.ready_timeout_s
         delay = 0.1
         while True:
-            stats = with_retries(
-                lambda: data.describe_index_stats(), f"stats of {opts.index_name}", opts.max_retries, opts.backoff_s
-            )
+            stats = self.index.retried(lambda: data.describe_index_stats(), f"stats of {opts.index_name}")
             summary = stats.namespaces.get(namespace)
             counted = summary.vector_count if summary is not None else 0
             if counted == expected:
@@ -209,3 +194,13 @@ class PineconeBuilder:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _vector_item(record: Any, chunk: int, values: np.ndarray) -> dict[str, Any]:
+    """One chunk's vector as an upsert item: its id, values and metadata (never text)."""
+    uid = str(record.uid)
+    return {
+        "id": vector_id(uid, chunk),
+        "values": values.tolist(),
+        "metadata": vector_metadata(uid, chunk, record.content_hash, record.age_years, record.sex),
+    }

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from patientinsight.index.pinecone_retries import with_retries
 from patientinsight.index.pinecone_support import QUERY_TOP_K_MAX, pinecone_filter, uid_chunk
 from patientinsight.index.records import AnsweredByRecords, VersionRecords
 from patientinsight.index.types import Exclusion, Filters, Hit
@@ -38,10 +37,7 @@ class PineconeReader(AnsweredByRecords):
 
     # Dense scores, from the namespace.
     def _retried(self, call: Callable[[], T], what: str) -> T:
-        opts = self.index.options
-        return with_retries(
-            call, f"{what} namespace {self.namespace} of {opts.index_name}", opts.max_retries, opts.backoff_s
-        )
+        return self.index.retried(call, f"{what} namespace {self.namespace} of {self.index.options.index_name}")
 
     def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> list[tuple[str, int, float]]:
         data = self.index.data_plane()

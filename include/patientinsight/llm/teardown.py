@@ -4,6 +4,8 @@ Deleting what is already gone is not an error: the teardown can run any time, an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from patientinsight.llm.autoscaling import deregister
@@ -16,6 +18,17 @@ def _missing(exc: Exception) -> bool:
     from botocore.exceptions import ClientError
 
     return isinstance(exc, ClientError) and exc.response["Error"]["Code"] == "ValidationException"
+
+
+def _deleted(delete: Callable[[], Any]) -> bool:
+    """Run one delete; False when SageMaker says the resource is already gone (a repeated teardown)."""
+    try:
+        delete()
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+        return False
+    return True
 
 
 def _names(sagemaker: Any, operation: str, key: str, name_key: str, endpoint_name: str) -> list[str]:
@@ -42,31 +55,15 @@ def teardown(
     configs = set(_names(sagemaker, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", endpoint_name))
     if current is not None:
         configs.add(current["EndpointConfigName"])  # also one made outside this DAG
-        try:
-            sagemaker.delete_endpoint(EndpointName=endpoint_name)
-        except Exception as exc:
-            if not _missing(exc):
-                raise
+        _deleted(partial(sagemaker.delete_endpoint, EndpointName=endpoint_name))
         sagemaker.get_waiter("endpoint_deleted").wait(
             EndpointName=endpoint_name, WaiterConfig={"Delay": wait_delay_s, "MaxAttempts": wait_attempts}
         )
-    deleted_configs = []
-    for name in sorted(configs):
-        try:
-            sagemaker.delete_endpoint_config(EndpointConfigName=name)
-            deleted_configs.append(name)
-        except Exception as exc:
-            if not _missing(exc):
-                raise
-    deleted_models = []
-    if delete_models:
-        for name in sorted(_names(sagemaker, "list_models", "Models", "ModelName", endpoint_name)):
-            try:
-                sagemaker.delete_model(ModelName=name)
-                deleted_models.append(name)
-            except Exception as exc:
-                if not _missing(exc):
-                    raise
+    deleted_configs = [
+        name for name in sorted(configs) if _deleted(partial(sagemaker.delete_endpoint_config, EndpointConfigName=name))
+    ]
+    models = _names(sagemaker, "list_models", "Models", "ModelName", endpoint_name) if delete_models else []
+    deleted_models = [name for name in sorted(models) if _deleted(partial(sagemaker.delete_model, ModelName=name))]
     result = {
         "endpoint_name": endpoint_name,
         "endpoint_deleted": current is not None,
