@@ -56,4 +56,6 @@ RUN pip install --no-cache-dir --no-deps . \
  && chown 10001:10001 /var/lib/patientinsight
 USER 10001:10001
 EXPOSE 8000
-CMD ["uvicorn", "serving.app:app", "--host", "0.0.0.0", "--port", "8000"]
+# The protocol of `patientinsight serve`: JSON refusals, and the bounds on slow and many clients from the
+# PATIENTINSIGHT_SERVE_* settings (keep-alive, client timeout, concurrency; the chart's `server` values).
+CMD ["uvicorn", "serving.app:app", "--host", "0.0.0.0", "--port", "8000", "--http", "serving.protocol:JsonH11Protocol"]

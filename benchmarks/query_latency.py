@@ -4,6 +4,7 @@ p50, p95, p99 and requests/s at concurrency 1, 8 and 32, for the 1,000 real reco
 made of real opening sentences for the lexical index), and the service's resident memory.
 
     python benchmarks/query_latency.py [--records 250000] [--retrievers lexical,dense] [--requests 200]
+    python benchmarks/query_latency.py --encode-only    # query encoding alone, per backend and precision
 
 Prints a Markdown table for docs/PERFORMANCE.md. Queries are the first two sentences of real records.
 """
@@ -145,6 +146,29 @@ def rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)]) / 2**20
 
 
+def encode_latency(queries: list[str], repeats: int) -> list[tuple[str, dict[str, float]]]:
+    """Encoding one query at a time, as the service does, with its thread settings (one BLAS thread,
+    the encoder on every core): p50/p99 ms for torch fp32 and the default backend and precision."""
+    from threadpoolctl import threadpool_limits
+
+    from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+
+    threadpool_limits(limits=1, user_api="blas")
+    rows = []
+    default = Embedder(PACKAGED_MODEL, strategy="truncate")
+    for backend, precision in (("torch", "fp32"), (default.requested.backend, default.requested.precision)):
+        embedder = Embedder(PACKAGED_MODEL, strategy="truncate", backend=backend, precision=precision)
+        embedder.embed_query("warm-up")
+        times = []
+        for query in queries[:repeats]:
+            started = time.perf_counter()
+            embedder.embed_query(query)
+            times.append(1000 * (time.perf_counter() - started))
+        quantiles = statistics.quantiles(times, n=100)
+        rows.append((f"{backend} {precision}", {"p50": statistics.median(times), "p99": quantiles[98]}))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=250_000)
@@ -152,8 +176,17 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (x2 at 8, x3 at 32)")
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument("--encode-only", action="store_true", help="only the query-encoding table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.encode_only:
+        texts = pd.read_csv(REAL_CSV, usecols=["patient"])["patient"].astype(str)
+        encoded = encode_latency([first_sentences(t) for t in texts.sample(frac=1.0, random_state=3)], args.requests)
+        print(f"Query encoding alone, one query at a time, {machine()}, {stamp()}\n")
+        print("| backend and precision | p50 ms | p99 ms |\n|---|---:|---:|")
+        for name, r in encoded:
+            print(f"| {name} | {r['p50']:.1f} | {r['p99']:.1f} |")
+        return
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="query-latency-"))
     real_home, large_home = work / "real", work / "large"

@@ -1,13 +1,16 @@
 """Ingest at scale on one machine and on Airflow's workers, in one script:
 
-- backends: torch, ONNX Runtime (and ONNX int8) on the same real records: texts/s, the lowest cosine
-  between their vectors, and the dense retrieval quality of each;
+- backends: every backend and precision (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the same
+  real records: texts/s, the lowest cosine against torch fp32, the achieved GFLOP/s beside a matrix-
+  multiply peak of that precision measured in the same run, and the shipped retriever's leave-one-out
+  MRR for each kind of vectors (what decides whether a precision may be the default);
 - pipeline: the whole ingest (run_ingest) on generated records against encoding the same texts alone;
 - rerun: a 250,000-record generated v1 CSV: peak memory, and the re-run over the unchanged source
   (benchmarks/scale_250k.py);
 - sweep: patient_ingest on a real Airflow with the LocalExecutor, by shard count and pool slots.
 
-    python benchmarks/scale.py --quick --json          # 200 real records, torch and ONNX (< 2 minutes)
+    python benchmarks/scale.py --quick --json          # 200 real records: torch, ONNX, the default (< 2 min)
+    python benchmarks/scale.py --parts backends        # every backend and precision on 1,000 records
     python benchmarks/scale.py --json                  # everything (about 40 minutes on 2 cores)
     python benchmarks/scale.py --parts pipeline        # one part
 
@@ -32,7 +35,6 @@ import pandas as pd
 from _common import REAL_CSV, machine, real_records, stamp
 
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
-from patientinsight.evaluation.metrics import build_queries, evaluate_queries
 from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 
@@ -43,30 +45,6 @@ def timed_encode(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, floa
     started = time.perf_counter()
     vectors = embedder.encode(texts)
     return vectors, len(texts) / (time.perf_counter() - started)
-
-
-def dense_mrr(records: pd.DataFrame, doc_vectors: np.ndarray, embedder: Embedder) -> dict[str, float]:
-    """MRR of exact dense search over these records for the holdout half's queries (the evaluation
-    harness's queries and metrics): short queries (first sentences) encoded by the same embedder, and
-    full queries (the whole record, whose vector is its document vector)."""
-    uids = records["uid"].tolist()
-    row_of = {uid: i for i, uid in enumerate(uids)}
-    out: dict[str, float] = {}
-    for mode in ("short", "full"):
-        queries = build_queries(records, mode=mode, split="holdout")
-        if mode == "short":
-            query_vectors = embedder.encode([q.text for q in queries])
-        else:
-            query_vectors = doc_vectors[[row_of[q.uid] for q in queries]]
-        position = {q.uid: i for i, q in enumerate(queries)}
-
-        def retrieve(q: Any, k: int, vectors: np.ndarray = query_vectors, at: dict[str, int] = position) -> list[str]:
-            return [uids[i] for i in np.argsort(-(doc_vectors @ vectors[at[q.uid]]))[:k]]
-
-        metrics = evaluate_queries(queries, retrieve)
-        out[f"{mode}_mrr"] = round(float(metrics["mrr"]), 4)
-        out[f"{mode}_queries"] = int(metrics["queries"])
-    return out
 
 
 def generated_source(path: Path, n: int, tag: str = "r") -> Path:
@@ -158,54 +136,147 @@ def shard_sweep(tmp: Path, records: int, points: list[tuple[int, int]]) -> list[
 
 
 PARTS = ("backends", "pipeline", "rerun", "sweep")
+SPLITS = ("tune", "holdout")
+# (backend, precision) pairs of the full run; --quick keeps torch fp32, ONNX fp32 and the default.
+PAIRS = [
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("onnx", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("openvino", "int8"),
+]
+# The pre-existing keys of --json: torch fp32 is "torch", ONNX fp32 "onnx", ONNX int8 "int8".
+OLD_NAMES = {("torch", "fp32"): "torch", ("onnx", "fp32"): "onnx", ("onnx", "int8"): "int8"}
 
 
-def backends(n: int, tmp: Path, int8: bool, quality: bool) -> dict[str, Any]:
-    """torch, ONNX (and int8) on the same n real records: texts/s, agreement, dense MRR."""
+def pair_name(backend: str, precision: str) -> str:
+    return OLD_NAMES.get((backend, precision), f"{backend}_{precision}")
+
+
+def matmul_peaks(threads: int, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s (GOP/s for int8) of one n x n matrix product on `threads` threads, best of `repeats`:
+    torch fp32 and bf16 matmul, and int8 x int8 -> int32 (torch._int_mm, oneDNN's VNNI kernel)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16), ("int8", torch.int8)):
+        if dtype == torch.int8:
+            a, b = (torch.randint(-128, 127, (n, n), dtype=torch.int8) for _ in range(2))
+
+            def product(a: Any = a, b: Any = b) -> Any:
+                return torch._int_mm(a, b)
+        else:
+            a, b = (torch.randn(n, n, dtype=dtype) for _ in range(2))
+
+            def product(a: Any = a, b: Any = b) -> Any:
+                return a @ b
+
+        product()
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - started)
+        peaks[name] = round(2 * n**3 / best / 1e9, 1)
+    return peaks
+
+
+def model_gflop(lengths: list[int], layers: int = 6, hidden: int = 384) -> float:
+    """Useful work of the encoder on texts of these token lengths (padding not counted): per layer and
+    token, 24 h^2 for the projections and the feed-forward (4h), and 4 L h for attention."""
+    return sum(layers * (24 * hidden**2 * n + 4 * hidden * n * n) for n in lengths) / 1e9
+
+
+def shipped_mrr(records: pd.DataFrame, vectors: np.ndarray, embedder: Embedder, tmp: Path) -> dict[str, float]:
+    """The shipped retriever (Settings' defaults, tuned BM25) under the leave-one-out protocol, on tune
+    and holdout, short and full queries, over a version built from these vectors."""
+    from patientinsight.evaluation.report import evaluate_retrievers
+    from patientinsight.index.embedded import EmbeddedIndex
+    from patientinsight.index.lexical import bm25_params, lexical_index_hook
+    from patientinsight.index.types import EmbeddedBatch
+
+    settings = Settings(home=tmp / "quality-home")
+    index = EmbeddedIndex(tmp / f"quality-{embedder.active_backend}-{embedder.precision}")
+    builder = index.builder(None, embedder.describe())
+    builder.upsert(EmbeddedBatch(records, vectors, np.ones(len(records), dtype=np.int64)))
+    reader = index.open(builder.commit(staged_extras=lexical_index_hook(bm25_params(settings))))
+    out: dict[str, float] = {}
+    for split in SPLITS:
+        for row in evaluate_retrievers(reader, embedder, settings, (settings.retriever,), split=split):
+            out[f"{split}_{row['queries_mode']}_mrr"] = row["mrr"]
+            out[f"{split}_{row['queries_mode']}_queries"] = row["queries"]
+    return out
+
+
+def backends(n: int, tmp: Path, quick: bool) -> dict[str, Any]:
+    """Every (backend, precision) pair on the same n real records, in one process: start-up, texts/s,
+    agreement with torch fp32, GFLOP/s against the measured peak, and (full run) retrieval quality."""
     records = real_records().head(n).reset_index(drop=True)
     texts = records["text"].tolist()
-    result: dict[str, Any] = {"texts": len(texts)}
-    embedders = {"torch": Embedder(PACKAGED_MODEL, strategy="truncate", backend="torch")}
-    embedders["onnx"] = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=tmp / "models")
-    if int8:
-        embedders["int8"] = Embedder(
-            PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=tmp / "models", quantize=True
+    default = Embedder(PACKAGED_MODEL, strategy="truncate", cache_dir=tmp / "models")  # backend, precision: auto
+    chosen = (default.requested.backend, default.requested.precision)
+    pairs = [("torch", "fp32"), ("onnx", "fp32")] if quick else list(PAIRS)
+    if chosen not in pairs:
+        pairs.append(chosen)
+    result: dict[str, Any] = {"texts": len(texts), "default_backend": f"{chosen[0]} {chosen[1]}"}
+    result["default_choice"] = default.requested.line()
+    embedders = {}
+    for backend, precision in pairs:
+        name = pair_name(backend, precision)
+        embedder = Embedder(
+            PACKAGED_MODEL, strategy="truncate", backend=backend, precision=precision, cache_dir=tmp / "models"
         )
-    for name, embedder in embedders.items():
         started = time.perf_counter()
-        embedder.encode(texts[:8])  # load, export (ONNX), warm: not counted in texts/s
+        embedder.encode(texts[:8])  # load, export, convert, calibrate, warm: not counted in texts/s
         result[f"{name}_start_s"] = round(time.perf_counter() - started, 1)
-        if name != "torch" and embedder.active_backend != "onnx":
-            raise SystemExit(f"{name}: the ONNX backend fell back to torch (see the log)")
-    tokenizer = embedders["torch"].model.tokenizer
+        if (embedder.active.backend, embedder.active.precision) != (backend, precision):
+            raise SystemExit(f"{backend} {precision} fell back to {embedder.active.line()} (see the log)")
+        embedders[(backend, precision)] = embedder
+    tokenizer = embedders[("torch", "fp32")].model.tokenizer
+    started = time.perf_counter()
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=256)["input_ids"]]
+    result["tokenize_s"] = round(time.perf_counter() - started, 2)
     result["mean_tokens"] = round(float(np.mean(lengths)), 1)
-    result["threads"] = embedders["torch"].threads
-    vectors: dict[str, np.ndarray] = {}
-    for name, embedder in embedders.items():
-        vectors[name], rate = timed_encode(embedder, texts)
+    result["threads"] = embedders[("torch", "fp32")].threads
+    gflop = model_gflop(lengths)
+    result["gflop_per_text"] = round(gflop / len(texts), 2)
+    result["matmul_peak_gflops"] = peaks = matmul_peaks(result["threads"])
+    vectors: dict[tuple[str, str], np.ndarray] = {}
+    for pair, embedder in embedders.items():
+        name = pair_name(*pair)
+        vectors[pair], rate = timed_encode(embedder, texts)
+        reference = vectors[("torch", "fp32")]
         result[f"{name}_texts_per_s"] = round(rate, 1)
-    result["cosine_min"] = round(float((vectors["torch"] * vectors["onnx"]).sum(axis=1).min()), 6)
-    if int8:
-        result["int8_cosine_min"] = round(float((vectors["torch"] * vectors["int8"]).sum(axis=1).min()), 6)
-    if quality:
-        for name, embedder in embedders.items():
-            for key, value in dense_mrr(records, vectors[name], embedder).items():
-                result[f"{name}_dense_{key}"] = value
-    best = max(result["torch_texts_per_s"], result["onnx_texts_per_s"])
+        result[f"{name}_cosine_min"] = round(float((reference * vectors[pair]).sum(axis=1).min()), 6)
+        result[f"{name}_gflops"] = round(gflop / (len(texts) / rate), 1)
+        result[f"{name}_peak_share"] = round(result[f"{name}_gflops"] / peaks[pair[1]], 2)
+    result["cosine_min"] = result["onnx_cosine_min"]  # the key of earlier runs: ONNX fp32 against torch
+    result["default_texts_per_s"] = result[f"{pair_name(*chosen)}_texts_per_s"]
+    result["default_speedup"] = round(result["default_texts_per_s"] / result["torch_texts_per_s"], 2)
+    result["tokenize_share"] = round(result["tokenize_s"] / (len(texts) / result["default_texts_per_s"]), 3)
+    if not quick:
+        # One version per kind of vectors: torch fp32 (the reference), each other precision's best backend.
+        kinds = {("torch", "fp32"), chosen, ("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16")}
+        for pair in sorted(kinds & set(embedders)):
+            quality = shipped_mrr(records, vectors[pair], embedders[pair], tmp)
+            result.update({f"{pair_name(*pair)}_{k}": v for k, v in quality.items()})
+    best = max(v for k, v in result.items() if k.endswith("_texts_per_s"))
     result["v1_embedding_h_at_best_rate"] = round(V1_RECORDS / best / 3600, 2)
+    result["v1_embedding_h_at_default_rate"] = round(V1_RECORDS / result["default_texts_per_s"] / 3600, 2)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="200 records, torch and ONNX only")
+    parser.add_argument("--quick", action="store_true", help="200 records: torch, ONNX and the default only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--records", type=int, default=None, help="real records to encode (default 1000, quick 200)")
-    parser.add_argument("--no-int8", action="store_true", help="leave out the int8 model")
     parser.add_argument("--pipeline-records", type=int, default=10_000, help="generated records of the ratio")
-    parser.add_argument("--pipeline-backend", default="torch", choices=("torch", "onnx"))
+    parser.add_argument("--pipeline-backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
     parser.add_argument("--rerun-records", type=int, default=250_000, help="generated records of the re-run")
     parser.add_argument("--sweep-records", type=int, default=1000, help="generated records per sweep point")
     parser.add_argument(
@@ -223,7 +294,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "backends" in parts:
             n = args.records or (200 if args.quick else 1000)
-            result.update(backends(n, tmp, int8=not (args.quick or args.no_int8), quality=not args.quick))
+            result.update(backends(n, tmp, quick=args.quick))
         if "pipeline" in parts:
             result.update(pipeline_ratio(args.pipeline_records, tmp, args.pipeline_backend))
         if "rerun" in parts:
@@ -238,14 +309,33 @@ def main() -> None:
         return
     print(f"# scale: {result['machine']}; {result['date']}\n")
     if "backends" in parts:
-        print("| backend | texts/s | min cosine vs torch | dense MRR, short queries | dense MRR, full queries |")
-        print("|---|---:|---:|---:|---:|")
-        for name in ("torch", "onnx", "int8"):
+        peaks = result["matmul_peak_gflops"]
+        print(f"Default: {result['default_choice']}. {result['mean_tokens']} tokens per text on average, ")
+        print(f"{result['gflop_per_text']} GFLOP each; matmul peaks (GFLOP/s, int8 GOP/s): {peaks}.\n")
+        print("| backend | precision | texts/s | x torch fp32 | min cosine vs torch fp32 | GFLOP/s | of peak |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for backend, precision in PAIRS:
+            name = pair_name(backend, precision)
             if f"{name}_texts_per_s" not in result:
                 continue
-            cosine = {"torch": 1.0, "onnx": result["cosine_min"]}.get(name, result.get("int8_cosine_min"))
-            short, full = (result.get(f"{name}_dense_{mode}_mrr", "-") for mode in ("short", "full"))
-            print(f"| {name} | {result[f'{name}_texts_per_s']} | {cosine} | {short} | {full} |")
+            rate = result[f"{name}_texts_per_s"]
+            print(
+                f"| {backend} | {precision} | {rate} | {rate / result['torch_texts_per_s']:.2f} | "
+                f"{result[f'{name}_cosine_min']} | {result[f'{name}_gflops']} | {result[f'{name}_peak_share']:.0%} |"
+            )
+        quality = [pair for pair in PAIRS if f"{pair_name(*pair)}_holdout_short_mrr" in result]
+        if quality:
+            print("\n| vectors | tune short | tune full | holdout short | holdout full | queries (tune/holdout) |")
+            print("|---|---:|---:|---:|---:|---:|")
+            for pair in quality:
+                name = pair_name(*pair)
+                cells = " | ".join(
+                    str(result[f"{name}_{split}_{mode}_mrr"]) for split in SPLITS for mode in ("short", "full")
+                )
+                print(
+                    f"| {pair[0]} {pair[1]} | {cells} | {result[f'{name}_tune_short_queries']}/"
+                    f"{result[f'{name}_holdout_short_queries']} |"
+                )
     if "sweep" in parts:
         print("\n| shards | pool slots | embedded | DAG run s | embed span s | embed tasks, sum s | records/s |")
         print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -87,6 +87,13 @@ def _on_failure(context: Any) -> None:
             title="Shard size",
             description="Records per embedding task; each shard is one mapped task (one worker's work).",
         ),
+        "encoding": Param(
+            SETTINGS.source_encoding,
+            type="string",
+            minLength=1,
+            title="Source encoding",
+            description="Text encoding of the source file, e.g. utf-8, latin-1, cp1252.",
+        ),
         "max_mrr_drop": Param(
             SETTINGS.gate_max_mrr_drop,
             type="number",

@@ -129,30 +129,81 @@ class Item:
     skip: str | None = None
 
 
-def parse_event(event: Mapping[str, Any]) -> Iterator[Item]:
-    """Every object notification in an invocation, whatever envelope it came in."""
+class Malformed(ValueError):
+    """A message that can never be triggered, however often it is delivered: it says which field is
+    missing or of the wrong type, never a value."""
+
+
+def _json_type(value: Any) -> str:
+    """What a value is, for a reason that must not show the value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _at(data: Any, path: str, kind: type) -> Any:
+    """data["a"]["b"] for the path "a.b", when it is of `kind`; Malformed otherwise."""
+    value = data
+    for name in path.split("."):
+        value = value.get(name) if isinstance(value, dict) else None
+    if not isinstance(value, kind):
+        raise Malformed(f"{path} is missing" if value is None else f"{path} is a JSON {_json_type(value)}")
+    return value
+
+
+def _optional(value: Any, kind: type) -> Any:
+    """An optional field of an event: kept when it is of `kind`, else treated as absent."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def parse_event(event: Any) -> Iterator[Item]:
+    """Every object notification in an invocation, whatever envelope it came in. Never raises on its
+    input: a malformed record is skipped with the reason (retrying cannot mend it), and the records
+    after it are still read."""
+    if not isinstance(event, dict):
+        yield Item(None, skip=f"malformed event: a JSON {_json_type(event)}, not an object")
+        return
     if event.get("source") == "aws.s3" or "detail-type" in event:
-        yield _from_eventbridge(event)
+        try:
+            yield _from_eventbridge(event)
+        except Malformed as exc:
+            yield Item(None, skip=f"malformed EventBridge event: {exc}")
         return
     records = event.get("Records")
     if not isinstance(records, list):
         yield Item(None, skip=f"unknown event shape with keys {sorted(event)[:10]}")
         return
     for record in records:
-        source = record.get("eventSource") or record.get("EventSource")
-        if source == "aws:sqs":
-            yield from _from_sqs(record)
-        elif source == "aws:s3":
-            yield _from_s3_record(record)
-        elif source == "aws:sns":
-            yield from _from_body(record["Sns"]["Message"], None)
-        else:
-            yield Item(None, skip=f"unsupported event source {source!r}")
+        try:
+            yield from _from_record(record)
+        except Malformed as exc:
+            yield Item(None, skip=f"malformed record: {exc}")
+
+
+def _from_record(record: Any) -> Iterator[Item]:
+    if not isinstance(record, dict):
+        raise Malformed(f"a JSON {_json_type(record)}, not an object")
+    source = record.get("eventSource") or record.get("EventSource")
+    if source == "aws:sqs":
+        yield from _from_sqs(record)
+    elif source == "aws:s3":
+        yield _from_s3_record(record)
+    elif source == "aws:sns":
+        yield from _from_body(_at(record, "Sns.Message", str), None)
+    else:
+        shown = source[:64] if isinstance(source, str) else f"a JSON {_json_type(source)}"
+        yield Item(None, skip=f"unsupported event source {shown!r}")
 
 
 def _from_sqs(record: Mapping[str, Any]) -> Iterator[Item]:
-    message_id = record.get("messageId")
-    for item in _from_body(record.get("body", ""), message_id):
+    message_id = _optional(record.get("messageId"), str)
+    body = record.get("body")
+    if not isinstance(body, str):
+        yield Item(None, message_id, skip=f"malformed SQS message: body is a JSON {_json_type(body)}, not a string")
+        return
+    for item in _from_body(body, message_id):
         item.message_id = message_id
         yield item
 
@@ -160,11 +211,15 @@ def _from_sqs(record: Mapping[str, Any]) -> Iterator[Item]:
 def _from_body(body: str, message_id: str | None) -> Iterator[Item]:
     try:
         payload = json.loads(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         yield Item(None, message_id, skip="message body is not JSON")
         return
     if isinstance(payload, dict) and payload.get("Type") == "Notification" and "Message" in payload:
-        yield from _from_body(payload["Message"], message_id)  # SNS -> SQS fan-out
+        message = payload["Message"]
+        if isinstance(message, str):
+            yield from _from_body(message, message_id)  # SNS -> SQS fan-out
+        else:
+            yield Item(None, message_id, skip=f"malformed SNS notification: Message is a JSON {_json_type(message)}")
     elif isinstance(payload, dict) and payload.get("Event") == "s3:TestEvent":
         yield Item(None, message_id, skip="s3:TestEvent sent when the notification was configured")
     elif isinstance(payload, dict):
@@ -175,37 +230,37 @@ def _from_body(body: str, message_id: str | None) -> Iterator[Item]:
 
 def _from_s3_record(record: Mapping[str, Any]) -> Item:
     name = record.get("eventName", "")
-    s3 = record["s3"]
-    obj = s3["object"]
+    obj = _at(record, "s3.object", dict)
     found = S3Object(
-        bucket=s3["bucket"]["name"],
-        key=urllib.parse.unquote_plus(obj["key"]),  # S3 notifications URL-encode keys, '+' for space
-        version_id=obj.get("versionId") or None,
-        etag=obj.get("eTag") or None,
-        size=obj.get("size"),
-        event_time=record.get("eventTime"),
-        sequencer=obj.get("sequencer"),
+        bucket=_at(record, "s3.bucket.name", str),
+        key=urllib.parse.unquote_plus(_at(obj, "key", str)),  # S3 notifications URL-encode keys, '+' for space
+        version_id=_optional(obj.get("versionId"), str) or None,
+        etag=_optional(obj.get("eTag"), str) or None,
+        size=_optional(obj.get("size"), int),
+        event_time=_optional(record.get("eventTime"), str),
+        sequencer=_optional(obj.get("sequencer"), str),
     )
-    if not name.startswith("ObjectCreated:"):
-        return Item(found, skip=f"event {name!r} is not an ObjectCreated event")
+    if not isinstance(name, str) or not name.startswith("ObjectCreated:"):
+        shown = name[:64] if isinstance(name, str) else None
+        return Item(found, skip=f"event {shown!r} is not an ObjectCreated event")
     return Item(found)
 
 
 def _from_eventbridge(event: Mapping[str, Any]) -> Item:
     detail_type = event.get("detail-type")
     if event.get("source") != "aws.s3" or detail_type != "Object Created":
-        return Item(None, skip=f"EventBridge event {event.get('source')!r}/{detail_type!r} is not Object Created")
-    detail = event["detail"]
-    obj = detail["object"]
+        source, kind = (v[:64] if isinstance(v, str) else None for v in (event.get("source"), detail_type))
+        return Item(None, skip=f"EventBridge event {source!r}/{kind!r} is not Object Created")
+    obj = _at(event, "detail.object", dict)
     return Item(
         S3Object(
-            bucket=detail["bucket"]["name"],
-            key=obj["key"],  # EventBridge sends keys as they are, not URL-encoded
-            version_id=obj.get("version-id") or None,
-            etag=obj.get("etag") or None,
-            size=obj.get("size"),
-            event_time=event.get("time"),
-            sequencer=obj.get("sequencer"),
+            bucket=_at(event, "detail.bucket.name", str),
+            key=_at(obj, "key", str),  # EventBridge sends keys as they are, not URL-encoded
+            version_id=_optional(obj.get("version-id"), str) or None,
+            etag=_optional(obj.get("etag"), str) or None,
+            size=_optional(obj.get("size"), int),
+            event_time=_optional(event.get("time"), str),
+            sequencer=_optional(obj.get("sequencer"), str),
         )
     )
 
@@ -227,7 +282,7 @@ def run_id_for(obj: S3Object) -> str:
     """Deterministic: a redelivered event makes the same run id, so Airflow answers 409, not a second run.
     Readable part first (for the UI), then a hash of everything that identifies this upload."""
     identity = "\0".join([obj.bucket, obj.key, obj.version_id or obj.etag or "", obj.sequencer or ""])
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    digest = hashlib.sha256(identity.encode(errors="surrogatepass")).hexdigest()[:24]  # a lone \ud800 too
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{obj.bucket}/{obj.key}")
     readable = re.sub(r"\.{2,}", ".", readable)[:150]  # Airflow refuses '..' (path traversal)
     run_id = f"s3__{readable}__{digest}"
@@ -495,7 +550,7 @@ def trigger(obj: S3Object, config: Config, backend: Backend, deadline: Deadline)
         )
 
 
-def process(event: Mapping[str, Any], config: Config, backend: Backend, deadline: Deadline) -> dict[str, Any]:
+def process(event: Any, config: Config, backend: Backend, deadline: Deadline) -> dict[str, Any]:
     """Trigger every object of the event; the SQS messages that failed go to batchItemFailures."""
     results: dict[str, int] = {"triggered": 0, "duplicate": 0, "skipped": 0, "failed": 0}
     failed_messages: list[str] = []
@@ -541,9 +596,9 @@ def _process_item(
     return outcome, None
 
 
-def _is_sqs(event: Mapping[str, Any]) -> bool:
-    records = event.get("Records")
-    return isinstance(records, list) and any(r.get("eventSource") == "aws:sqs" for r in records)
+def _is_sqs(event: Any) -> bool:
+    records = event.get("Records") if isinstance(event, dict) else None
+    return isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

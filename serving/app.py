@@ -23,10 +23,10 @@ from patientinsight.settings import Settings, get_settings
 from serving.audit import AuditLog
 from serving.auth import KeyChecker
 from serving.follower import IndexFollower
-from serving.limits import BodySizeLimit, RateLimiter
+from serving.limits import BodyDeadline, BodySizeLimit, RateLimiter
 from serving.metrics import Metrics
 from serving.observe import ObserveRequests
-from serving.routes import PAGE_HEADERS, router
+from serving.routes import PAGE_HEADERS, api, router
 from serving.state import MisconfiguredGenerator, ServiceState
 
 log = logging.getLogger("serving")
@@ -71,7 +71,9 @@ def build_state(settings: Settings) -> ServiceState:
         follower=follower,
         generator=_generator(settings),
         keys=KeyChecker(settings.api_keys, settings.dev_mode),
-        limiter=RateLimiter(settings.rate_limit_per_minute),
+        limiter=RateLimiter(
+            settings.rate_limit_per_minute, settings.rate_limit_storage, on_fallback=metrics.rate_limit_fallbacks.inc
+        ),
         audit=AuditLog(settings.audit_url),
         metrics=metrics,
     )
@@ -115,12 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(router)
+    app.include_router(api)
     app.mount("/static", StaticFiles(packages=[("serving", "static")]), name="static")
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     app.add_middleware(ObserveRequests, metrics=state.metrics, extra_headers=PAGE_HEADERS)
-    # Outermost, so an oversized body is refused before anything reads it.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: it bounds the wait on the socket itself, and sees every response to close the connection of
+    # one answered before its body arrived.
+    app.add_middleware(BodyDeadline, timeout_s=settings.serve_client_timeout_s)
     return app
 
 

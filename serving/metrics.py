@@ -43,6 +43,11 @@ class Metrics:
         self.index_switches = Counter(
             "patientinsight_index_switches", "Index versions loaded since start.", registry=self.registry
         )
+        self.rate_limit_fallbacks = Counter(
+            "patientinsight_rate_limit_fallbacks",
+            "Requests whose rate limit this process counted alone because the shared store (Redis) failed.",
+            registry=self.registry,
+        )
         self.index_errors = Counter(
             "patientinsight_index_load_errors", "Index versions that failed to load.", registry=self.registry
         )

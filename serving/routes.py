@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import email.message
 import logging
+from collections.abc import Callable, Coroutine
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from patientinsight.index.types import Filters
 from patientinsight.retrieval.answering import answer, text_fingerprint
@@ -26,13 +30,12 @@ NO_INDEX = (
 )
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (its hash is configured).")
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Missing or wrong API key."},
+    401: {"model": Problem, "description": "Missing or wrong API key (whatever the body)."},
+    408: {"model": Problem, "description": "The request body did not arrive in time."},
     413: {"model": Problem, "description": "Request body too large."},
     429: {"model": Problem, "description": "Rate limit reached; see Retry-After."},
     503: {"model": Problem, "description": "No index is loaded yet."},
 }
-
-router = APIRouter()
 
 
 def service(request: Request) -> ServiceState:
@@ -40,11 +43,11 @@ def service(request: Request) -> ServiceState:
     return state
 
 
-def caller(request: Request, key: Annotated[str | None, Security(_api_key)] = None) -> str:
-    """The key id of the caller, after the key check and the rate limit."""
+def admit(request: Request) -> str:
+    """The key check, then the rate limit: the caller's key id, or a 401 or 429."""
     state = service(request)
     server = request.scope.get("server")
-    key_id = state.keys.identify(key)
+    key_id = state.keys.identify(request.headers.get("x-api-key"))
     if key_id is None:
         if not state.keys.open_locally(server[0] if server else None, request.client.host if request.client else None):
             raise HTTPException(401, "a valid API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
@@ -53,6 +56,56 @@ def caller(request: Request, key: Annotated[str | None, Security(_api_key)] = No
     if wait:
         raise HTTPException(429, f"rate limit reached; retry in {wait} s", {"Retry-After": str(wait)})
     return key_id
+
+
+async def check_json_text(request: Request) -> None:
+    """A body is JSON text in UTF-8 (RFC 8259): FastAPI would take any content type, and its json.loads
+    would guess UTF-16 or UTF-32 from the bytes. A NUL byte is never in JSON text, but it is valid UTF-8:
+    UTF-16 without a byte-order mark is refused by that."""
+    body = await request.body()  # kept by the request: FastAPI parses the same bytes after this
+    if not body:
+        return
+    content_type = request.headers.get("content-type")
+    if content_type:
+        parsed = email.message.Message()
+        parsed["content-type"] = content_type
+        subtype = parsed.get_content_subtype()
+        if parsed.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
+            raise HTTPException(415, "the body must be JSON (Content-Type: application/json)")
+        if parsed.get_content_charset("utf-8") not in ("utf-8", "utf8"):
+            raise HTTPException(400, "the body must be JSON text in UTF-8")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the body must be JSON text in UTF-8") from None
+    if "\x00" in text:
+        raise HTTPException(400, "the body must be JSON text in UTF-8")
+
+
+class Gated(APIRoute):
+    """A route whose caller is admitted (key, then rate limit) and whose body is checked before FastAPI reads
+    and parses it: no key is a 401 whatever the body, malformed JSON included."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def gated(request: Request) -> Response:
+            # In a thread: the rate limit may ask Redis.
+            request.state.key_id = await run_in_threadpool(admit, request)
+            await check_json_text(request)
+            return await handler(request)
+
+        return gated
+
+
+def caller(request: Request, key: Annotated[str | None, Security(_api_key)] = None) -> str:
+    """The key id that `Gated` admitted (the parameter declares the key header in the OpenAPI document)."""
+    key_id: str = request.state.key_id
+    return key_id
+
+
+router = APIRouter()
+api = APIRouter(route_class=Gated)  # /v1: key, rate limit, then the body
 
 
 def loaded(request: Request) -> CaseIndex:
@@ -88,11 +141,16 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post(
+@api.post(
     "/v1/query",
     tags=["query"],
     response_model=QueryResponse,
-    responses={**_ERRORS, 400: {"model": Problem, "description": "The body is not UTF-8 JSON text."}, 422: {}},
+    responses={
+        **_ERRORS,
+        400: {"model": Problem, "description": "The body is not UTF-8 JSON text."},
+        415: {"model": Problem, "description": "The body is not JSON (Content-Type: application/json)."},
+        422: {},
+    },
 )
 def query(
     body: QueryRequest,
@@ -145,9 +203,9 @@ def _observe(state: ServiceState, result: dict[str, Any]) -> None:
         m.tokens.labels(analysis["generator"], kind.removesuffix("_tokens")).inc(count)
 
 
-@router.get("/v1/cases/{patient_uid}", tags=["query"], response_model=CaseDetail, responses={**_ERRORS, 404: {}})
+@api.get("/v1/cases/{patient_uid}", tags=["query"], response_model=CaseDetail, responses={**_ERRORS, 404: {}})
 def case(
-    patient_uid: str,
+    patient_uid: Annotated[str, Path(max_length=128)],
     key_id: Annotated[str, Depends(caller)],
     index: Annotated[CaseIndex, Depends(loaded)],
 ) -> dict[str, Any]:

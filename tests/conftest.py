@@ -22,6 +22,9 @@ def pytest_configure(config: pytest.Config) -> None:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "PATIENTINSIGHT_HOME": str(_SESSION_DIR / "home"),
+            # One model cache for every test's home: the ONNX export, its OpenVINO conversion and int8
+            # calibration are made once per session, not once per temporary home.
+            "PATIENTINSIGHT_MODEL_CACHE_DIR": str(_SESSION_DIR / "models"),
             "HF_HUB_OFFLINE": "1",
             "TOKENIZERS_PARALLELISM": "false",
         }

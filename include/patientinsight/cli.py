@@ -13,6 +13,16 @@ from typing import Any, get_args
 
 from patientinsight.settings import RetrieverName, get_settings
 
+# Exit codes, documented in README.md and `ingest --help`: scripts can tell a held-back version from
+# success and from failure (2 is argparse's, for a wrong command line).
+EXIT_OK, EXIT_ERROR, EXIT_HELD = 0, 1, 3
+INGEST_EPILOG = """exit codes:
+  0  done: the new version is published (or nothing changed)
+  1  failed: the error is logged (a bad source, too many quarantined rows, ...)
+  2  wrong command line
+  3  held back: the quality gate did not publish the new version (the published one stays);
+     the reason is logged; re-run with --allow-worse to publish anyway"""
+
 
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     from patientinsight.ingest.run import run_ingest
@@ -25,7 +35,23 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
         run_id=run_id,
         allow_worse=args.allow_worse,
+        encoding=args.encoding,
     )
+
+
+def _ingest_exit_code(report: dict[str, Any]) -> int:
+    """EXIT_HELD, with the gate's reason, when the gate held the new version back; else EXIT_OK."""
+    gate = report.get("gate") or {}
+    if not gate.get("needs_approval") or report.get("published"):
+        return EXIT_OK
+    logging.getLogger("patientinsight").error(
+        "version %s held back by the quality gate, %s stays published: %s (exit code %d)",
+        report.get("staged_version"),
+        report.get("index_version"),
+        gate.get("reason"),
+        EXIT_HELD,
+    )
+    return EXIT_HELD
 
 
 def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -86,11 +112,15 @@ def _sample(args: argparse.Namespace) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> dict[str, Any]:
     import uvicorn
 
+    from serving.protocol import JsonH11Protocol
+
     settings = get_settings()
     host = args.host or settings.serve_host
     port = args.port or settings.serve_port
     logging.getLogger("patientinsight").info("query service on http://%s:%d (page at /, API docs at /docs)", host, port)
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+    # The protocol bounds slow and many clients (PATIENTINSIGHT_SERVE_* settings, README "The query
+    # service"): keep-alive idle time, time to send a request's head, connections and requests in flight.
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info", http=JsonH11Protocol)
     return {}
 
 
@@ -148,14 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patientinsight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ingest = sub.add_parser("ingest", help="read, validate, profile, embed, index and publish a source")
+    ingest = sub.add_parser(
+        "ingest",
+        help="read, validate, profile, embed, index and publish a source",
+        epilog=INGEST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ingest.add_argument("source", help="local path, file:// or s3:// URI (.csv, .json, .jsonl, optionally .gz)")
     ingest.add_argument("--full-refresh", action="store_true", help="delete indexed records missing from the source")
     ingest.add_argument("--limit", type=int, default=None, help="read at most this many rows")
     ingest.add_argument("--run-id", default=None, help="name of the run folder (default: a new one)")
     ingest.add_argument("--allow-worse", action="store_true", help="publish even when the quality gate holds back")
+    ingest.add_argument("--encoding", default=None, help="the source's text encoding, e.g. cp1252 (default: utf-8)")
     ingest.add_argument("--json", action="store_true", help="print one JSON object")
-    ingest.set_defaults(func=_ingest)
+    ingest.set_defaults(func=_ingest, exit_code=_ingest_exit_code)
 
     evaluate = sub.add_parser("eval", help="retrieval quality of the published index (holdout half) or a benchmark")
     evaluate.add_argument("--retriever", choices=get_args(RetrieverName), default=None)
@@ -199,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except Exception as exc:  # the message names file, row and field; no traceback for users
         logging.getLogger("patientinsight").error("%s: %s", type(exc).__name__, exc)
-        return 1
+        return EXIT_ERROR
     if getattr(args, "json", False):
         for item in result if isinstance(result, list) else [result]:
             print(json.dumps(item, default=str))
@@ -208,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
-    return 0
+    exit_code = getattr(args, "exit_code", None)  # after the output: a held run still prints its report
+    return exit_code(result) if exit_code else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The retrievers, named once: `patientinsight.retrieval.searcher` implements exactly these.
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=50, ge=0, description="Tokens shared by consecutive chunks.")
     embed_batch_size: int = Field(default=32, ge=1, description="Texts per encoder batch.")
     read_chunk_rows: int = Field(default=5000, ge=1, description="Rows read from a source at a time.")
+    source_encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the sources (any Python codec: 'utf-8', 'latin-1', 'cp1252', ...); the "
+        "CLI's --encoding and the DAG's 'encoding' param override it per run.",
+    )
     embed_shard_size: int = Field(
         default=5000,
         ge=1,
@@ -114,7 +120,28 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=20000, ge=1, description="Longest query text accepted, in characters.")
     max_body_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted, in bytes.")
     rate_limit_per_minute: int = Field(
-        default=120, ge=1, description="Requests per minute per API key (a token bucket; 429 with Retry-After)."
+        default=120, ge=1, description="Requests per API key in any 60 s (a moving window; 429 with Retry-After)."
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="Where the rate limit counts (a `limits` storage URI): memory:// is per process, so N replicas "
+        "allow N times the limit; redis://host:6379/0 is one limit for all replicas (if Redis fails, each process "
+        "counts alone until it answers; no request fails for it).",
+    )
+    serve_timeout_keep_alive_s: int = Field(
+        default=5, ge=1, description="Seconds an idle kept-alive connection stays open (uvicorn timeout_keep_alive)."
+    )
+    serve_client_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers, and again its body; a slower "
+        "client gets a 408 and its connection is closed.",
+    )
+    serve_limit_concurrency: int = Field(
+        default=200,
+        ge=1,
+        description="Open connections and requests in flight beyond which the service answers 503 at once "
+        "(uvicorn limit_concurrency); keep it above a proxy's pool of upstream connections.",
     )
     audit_db_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the query audit table; default: SQLite in PATIENTINSIGHT_HOME."
@@ -231,18 +258,42 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a commit waits for a new index to be ready and for a namespace to count every vector.",
     )
-    embedding_backend: Literal["torch", "onnx"] = Field(
-        default="torch",
-        description="'onnx': ONNX Runtime on an export of the model cached in PATIENTINSIGHT_HOME/models (falls back "
-        "to torch, logged, when the export cannot be made or loaded); 'torch': sentence-transformers. Vectors agree to "
-        "cosine > 0.999, so switching does not re-embed.",
+    embedding_backend: Literal["auto", "openvino", "onnx", "torch"] = Field(
+        default="auto",
+        description="'auto': the fastest exact backend installed here (OpenVINO, then ONNX Runtime, then torch; torch "
+        "on a GPU), chosen and logged at start (docs/PERFORMANCE.md, 'Embedding backends'). 'openvino' and 'onnx' run "
+        "an export of the model cached in model_cache_dir and fall back to torch fp32, logged, when it cannot be made "
+        "or loaded. fp32 and bf16 vectors of every backend agree to cosine > 0.999, so switching does not re-embed.",
+    )
+    embedding_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description="'auto': bf16 where the CPU computes it natively (AVX512_BF16 or AMX) and the backend has bf16 "
+        "kernels, else fp32. 'int8' (OpenVINO with NNCF, or ONNX Runtime dynamic quantization) is a setting, not a "
+        "default: its vectors differ from fp32 (recorded in the version; switching re-embeds).",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="Where exported and converted models are kept; default PATIENTINSIGHT_HOME/models."
     )
     embed_threads: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,
-        description="Threads of the encoder (torch.set_num_threads, onnxruntime intra_op_num_threads); default: "
+        description="Threads of the encoder (torch.set_num_threads, OpenVINO INFERENCE_NUM_THREADS, onnxruntime "
+        "intra_op_num_threads); default: "
         "the core count.",
     )
+
+    @field_validator("source_encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding '{value}': name a Python codec (utf-8, latin-1, cp1252)") from None
+        return value
+
+    @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.home / "models"
 
     @property
     def lake_dir(self) -> Path:

@@ -165,6 +165,41 @@ def test_network_policy_admits_only_the_service_port(production_docs: list[dict[
     assert "airflow" in namespaces  # the rollout's verification reaches the Service from there
 
 
+def _configmap(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(next(d for d in docs if d["kind"] == "ConfigMap" and "dashboard" not in d["metadata"]["name"])["data"])
+
+
+def _egress_ports(docs: list[dict[str, Any]]) -> set[int]:
+    return {p["port"] for rule in _one(docs, "NetworkPolicy")["spec"]["egress"] for p in rule["ports"]}
+
+
+def test_client_bounds_reach_the_server_and_the_rate_limit_is_per_pod_by_default(
+    default_docs: list[dict[str, Any]],
+) -> None:
+    data = _configmap(default_docs)
+    assert data["PATIENTINSIGHT_SERVE_TIMEOUT_KEEP_ALIVE_S"] == "5"
+    assert data["PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S"] == "10"
+    assert data["PATIENTINSIGHT_SERVE_LIMIT_CONCURRENCY"] == "200"
+    assert "PATIENTINSIGHT_RATE_LIMIT_STORAGE" not in data  # memory://: per pod
+    assert _egress_ports(default_docs) == {53, 443}  # no Redis to reach
+
+
+@pytest.mark.parametrize(
+    ("settings", "port"),
+    [
+        (["rateLimit.storage=redis://patientinsight-redis.cache:6380/1"], 6380),
+        (["rateLimit.storage=rediss://patientinsight-redis.cache/0"], 6379),
+        (["rateLimit.redisPort=6390"], 6390),  # the URI is in a Secret
+    ],
+)
+def test_a_shared_rate_limit_names_redis_and_opens_its_port(repo_root: Path, settings: list[str], port: int) -> None:
+    docs = render(repo_root, *[arg for s in settings for arg in ("--set", s)])
+    storage = settings[0].partition("=")[2] if settings[0].startswith("rateLimit.storage") else None
+    assert _configmap(docs).get("PATIENTINSIGHT_RATE_LIMIT_STORAGE") == storage
+    assert port in _egress_ports(docs)
+    validate(_one(docs, "NetworkPolicy"))
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
@@ -176,6 +211,8 @@ def test_network_policy_admits_only_the_service_port(production_docs: list[dict[
         ("podSecurityContext.runAsNonRoot=false", "at '/podSecurityContext/runAsNonRoot'"),
         ("replicaCoun=3", "additional properties 'replicaCoun' not allowed"),
         ("config.PATIENTINSIGHT_DEV_MODE=true", "at '/config/PATIENTINSIGHT_DEV_MODE'"),
+        ("server.clientTimeoutSeconds=0", "at '/server/clientTimeoutSeconds'"),
+        ("rateLimit.storage=http://cache:6379", "at '/rateLimit/storage'"),
     ],
 )
 def test_a_wrong_value_fails_against_the_schema(repo_root: Path, setting: str, message: str) -> None:
@@ -190,6 +227,8 @@ def test_a_wrong_value_fails_against_the_schema(repo_root: Path, setting: str, m
     [
         ("config.PATIENTINSIGHT_API_KEYS=k:abc", "config.PATIENTINSIGHT_API_KEYS is a secret"),
         ("autoscaling.minReplicas=9", "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+        ("rateLimit.storage=redis://:pw@cache:6379/0", "rateLimit.storage holds credentials: put"),
+        ("config.PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S=1", "comes from the server and rateLimit values"),
     ],
 )
 def test_a_wrong_combination_fails_with_a_clear_message(repo_root: Path, setting: str, message: str) -> None:

@@ -39,5 +39,5 @@ def test_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
     limiter = RateLimiter(per_minute=3)
     assert [limiter.acquire("k") for _ in range(3)] == [0, 0, 0]
     wait = limiter.acquire("k")
-    assert 1 <= wait <= 20
+    assert 1 <= wait <= 60  # a moving window of 60 s: the first request leaves it within a minute
     assert limiter.acquire("other") == 0  # per key

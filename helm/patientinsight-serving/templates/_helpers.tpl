@@ -35,3 +35,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The port of the rate limit's Redis: rateLimit.redisPort, else the port of rateLimit.storage (6379 when it
+names none); empty when the limit is per pod. */}}
+{{- define "pis.redisPort" -}}
+{{- if .Values.rateLimit.redisPort -}}
+{{ .Values.rateLimit.redisPort }}
+{{- else if .Values.rateLimit.storage -}}
+{{ (urlParse .Values.rateLimit.storage).host | regexFind ":[0-9]+$" | trimPrefix ":" | default "6379" }}
+{{- end -}}
+{{- end -}}

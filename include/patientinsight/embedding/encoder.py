@@ -1,9 +1,11 @@
 """Sentence-transformers embeddings: the model loaded once per process, texts cut into token windows,
-encoded by torch or by an ONNX Runtime export of the same model (embedding.onnx).
+encoded by the backend and precision chosen for this machine (embedding.hardware): OpenVINO or ONNX
+Runtime on an export of the same model, or torch, which is also the fallback.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -12,20 +14,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.onnx import OnnxEncoder, export_onnx, export_path, onnx_providers, quantize_onnx
+from patientinsight.embedding.hardware import Backend, Choice, Precision, choose
+from patientinsight.embedding.onnx import OnnxRunner, export_onnx, export_path, onnx_providers, quantize_onnx
+from patientinsight.embedding.tokens import TokenEncoder
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
-
-
-Backend = Literal["torch", "onnx"]
+# Vectors in one class are interchangeable (lowest cosine against torch fp32 >= 0.999 on the real
+# records: fp32 on any runtime, bf16); int8 vectors differ materially, so switching to or from int8
+# re-embeds (same_embedding).
+NUMERICS: dict[Precision, str] = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
 
 
 def resolve_model_path(name: str) -> str:
@@ -45,6 +50,14 @@ def load_model(name: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(resolve_model_path(name))  # picks CUDA when torch sees a GPU
+
+
+@lru_cache(maxsize=2)
+def bf16_model(name: str) -> Any:
+    """A bfloat16 copy of the model for torch's bf16 path (the fp32 model stays as it is)."""
+    import torch
+
+    return copy.deepcopy(load_model(name)).to(torch.bfloat16)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -73,56 +86,62 @@ class Embedder:
         chunk_tokens: int = 200,
         chunk_overlap: int = 50,
         batch_size: int = 32,
-        backend: Backend = "torch",
+        backend: str = "auto",
+        precision: str = "auto",
         threads: int | None = None,
         cache_dir: Path | None = None,
-        quantize: bool = False,
     ) -> None:
         if chunk_overlap >= chunk_tokens:
             raise ValueError("chunk_overlap must be smaller than chunk_tokens")
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"unknown embedding backend {backend!r}")
         self.model_name = model_name
         self.strategy = strategy
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.batch_size = batch_size
-        self.backend: Backend = backend
+        self.requested: Choice = choose(backend, precision)  # raises on an unknown or unsupported pair
+        self.backend: Backend = self.requested.backend
         self.threads = threads or default_threads()
         self._cache_dir = cache_dir
-        # int8 weights (ONNX only): for benchmarks/scale.py; not a setting, its MRR loss was too large.
-        self.quantize = quantize
-        self._onnx: OnnxEncoder | None = None
-        self._active: Backend | None = None
+        self._tokens: TokenEncoder | None = None
+        self._active: Choice | None = None
         self._lock = threading.Lock()
+        self._for_versions: dict[tuple[str, str], Embedder] = {}
 
     @property
     def cache_dir(self) -> Path:
-        """Where ONNX exports are kept: PATIENTINSIGHT_HOME/models unless given."""
+        """Where exported models are kept: PATIENTINSIGHT_HOME/models unless given."""
         if self._cache_dir is None:
             from patientinsight.settings import get_settings
 
-            self._cache_dir = get_settings().home / "models"
+            self._cache_dir = get_settings().model_cache
         return self._cache_dir
 
     @property
-    def active_backend(self) -> Backend:
-        """The backend that really encodes: ONNX unless it cannot be used here (then torch, logged why)."""
+    def active(self) -> Choice:
+        """The backend and precision that really encode: the requested ones unless they cannot be used
+        here (then torch fp32, logged with the reason). Started on first use, once."""
         if self._active is None:
             with self._lock:
                 if self._active is None:
-                    self._active = self._start_backend()
+                    self._active = self._start()
+                    log.info("%s (%d threads)", self._active.line(), self.threads)
         return self._active
 
-    def _start_backend(self) -> Backend:
-        if self.backend == "torch":
-            return "torch"
-        try:
-            import torch
+    @property
+    def active_backend(self) -> Backend:
+        return self.active.backend
 
-            if torch.cuda.is_available() and "CUDAExecutionProvider" not in onnx_providers():
-                log.info("onnxruntime has no CUDA provider but torch sees a GPU: encoding with torch on the GPU")
-                return "torch"
+    @property
+    def precision(self) -> Precision:
+        return self.active.precision
+
+    def _start(self) -> Choice:
+        wanted = self.requested
+        if wanted.backend == "torch":
+            if wanted.precision == "bf16":
+                bf16_model(self.model_name)
+            return wanted
+        try:
             path = export_path(self.cache_dir, self.model_name, self.model)
             if path.exists():
                 log.info("ONNX export reused: %s", path)
@@ -130,20 +149,39 @@ class Embedder:
                 started = time.perf_counter()
                 export_onnx(self.model, path)
                 log.info("ONNX export written in %.1f s: %s", time.perf_counter() - started, path)
-            if self.quantize:
-                quantized = export_path(self.cache_dir, self.model_name, self.model, quantize=True)
-                if not quantized.exists():
-                    quantize_onnx(path, quantized)
-                path = quantized
-            self._onnx = OnnxEncoder(self.model, path, self.threads)
-            providers = ", ".join(onnx_providers())
-            log.info(
-                "embedding backend onnx%s (%s, %d threads)", " int8" if self.quantize else "", providers, self.threads
-            )
-            return "onnx"
-        except Exception as exc:  # any failure to export or load: torch still works
-            log.warning("ONNX backend unavailable, falling back to torch: %s: %s", type(exc).__name__, exc)
-            return "torch"
+            if wanted.backend == "openvino":
+                from patientinsight.embedding import openvino
+
+                int8 = wanted.precision == "int8"
+                converted = openvino.convert(path, int8, lambda: self._calibration_feeds(path))
+                runner: Any = openvino.OpenVinoRunner(converted, wanted.precision, self.threads)
+            else:
+                if wanted.precision == "int8":
+                    quantized = export_path(self.cache_dir, self.model_name, self.model, quantize=True)
+                    if not quantized.exists():
+                        quantize_onnx(path, quantized)
+                    path = quantized
+                runner = OnnxRunner(path, self.threads)
+                if "CUDAExecutionProvider" in onnx_providers():
+                    return Choice("onnx", wanted.precision, "cuda", wanted.reason)
+            self._tokens = TokenEncoder(self.model, runner)
+            return wanted
+        except Exception as exc:  # any failure to export, convert or load: torch still works
+            log.warning(
+                "%s %s backend unavailable, falling back to torch: %s: %s",
+                wanted.backend, wanted.precision, type(exc).__name__, exc,
+            )  # fmt: skip
+            return Choice("torch", "fp32", self.requested.device, f"{wanted.backend} {wanted.precision} failed")
+
+    def _calibration_feeds(self, onnx_path: Path) -> Any:
+        """Batches of the calibration texts as the runtime will see them (for int8 quantization)."""
+        from patientinsight.embedding import openvino
+
+        tokens = TokenEncoder(self.model, OnnxRunner(onnx_path, self.threads))
+        texts = openvino.calibration_texts()
+        features = tokens.tokenize(texts)
+        for start in range(0, len(texts), openvino.CALIBRATION_BATCH):
+            yield tokens.feeds({k: v[start : start + openvino.CALIBRATION_BATCH] for k, v in features.items()})
 
     @property
     def model(self) -> Any:
@@ -155,6 +193,7 @@ class Embedder:
 
     def describe(self) -> dict[str, Any]:
         """What an index version must record so that its vectors can be reproduced and compared."""
+        precision = self.precision
         return {
             "model": self.model_name,
             "dim": self.dim,
@@ -162,10 +201,30 @@ class Embedder:
             "chunk_tokens": self.chunk_tokens,
             "chunk_overlap": self.chunk_overlap,
             "max_seq_length": int(self.model.max_seq_length),
-            # The backend is not recorded: torch and ONNX vectors agree to cosine > 0.999, so switching
-            # re-embeds nothing. int8 weights change the vectors materially (min cosine 0.87): recorded.
-            **({"quantize": "int8"} if self.quantize else {}),
+            # The backend is recorded but not compared: every exact backend's vectors agree to cosine
+            # > 0.999. The numerics are compared: int8 vectors are a different embedding.
+            "backend": self.active_backend,
+            "precision": precision,
+            "numerics": NUMERICS[precision],
         }
+
+    def for_version(self, manifest: dict[str, Any]) -> Embedder:
+        """The embedder whose query vectors match a version's document vectors: this one, or one with
+        the version's backend and precision where only the numerics differ (an int8 version queried
+        by an fp32 encoder, or the reverse). Made once per process and kept."""
+        mine = self.describe()
+        same_model = all(manifest.get(k) == mine[k] for k in ("model", "strategy", "max_seq_length", "dim"))
+        if not same_model or numerics(manifest) == mine["numerics"]:
+            return self
+        backend, precision = str(manifest.get("backend", "auto")), str(manifest.get("precision", "fp32"))
+        with self._lock:
+            if (backend, precision) not in self._for_versions:
+                log.info("version embedded with %s %s: queries encoded the same way", backend, precision)
+                self._for_versions[(backend, precision)] = Embedder(
+                    self.model_name, self.strategy, self.chunk_tokens, self.chunk_overlap, self.batch_size,
+                    backend, precision, self.threads, self._cache_dir,
+                )  # fmt: skip
+            return self._for_versions[(backend, precision)]
 
     def split(self, texts: Sequence[str]) -> Chunks:
         """Truncate: one window per text (the model cuts it). Chunk: overlapping token windows, cut
@@ -205,25 +264,29 @@ class Embedder:
 
     def _encode_window(self, texts: list[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if self.active_backend == "onnx" and self._onnx is not None:
-            features = self._onnx.tokenize(texts)
+        if self.active_backend != "torch" and self._tokens is not None:
+            features = self._tokens.tokenize(texts)
             for batch in length_batches([len(ids) for ids in features["input_ids"]], self.batch_size):
-                out[batch] = self._onnx.run({k: [v[i] for i in batch] for k, v in features.items()})
+                out[batch] = self._tokens.run({k: [v[i] for i in batch] for k, v in features.items()})
             return out
         import torch
 
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        limit = int(self.model.max_seq_length)
-        lengths = [len(ids) for ids in self.model.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
+        model = bf16_model(self.model_name) if self.precision == "bf16" else self.model
+        limit = int(model.max_seq_length)
+        lengths = [len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=limit)["input_ids"]]
         for batch in length_batches(lengths, self.batch_size):
-            out[batch] = self.model.encode(
+            vectors = model.encode(
                 [texts[i] for i in batch],
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
-                convert_to_numpy=True,
+                convert_to_tensor=True,
                 show_progress_bar=False,
             )
+            vectors = vectors.float().cpu().numpy()  # numpy has no bfloat16
+            # normalized again in fp32: bf16's own normalization leaves norms 0.3% off 1
+            out[batch] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return out
 
     def embed_documents(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -243,12 +306,18 @@ def make_embedder(settings: Settings) -> Embedder:
         chunk_overlap=settings.chunk_overlap,
         batch_size=settings.embed_batch_size,
         backend=settings.embedding_backend,
+        precision=settings.embedding_precision,
         threads=settings.embed_threads,
-        cache_dir=settings.home / "models",
+        cache_dir=settings.model_cache,
     )
 
 
 def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
     """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
     keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
-    return all(manifest.get(k) == embedding.get(k) for k in keys)
+    return all(manifest.get(k) == embedding.get(k) for k in keys) and numerics(manifest) == numerics(embedding)
+
+
+def numerics(embedding: dict[str, Any]) -> str:
+    """Versions written before precisions were recorded: fp32, or int8 where they said so."""
+    return str(embedding.get("numerics") or ("int8" if embedding.get("quantize") == "int8" else "fp32"))

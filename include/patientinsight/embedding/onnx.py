@@ -1,5 +1,6 @@
 """The ONNX Runtime path of the embedder: the model exported once (cached in PATIENTINSIGHT_HOME),
-optionally quantized, and run with the model's own tokenizer, pooling and normalization.
+optionally quantized to int8, run behind the model's own tokenizer and pooling (embedding.tokens).
+The export is also what OpenVINO converts (embedding.openvino).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,39 +21,6 @@ ONNX_OPSET = 17
 # The exported attention: "eager" traces to plain MatMul/Softmax, which onnxruntime runs 1.3 to 2 times
 # faster on CPU than the graph traced from torch's scaled_dot_product_attention (measured here).
 EXPORT_ATTENTION = "eager"
-
-
-class UnsupportedModel(ValueError):
-    """A model whose modules the ONNX path does not reproduce (it then stays on torch)."""
-
-
-@dataclass(frozen=True)
-class Head:
-    """What follows the transformer in a sentence-transformers model, as its modules.json and
-    1_Pooling/config.json define it (read back from the loaded modules)."""
-
-    pooling: str  # "mean", "cls" or "max"
-    normalize: bool
-    lower_case: bool
-    max_seq_length: int
-
-
-def model_head(model: Any) -> Head:
-    """Transformer -> Pooling (mean, cls or max) -> optional Normalize; anything else is unsupported."""
-    modules = list(model)
-    kinds = [type(m).__name__ for m in modules]
-    if len(modules) < 2 or kinds[0] != "Transformer" or kinds[1] != "Pooling" or set(kinds[2:]) - {"Normalize"}:
-        raise UnsupportedModel(f"modules {kinds}: only Transformer, Pooling and Normalize are exported")
-    pooling = modules[1].get_config_dict()
-    mode = pooling.get("pooling_mode")
-    if mode not in ("mean", "cls", "max") or not pooling.get("include_prompt", True):
-        raise UnsupportedModel(f"pooling {pooling!r}")
-    return Head(
-        pooling=str(mode),
-        normalize="Normalize" in kinds[2:],
-        lower_case=bool(getattr(modules[0], "do_lower_case", False)),
-        max_seq_length=int(model.max_seq_length),
-    )
 
 
 def export_key(model_name: str, model: Any, quantize: bool = False) -> str:
@@ -73,7 +39,7 @@ def export_key(model_name: str, model: Any, quantize: bool = False) -> str:
         "opset": ONNX_OPSET,
         "attention": EXPORT_ATTENTION,
         "torch": torch.__version__,
-        "quantize": quantize,
+        "quantize": "int8 per channel" if quantize else False,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -131,12 +97,13 @@ def export_onnx(model: Any, path: Path) -> Path:
 
 
 def quantize_onnx(source: Path, path: Path) -> Path:
-    """int8 dynamic quantization of the exported weights (activations stay float), written atomically."""
+    """int8 dynamic quantization, weights per output channel (activations quantized per batch at run
+    time, u8 x s8 as VNNI takes them), written atomically."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8)
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -165,32 +132,13 @@ def _session(path: str, threads: int, providers: tuple[str, ...]) -> Any:
     return ort.InferenceSession(path, options, providers=list(providers))
 
 
-class OnnxEncoder:
-    """Tokenize with the model's tokenizer, run the exported transformer, pool and normalize with numpy
-    exactly as the model's Pooling and Normalize modules do."""
+class OnnxRunner:
+    """Token embeddings for padded int64 feeds (an InferenceSession is safe to share across threads)."""
 
-    def __init__(self, model: Any, path: Path, threads: int) -> None:
-        self.head = model_head(model)
-        self.tokenizer = model[0].tokenizer
+    def __init__(self, path: Path, threads: int) -> None:
         self.session = _session(str(path), threads, tuple(onnx_providers()))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.path = path
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
-        texts = [t.lower() for t in texts] if self.head.lower_case else list(texts)
-        return dict(self.tokenizer(texts, truncation=True, max_length=self.head.max_seq_length, verbose=False))
-
-    def run(self, features: dict[str, list[list[int]]]) -> np.ndarray:
-        padded = self.tokenizer.pad(features, padding=True, return_tensors="np")
-        feeds = {n: np.asarray(padded[n], dtype=np.int64) for n in self.input_names}
-        tokens = self.session.run(["token_embeddings"], feeds)[0]
-        mask = np.asarray(padded["attention_mask"], dtype=tokens.dtype)[:, :, None]
-        if self.head.pooling == "mean":
-            pooled = (tokens * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
-        elif self.head.pooling == "cls":
-            pooled = tokens[:, 0]
-        else:
-            pooled = np.where(mask > 0, tokens, -1e9).max(axis=1)
-        if self.head.normalize:  # torch.nn.functional.normalize: x / max(||x||, 1e-12)
-            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return pooled.astype(np.float32, copy=False)
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["token_embeddings"], {n: feeds[n] for n in self.input_names})[0]

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from numpy.lib import format as npy_format
 
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
-from patientinsight.index.versions import VersionStore, new_version_id
+from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, VersionStore, new_version_id
 
 COPY_ROWS = 10_000  # base records copied at a time
 
@@ -37,6 +37,7 @@ class EmbeddedBuilder:
     _deletes: set[str] = field(default_factory=set)
     _upserted: set[str] = field(default_factory=set)
     _spill: tempfile.TemporaryDirectory[str] | None = None
+    _spill_claim: BuildClaim | None = None
     _writer: pq.ParquetWriter | None = None
     _upserted_vectors: int = 0
     _dim: int | None = None
@@ -64,7 +65,7 @@ class EmbeddedBuilder:
         lexical index, read there batch by batch, so the records never sit in memory as one frame)
         inside the staging folder, so they appear together with the vectors or not at all."""
         try:
-            with self.versions.staging() as staging:
+            with self.versions.staging(self.base) as staging:
                 manifest = self._write(staging)
                 return self.versions.commit(staging, manifest, staged_extras)
         finally:
@@ -72,7 +73,9 @@ class EmbeddedBuilder:
                 self._writer.close()
             if self._spill is not None:
                 self._spill.cleanup()
-            self._spill = self._writer = None
+            if self._spill_claim is not None:
+                self._spill_claim.release()
+            self._spill = self._writer = self._spill_claim = None
 
     def _write(self, staging: Path) -> dict[str, Any]:
         """records.parquet and vectors.npy of the new version, into `staging`; its manifest."""
@@ -113,8 +116,10 @@ class EmbeddedBuilder:
     def _spill_dir(self) -> Path:
         if self._spill is None:
             self.versions.root.mkdir(parents=True, exist_ok=True)
-            # Deleted on commit, or when an abandoned builder is collected (or at exit).
-            self._spill = tempfile.TemporaryDirectory(prefix=".build-", dir=self.versions.root)
+            # Deleted on commit, or when an abandoned builder is collected (or at exit); a killed
+            # build's is removed by the next one (VersionStore.remove_debris): the claim says it is ours.
+            self._spill = tempfile.TemporaryDirectory(prefix=BUILD_PREFIX, dir=self.versions.root)
+            self._spill_claim = BuildClaim(Path(self._spill.name))
         return Path(self._spill.name)
 
     def _kept_base_rows(self, base_path: Path | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -70,7 +70,7 @@ class PineconeBuilder:
         vectors = int(records["chunk_count"].sum()) if len(records) else 0
         data = index.data_plane(dimension=dim)
         try:
-            with index.versions.staging() as staging:
+            with index.versions.staging(self.base) as staging:
                 tasks = [*self._carry_tasks(kept, namespace), *self._upsert_tasks(namespace)]
                 written = index.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
                 if written != vectors:

@@ -1,20 +1,31 @@
 """The lake's version folders, whichever backend holds the vectors: staging and committing a version,
-the CURRENT pointer (publish is one atomic switch) and pruning old versions.
+the CURRENT pointer (publish is one atomic switch), pruning old versions and removing what crashed
+builds left behind.
 
 A version is immutable once committed: it appears by renaming its whole staging folder. Publishing
 replaces one pointer file with os.replace, so a reader sees the old version or the new one, never
 half of one.
+
+A build's working folders (`versions/.staging-*`, and the embedded builder's `.build-*` spill folder)
+hold an owner file (`BuildClaim`) that names the build's process and host and stays locked while it
+runs; the kernel drops the lock however the process dies. The next build or publish removes the
+folders that no live build owns (`VersionStore.remove_debris`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import logging
+import os
 import shutil
+import socket
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +40,13 @@ log = logging.getLogger(__name__)
 # Called with an old version's name and manifest (None when it has none) before its folder goes:
 # removes what the backend holds outside the lake; False keeps the folder for the next prune.
 Release = Callable[[str, dict[str, Any] | None], bool]
+
+OWNER_FILE = ".owner.json"  # in a build's working folder: who builds there, locked while it does
+# A working folder whose owner cannot be checked from here (another host, or no owner file) counts as
+# live for this long: no build runs for a day, and a live one on this host is known by its lock and pid.
+DEBRIS_GRACE_S = 24 * 3600.0
+STAGING_PREFIX, BUILD_PREFIX = ".staging-", ".build-"
+LEGACY_METRICS = ".metrics.json"  # `<version>.metrics.json`, the evaluation cache of earlier releases
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -45,11 +63,18 @@ class VersionStore:
     `root/CURRENT` names the published one. `release` is what a backend must remove along with an
     old version (Pinecone: its namespace)."""
 
-    def __init__(self, root: Path, keep_versions: int = 5, release: Release | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        keep_versions: int = 5,
+        release: Release | None = None,
+        debris_grace_s: float = DEBRIS_GRACE_S,
+    ) -> None:
         self.root = Path(root)
         self.keep_versions = keep_versions
         self.versions_dir = self.root / "versions"
         self.release = release
+        self.debris_grace_s = debris_grace_s
 
     def path(self, version: str) -> Path:
         return self.versions_dir / version
@@ -71,30 +96,71 @@ class VersionStore:
         tmp.replace(self.root / "CURRENT")  # atomic on POSIX: readers never see a partial pointer
         self.prune(keep=version)
 
+    def committed(self) -> list[str]:
+        """The committed versions, oldest first: folders only (not the `<version>.metrics.json` files of
+        earlier releases, nor the dot-named working folders of builds)."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def prune(self, keep: str) -> None:
-        """Remove the oldest committed versions beyond `keep_versions`, never `keep`."""
-        committed = sorted(p.name for p in self.versions_dir.iterdir() if not p.name.startswith("."))
-        old = [v for v in committed if v != keep][: max(0, len(committed) - self.keep_versions)]
-        for name in old:
+        """Keep the newest `keep_versions` committed versions and remove the older ones, but never `keep`,
+        the published one (another run may have published since) or the base of a live build; those
+        count toward the number kept. Then remove what crashed builds left behind."""
+        committed = self.committed()
+        protected = {keep, self.published(), *self._live_bases()}
+        candidates = [v for v in committed if v not in protected]
+        for name in candidates[: max(0, len(committed) - self.keep_versions)]:
             if self.release is not None:
                 has_manifest = (self.path(name) / "manifest.json").exists()
                 manifest = read_manifest(self.path(name)) if has_manifest else None
                 if not self.release(name, manifest):
                     continue  # the backend still holds it: keep the folder, the next publish retries
             shutil.rmtree(self.path(name), ignore_errors=True)
+            log.info("pruned index version %s", name)
+        # The evaluation cache of earlier releases, beside each version: it goes with its version.
+        remaining = set(self.committed())
+        for cached in self.versions_dir.glob(f"*{LEGACY_METRICS}"):
+            if cached.name.removesuffix(LEGACY_METRICS) not in remaining:
+                cached.unlink(missing_ok=True)
+        self.remove_debris()
+
+    def remove_debris(self) -> list[Path]:
+        """Remove the working folders (staging, spill) that no live build owns: left by a build that
+        crashed or was killed. A live build's folders stay, on this host or any other."""
+        folders = [*self.root.glob(f"{BUILD_PREFIX}*"), *self.versions_dir.glob(f"{STAGING_PREFIX}*")]
+        removed = [f for f in folders if f.is_dir() and not owned_by_live_build(f, self.debris_grace_s)]
+        for folder in removed:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.warning("removed %s, left by a build that did not finish", folder)
+        return removed
+
+    def _live_bases(self) -> set[str]:
+        """The versions live builds are reading as their base."""
+        bases: set[str] = set()
+        for folder in self.versions_dir.glob(f"{STAGING_PREFIX}*"):
+            owner = read_owner(folder)
+            if owner and owner.get("base") and owned_by_live_build(folder, self.debris_grace_s):
+                bases.add(str(owner["base"]))
+        return bases
 
     @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        """A fresh staging folder beside the versions; removed if the block fails, so nothing
-        half-written stays behind."""
+    def staging(self, base: str | None = None) -> Iterator[Path]:
+        """A fresh staging folder beside the versions, claimed by this build (reading `base`) until the
+        block ends; removed unless the block committed it, so nothing half-written stays behind. What
+        killed builds left is removed first."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
-        folder = self.versions_dir / f".staging-{uuid.uuid4().hex}"
+        self.remove_debris()
+        folder = self.versions_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         folder.mkdir()
+        claim = BuildClaim(folder, base)
         try:
             yield folder
-        except BaseException:
+        finally:
+            # Committed, the folder is a version now; otherwise (failed, or left without a commit)
+            # it goes, so nothing half-written stays behind.
             shutil.rmtree(folder, ignore_errors=True)
-            raise
+            claim.release()
 
     def commit(self, staging: Path, manifest: dict[str, Any], staged_extras: StagedExtras | None) -> str:
         """Add the extras (the lexical index) from the staged records, write the manifest and let the
@@ -104,8 +170,95 @@ class VersionStore:
             release_freed_memory()
         version = str(manifest["version"])
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        # The owner file is the build's, not the version's. Still locked until the staging block ends;
+        # unlinking it touches the folder, so it reads as fresh (live) for that moment.
+        (staging / OWNER_FILE).unlink(missing_ok=True)
         staging.rename(self.path(version))
         return version
+
+
+class BuildClaim:
+    """A build's claim on its working folder: an owner file with its pid, host and base version, held
+    under an exclusive flock until `release` (or until the process ends, however it ends)."""
+
+    def __init__(self, folder: Path, base: str | None = None) -> None:
+        self.path = folder / OWNER_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # a file system without locks: pid, host and age decide
+            locked = False
+        # Written only once locked: whoever reads it under a shared lock knows this build has let go.
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "base": base, "locked": locked}
+        os.write(self._fd, json.dumps({**owner, "created": time.time()}).encode())
+        # An abandoned builder's claim ends with it, as its spill folder does.
+        self._finalizer = weakref.finalize(self, os.close, self._fd)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def _owner(text: str | bytes) -> dict[str, Any] | None:
+    try:
+        owner = json.loads(text)
+    except ValueError:  # not written yet
+        return None
+    return owner if isinstance(owner, dict) else None
+
+
+def read_owner(folder: Path) -> dict[str, Any] | None:
+    try:
+        return _owner((folder / OWNER_FILE).read_bytes())
+    except OSError:
+        return None
+
+
+def owned_by_live_build(folder: Path, grace_s: float = DEBRIS_GRACE_S) -> bool:
+    """Whether a build may still be working in `folder`. Live: its owner file is locked. Ended: a build of
+    this host held the lock and let go, or its process is gone. Otherwise (another host, no locks, no
+    owner file yet) live while younger than `grace_s`."""
+    marker = folder / OWNER_FILE
+    here = socket.gethostname()
+    owner = None
+    try:
+        fd = os.open(marker, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return True  # cannot tell: keep it
+    else:
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                lockable = True
+            except BlockingIOError:
+                return True  # its build holds the lock
+            except OSError:
+                lockable = False
+            owner = _owner(os.read(fd, 1 << 16))  # read under our lock, so never a claim made meanwhile
+        finally:
+            os.close(fd)
+        if lockable and owner and owner.get("locked") and owner.get("host") == here:
+            return False  # it held the lock and let go: ended, however it ended
+    pid = owner.get("pid") if owner and owner.get("host") == here else None
+    if isinstance(pid, int) and not _process_exists(pid):
+        return False  # its process is gone (killed, crashed)
+    try:  # a process elsewhere, or no lock to go by: the age bounds how long it is kept
+        age = time.time() - (marker if marker.exists() else folder).stat().st_mtime
+    except FileNotFoundError:
+        return False  # gone meanwhile
+    return age < grace_s
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def release_freed_memory() -> None:

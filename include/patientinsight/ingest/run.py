@@ -35,6 +35,7 @@ def run_params(state: State, settings: Settings) -> dict[str, Any]:
     """What the MLflow run records as params: the run's inputs and the settings that shape its output."""
     return {
         "source_uri": state["source_uri"],
+        "source_encoding": state["encoding"],
         "full_refresh": state["full_refresh"],
         "limit": state["limit"],
         "max_quarantine_ratio": state["max_quarantine_ratio"],
@@ -73,6 +74,7 @@ def begin(settings: Settings, run_id: str, params: dict[str, Any]) -> State:
         "mlflow_run_id": tracked.run_id,
         LINK_XCOM_KEY: tracked.url(settings.mlflow_ui_url),
         "source_uri": str(params["source_uri"]),
+        "encoding": str(given("encoding", settings.source_encoding)),
         "full_refresh": bool(params.get("full_refresh")),
         "limit": params.get("limit"),
         "max_quarantine_ratio": float(given("max_quarantine_ratio", settings.max_quarantine_ratio)),
@@ -102,6 +104,7 @@ def validate(settings: Settings, state: State, storage_options: dict[str, Any] |
     return _step(settings, state, "validate", lambda: steps.validate_source(
         state["source_uri"], Path(state["run_dir"]), settings.read_chunk_rows,
         state["max_quarantine_ratio"], state["limit"], storage_options,
+        state.get("encoding", settings.source_encoding),  # a run begun before the setting existed has none
     ))  # fmt: skip
 
 
@@ -184,10 +187,12 @@ def run_ingest(
     run_id: str = "manual",
     storage_options: dict[str, Any] | None = None,
     allow_worse: bool = False,
+    encoding: str | None = None,
 ) -> dict[str, Any]:
     """Every step in `ORDER`, in this process. Without a person to ask, a version that the gate holds
-    back is not published unless `allow_worse`."""
-    state = begin(settings, run_id, {"source_uri": source, "full_refresh": full_refresh, "limit": limit})
+    back is not published unless `allow_worse`. `encoding` is the source's (default: the setting)."""
+    params = {"source_uri": source, "full_refresh": full_refresh, "limit": limit, "encoding": encoding}
+    state = begin(settings, run_id, params)
     try:
         done: dict[str, dict[str, Any] | None] = {"validate": validate(settings, state, storage_options)}
         done["plan"] = plan(settings, state)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import gzip
+import io
 import json
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -11,9 +16,29 @@ import fsspec
 import ijson
 import pandas as pd
 
+from patientinsight.settings import Settings
+
+try:  # botocore comes with s3fs: without it there is no s3:// source to lack credentials for
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    _NO_CREDENTIALS: tuple[type[Exception], ...] = (NoCredentialsError, PartialCredentialsError)
+except ImportError:  # pragma: no cover
+    _NO_CREDENTIALS = ()
+
 # One of the two text columns must be present: v1 calls the summary `patient`, v2 calls it `text`.
 TEXT_COLUMNS = ("patient", "text")
 REQUIRED_COLUMNS = ("patient_uid", "PMID", "title", "age", "gender")
+
+# Where a message tells the user to name the source's encoding, or S3's credentials.
+ENCODING_HINT = "--encoding (the PATIENTINSIGHT_SOURCE_ENCODING setting; the DAG's 'encoding' param)"
+AWS_CONN_ID = Settings.model_fields["aws_conn_id"].default
+
+# pandas' C parser ends a field at a NUL byte (a 902-character summary was stored as 50). The reader
+# hands it an overlong UTF-8 NUL instead, which it keeps as two surrogate escapes, and turns that back
+# into "\x00" in the row, so that records.normalize_row quarantines the row, naming the field.
+_NUL_BYTES = b"\xc0\x80"
+_NUL_MARK = _NUL_BYTES.decode("utf-8", "surrogateescape")
+_UNDECODED = re.compile("[\udc80-\udcff]")  # surrogate escapes: bytes the source encoding could not decode
 
 
 class SourceError(ValueError):
@@ -48,17 +73,113 @@ def check_columns(uri: str, columns: set[str]) -> None:
         raise SourceError(f"{uri}: required column 'patient' (v1) or 'text' (v2) is missing")
 
 
-def read_chunks(uri: str, chunk_rows: int = 5000, storage_options: dict[str, Any] | None = None) -> Iterator[RawChunk]:
-    """Stream a source as chunks of at most `chunk_rows` rows; memory stays bounded by one chunk."""
+def read_chunks(
+    uri: str, chunk_rows: int = 5000, storage_options: dict[str, Any] | None = None, encoding: str = "utf-8"
+) -> Iterator[RawChunk]:
+    """Stream a source as chunks of at most `chunk_rows` rows; memory stays bounded by one chunk.
+    A byte that `encoding` cannot decode stays in its row (see records.normalize_row), unless the
+    whole file looks like it is in another encoding."""
     fmt = source_format(uri)
     try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise SourceError(f"{uri}: unknown encoding '{encoding}'; name a Python codec with {ENCODING_HINT}") from None
+    try:
         with fsspec.open(uri, "rb", compression="infer", **(storage_options or {})) as f:
-            rows = _csv_rows(uri, f, chunk_rows) if fmt == "csv" else {"json": _json_rows, "jsonl": _jsonl_rows}[fmt](f)
+            decoded = _Utf8Reader(f, encoding, mark_nul=fmt == "csv")
+            stream = io.BufferedReader(decoded)
+            if not stream.peek(1):
+                raise SourceError(f"{uri}: the file is empty (0 bytes{_unzipped(uri)}); upload the complete export")
+            rows = _csv_rows(uri, stream, chunk_rows) if fmt == "csv" else _JSON_READERS[fmt](uri, stream)
             yield from _chunked(uri, rows, chunk_rows)
+            decoded.check_encoding(uri)
     except FileNotFoundError as exc:
         raise SourceError(f"{uri}: not found") from exc
-    except (ijson.JSONError, json.JSONDecodeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError as exc:  # only blank lines: pandas says "No columns to parse from file"
+        raise SourceError(f"{uri}: the file has no header row (it is blank); upload the complete export") from exc
+    except EOFError as exc:
+        raise SourceError(
+            f"{uri}: the gzip data ends early: the file is truncated (an interrupted upload or copy?); "
+            "upload the complete file again"
+        ) from exc
+    except gzip.BadGzipFile as exc:
+        if not str(exc).startswith("Not a gzipped file"):  # a CRC or length check failed
+            raise SourceError(f"{uri}: the gzip data is corrupt ({exc}); upload the file again") from exc
+        raise SourceError(
+            f"{uri}: not gzip data, although the name ends in .gz; compress it with gzip or drop .gz from the name"
+        ) from exc
+    except zlib.error as exc:
+        raise SourceError(f"{uri}: the gzip data is corrupt ({exc}); upload the file again") from exc
+    except UnicodeDecodeError as exc:  # only where surrogateescape cannot help (an ASCII byte in UTF-16)
+        raise SourceError(
+            f"{uri}: cannot be decoded as {encoding} ({exc.reason}); name the file's encoding with {ENCODING_HINT}"
+        ) from exc
+    except (ijson.JSONError, json.JSONDecodeError, pd.errors.ParserError) as exc:
         raise SourceError(f"{uri}: cannot be parsed as {fmt}: {exc}") from exc
+    except _NO_CREDENTIALS as exc:  # s3fs passes botocore's error on as it is
+        raise SourceError(
+            f"{uri}: no AWS credentials to read it ({exc}); configure the Airflow connection '{AWS_CONN_ID}' "
+            "(or the one PATIENTINSIGHT_AWS_CONN_ID names), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE) for the command line"
+        ) from exc
+
+
+def _unzipped(uri: str) -> str:
+    return " after gunzip" if uri.lower().split("?", 1)[0].endswith(".gz") else ""
+
+
+class _Utf8Reader(io.RawIOBase):
+    """The source's bytes re-encoded as UTF-8 from `encoding`. Bytes that do not decode come out as
+    they went in (surrogateescape), so a reader can quarantine their row instead of failing the file;
+    the counts tell a stray bad byte from a file in another encoding."""
+
+    def __init__(self, raw: IO[bytes], encoding: str, mark_nul: bool) -> None:
+        super().__init__()
+        self._raw = raw
+        self._encoding = encoding
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+        self._mark_nul = mark_nul
+        self._pending = memoryview(b"")
+        self._eof = False
+        self.undecoded = 0  # bytes `encoding` could not decode
+        self.decoded_non_ascii = 0  # non-ASCII characters it could
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._eof:
+            block = self._raw.read(1 << 16)
+            self._eof = not block
+            text = self._decoder.decode(block, final=self._eof)
+            if not text.isascii():
+                self._count(text)
+            if self._mark_nul and "\x00" in text:
+                text = text.replace("\x00", _NUL_MARK)
+            self._pending = memoryview(text.encode("utf-8", "surrogateescape"))
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _count(self, text: str) -> None:
+        try:  # a strict encoding fails fast on a surrogate escape; scanning for them costs more
+            text.encode("utf-8")
+            bad = 0
+        except UnicodeEncodeError:
+            bad = len(_UNDECODED.findall(text))
+        self.undecoded += bad
+        self.decoded_non_ascii += len(text) - len(text.encode("ascii", "ignore")) - bad
+
+    def check_encoding(self, uri: str) -> None:
+        """A stray bad byte quarantines its row; more undecodable bytes than decoded non-ASCII characters
+        (a latin-1 or cp1252 file read as utf-8) mean the encoding is wrong, which no row can fix."""
+        if self.undecoded >= 2 and self.undecoded > self.decoded_non_ascii:
+            raise SourceError(
+                f"{uri}: does not look like {self._encoding}: {self.undecoded} bytes cannot be decoded as "
+                f"{self._encoding}, {self.decoded_non_ascii} non-ASCII characters can; if the file is in another "
+                f"encoding (latin-1, cp1252, ...), name it with {ENCODING_HINT}"
+            )
 
 
 def _chunked(uri: str, rows: Iterator[dict[str, Any]], size: int) -> Iterator[RawChunk]:
@@ -81,26 +202,56 @@ def _chunked(uri: str, rows: Iterator[dict[str, Any]], size: int) -> Iterator[Ra
 
 def _csv_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
     # Everything as text: the literal-string columns are parsed per row, where errors can be quarantined.
-    reader = pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows, encoding="utf-8")
+    # The reader hands over UTF-8; an undecodable byte stays as a surrogate escape, for its row alone.
+    reader = pd.read_csv(
+        f, dtype=str, keep_default_na=False, chunksize=chunk_rows, encoding="utf-8", encoding_errors="surrogateescape"
+    )
     for frame in reader:
-        check_columns(uri, set(frame.columns))
-        yield from frame.to_dict(orient="records")
+        columns = [str(c) for c in frame.columns]
+        if not all(c.isascii() for c in columns) and any(_UNDECODED.search(c) for c in columns):
+            raise SourceError(f"{uri}: the header row has bytes that cannot be decoded; see {ENCODING_HINT}")
+        check_columns(uri, set(columns))
+        for row in frame.to_dict(orient="records"):
+            for key, value in row.items():
+                if isinstance(value, str) and not value.isascii() and _NUL_MARK in value:
+                    row[key] = value.replace(_NUL_MARK, "\x00")
+            yield row
 
 
-def _json_rows(f: IO[bytes]) -> Iterator[dict[str, Any]]:
-    # ijson walks the top-level list item by item, so a 500 MB export never sits in memory whole.
-    for item in ijson.items(f, "item", use_float=True):
-        yield item if isinstance(item, dict) else {"_not_an_object": item}
+def _json_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
+    # ijson walks the top-level list item by item, so a 500 MB export never sits in memory whole. One list
+    # cannot be read past a broken record, so that fails the file, naming the record.
+    read = 0
+    try:
+        for item in ijson.items(f, "item", use_float=True):
+            read += 1
+            yield item if isinstance(item, dict) else {"_not_an_object": item}
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        # yajl's message (str or bytes) goes on with the text around the error: only its first line.
+        detail = exc.args[0] if exc.args and not isinstance(exc, UnicodeDecodeError) else exc
+        text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0]
+        undecodable = isinstance(exc, UnicodeDecodeError) or "UTF8" in reason
+        raise SourceError(
+            f"{uri}: cannot be parsed as json at record {read + 1} ({reason}), nor anything after it: fix that "
+            "record, or export JSON Lines, where a broken line is one quarantined row"
+            + (f"; if the file is not in the configured encoding, name it with {ENCODING_HINT}" if undecodable else "")
+        ) from exc
 
 
-def _jsonl_rows(f: IO[bytes]) -> Iterator[dict[str, Any]]:
+def _jsonl_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(f, start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
+            # A byte that did not decode stays a surrogate escape in its string, for records to quarantine.
+            item = json.loads(line.decode("utf-8", "surrogateescape"))
+        except (json.JSONDecodeError, RecursionError) as exc:
             # A broken line is one bad row, not a broken file: it goes to quarantine.
-            yield {"_parse_error": f"line {number}: {exc.msg}"}
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            yield {"_parse_error": f"line {number}: {reason}"}
             continue
         yield item if isinstance(item, dict) else {"_not_an_object": item}
+
+
+_JSON_READERS = {"json": _json_rows, "jsonl": _jsonl_rows}

@@ -41,9 +41,10 @@ def validate_source(
     max_quarantine_ratio: float,
     limit: int | None = None,
     storage_options: dict[str, Any] | None = None,
+    encoding: str = "utf-8",
 ) -> dict[str, Any]:
-    """Read, normalize and validate the source; valid records go to records/, the rest to
-    quarantine.jsonl with row, field and reason. Fails above the allowed quarantined share."""
+    """Read, normalize and validate the source (text in `encoding`); valid records go to records/, the
+    rest to quarantine.jsonl with row, field and reason. Fails above the allowed quarantined share."""
     records_dir = run_dir / "records"
     shutil.rmtree(records_dir, ignore_errors=True)  # a retried task starts clean
     records_dir.mkdir(parents=True)
@@ -51,7 +52,7 @@ def validate_source(
     read = indexed = quarantined = 0
     by_field: dict[str, int] = {}
     with Timer() as timer, (run_dir / "quarantine.jsonl").open("w", encoding="utf-8") as bad:
-        for part, chunk in enumerate(_limited(read_chunks(source, chunk_rows, storage_options), limit)):
+        for part, chunk in enumerate(_limited(read_chunks(source, chunk_rows, storage_options, encoding), limit)):
             result = validate_chunk(chunk, source, seen)
             read += len(chunk.rows)
             indexed += len(result.valid)
@@ -68,6 +69,7 @@ def validate_source(
     ratio = quarantined / read if read else 0.0
     report = {
         "source": source,
+        "encoding": encoding,
         "read": read,
         "valid": indexed,
         "quarantined": quarantined,

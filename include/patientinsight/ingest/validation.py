@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from patientinsight.ingest.records import RECORD_COLUMNS, Normalized, normalize_row
+from patientinsight.ingest.records import RECORD_COLUMNS, Normalized, normalize_row, printable
 from patientinsight.ingest.sources import RawChunk
 
 MIN_TEXT_CHARS = 20
@@ -57,6 +57,8 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
     normalized: list[Normalized] = [normalize_row(raw) for raw in chunk.rows]
     row_numbers = [chunk.first_row + i for i in range(len(chunk.rows))]
     errors: dict[int, list[tuple[str, str]]] = {i: list(n.errors) for i, n in enumerate(normalized) if n.errors}
+    # A row that could not be read at all (a broken JSON line) has no fields to fail the schema on.
+    unread = {i for i, errs in errors.items() if any(f == "row" for f, _ in errs)}
 
     frame = _frame(n.record for n in normalized)
     try:
@@ -72,7 +74,8 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
                 for i in range(len(frame)):
                     errors.setdefault(i, []).append((column, f"failed {check}"))
                 continue
-            errors.setdefault(int(index), []).append((column, f"failed {check}"))
+            if int(index) not in unread:
+                errors.setdefault(int(index), []).append((column, f"failed {check}"))
 
     for i, uid in enumerate(frame["uid"]):
         if i in errors or not uid:
@@ -82,13 +85,14 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
         else:
             seen_uids.add(uid)
 
+    # printable: an undecodable byte is written out as \xff, so the entry can be written as UTF-8 JSON.
     quarantined = [
         {
             "source": source,
             "row": row_numbers[i],
-            "uid": frame.at[i, "uid"] or None,
+            "uid": printable(frame.at[i, "uid"]) or None,
             "errors": [{"field": f, "reason": r} for f, r in dict.fromkeys(errs)],
-            "raw": chunk.rows[i],
+            "raw": printable(chunk.rows[i]),
         }
         for i, errs in sorted(errors.items())
     ]

@@ -67,7 +67,9 @@ class Searcher:
 
     @classmethod
     def for_settings(cls, reader: IndexReader, embedder: Embedder, settings: Settings) -> Searcher:
-        return cls(reader, embedder, RetrievalConfig.from_settings(settings))
+        """Queries are encoded as the version's documents were (same precision class; see
+        Embedder.for_version), by whoever searches: the service, the command line, the gate."""
+        return cls(reader, embedder.for_version(reader.manifest), RetrievalConfig.from_settings(settings))
 
     @cached_property
     def lexical(self) -> LexicalIndex:

@@ -1,5 +1,6 @@
-"""The ONNX Runtime backend against torch: same vectors, an export made once and reused, torch as the
-fallback, and length batching that hands vectors back in input order."""
+"""The exported backends (ONNX Runtime, OpenVINO) and precisions against torch fp32: the same vectors
+for every exact precision, int8 recorded as a different embedding, an export made once and reused,
+torch as the fallback, the choice by CPU features, and length batching in input order."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from patientinsight.embedding import encoder
 from patientinsight.embedding import onnx as onnx_export
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches, make_embedder
-from patientinsight.embedding.onnx import UnsupportedModel, model_head
+from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches, make_embedder, same_embedding
+from patientinsight.embedding.hardware import choose
+from patientinsight.embedding.tokens import UnsupportedModel, model_head
 from patientinsight.settings import Settings
 
 REAL_TEXTS = 40  # truncated at 256 tokens: a few seconds per backend on two cores
@@ -27,14 +29,23 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_embedder() -> Embedder:
-    return Embedder(PACKAGED_MODEL, strategy="truncate", backend="torch")
+    return Embedder(PACKAGED_MODEL, strategy="truncate", backend="torch", precision="fp32")
+
+
+def started(backend: str, precision: str, cache_dir: Path) -> Embedder:
+    embedder = Embedder(PACKAGED_MODEL, strategy="truncate", backend=backend, precision=precision, cache_dir=cache_dir)
+    # not the torch fallback: the comparisons would be vacuous
+    assert (embedder.active.backend, embedder.active.precision) == (backend, precision)
+    return embedder
 
 
 @pytest.fixture(scope="module")
 def onnx_embedder(cache_dir: Path) -> Embedder:
-    onnx = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=cache_dir)
-    assert onnx.active_backend == "onnx"  # not the torch fallback: the comparisons below would be vacuous
-    return onnx
+    return started("onnx", "fp32", cache_dir)
+
+
+# Every exact pair; bf16 only where the CPU computes it natively (elsewhere it is emulated and never chosen).
+EXACT = [("onnx", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -42,17 +53,68 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.realdata
-def test_onnx_agrees_with_torch_on_real_records(
-    real_data_dir: Path, torch_embedder: Embedder, onnx_embedder: Embedder
+@pytest.mark.parametrize(("backend", "precision"), EXACT)
+def test_exact_backends_agree_with_torch_on_real_records(
+    backend: str, precision: str, real_data_dir: Path, torch_embedder: Embedder, cache_dir: Path
 ) -> None:
     texts = (
         pd.read_csv(real_data_dir / "PMC-Patients-sample-1000.csv", nrows=REAL_TEXTS)["patient"].astype(str).tolist()
     )
     assert len(texts) == REAL_TEXTS
-    expected, got = torch_embedder.encode(texts), onnx_embedder.encode(texts)
+    embedder = started(backend, precision, cache_dir)
+    expected, got = torch_embedder.encode(texts), embedder.encode(texts)
     assert got.shape == expected.shape == (REAL_TEXTS, 384) and got.dtype == np.float32
-    assert cosines(expected, got).min() > 0.999
+    assert cosines(expected, got).min() >= 0.999
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert same_embedding(torch_embedder.describe(), embedder.describe())  # switching re-embeds nothing
+
+
+@pytest.mark.realdata
+def test_int8_is_close_but_a_different_embedding(
+    real_data_dir: Path, torch_embedder: Embedder, cache_dir: Path
+) -> None:
+    texts = pd.read_csv(real_data_dir / "PMC-Patients-sample-1000.csv", nrows=REAL_TEXTS)["patient"].astype(str)
+    int8 = started("openvino", "int8", cache_dir)
+    agreement = cosines(torch_embedder.encode(texts.tolist()), int8.encode(texts.tolist()))
+    assert 0.95 < agreement.min() < 0.999  # quantized: near, but not the fp32 vectors
+    described = int8.describe()
+    assert (described["precision"], described["numerics"]) == ("int8", "int8")
+    assert not same_embedding(torch_embedder.describe(), described)
+    assert not same_embedding(described, torch_embedder.describe())
+    # calibrated on generated case reports, converted once: a second embedder reuses the model
+    assert len(list(cache_dir.glob("*.openvino-int8-*/model.xml"))) == 1
+
+
+def test_queries_are_encoded_as_the_version_was(torch_embedder: Embedder, cache_dir: Path) -> None:
+    int8 = started("openvino", "int8", cache_dir)
+    exact = started("openvino", "fp32", cache_dir)
+    for_int8 = exact.for_version(int8.describe())
+    assert (for_int8.active.backend, for_int8.active.precision) == ("openvino", "int8")
+    assert exact.for_version(int8.describe()) is for_int8  # made once
+    assert exact.for_version(torch_embedder.describe()) is exact  # the same numerics: itself
+    assert int8.for_version(exact.describe()).precision == "fp32"
+    query = "fever and cough in a child"
+    assert np.allclose(for_int8.embed_query(query), int8.embed_query(query), atol=1e-6)
+
+
+def test_versions_from_before_precisions_were_recorded(torch_embedder: Embedder) -> None:
+    old = {k: v for k, v in torch_embedder.describe().items() if k not in ("backend", "precision", "numerics")}
+    assert same_embedding(old, torch_embedder.describe())
+    assert not same_embedding({**old, "quantize": "int8"}, torch_embedder.describe())
+
+
+def test_the_choice_follows_the_cpu_and_the_settings() -> None:
+    zen4 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni"})
+    older = frozenset({"avx2", "avx512f"})
+    assert (choose("auto", "auto", zen4).backend, choose("auto", "auto", zen4).precision) == ("openvino", "bf16")
+    assert choose("auto", "auto", older).precision == "fp32"  # emulated bf16 is slower than fp32
+    assert "AVX512_BF16" in choose("auto", "auto", zen4).line() and "bf16" in choose("auto", "auto", zen4).line()
+    assert choose("onnx", "auto", zen4).precision == "fp32"  # ONNX Runtime has no bf16 CPU kernels
+    assert choose("openvino", "int8", older).precision == "int8"
+    with pytest.raises(ValueError, match="not available with backend 'onnx'"):
+        choose("onnx", "bf16", zen4)
+    with pytest.raises(ValueError, match="not available with backend 'torch'"):
+        choose("torch", "int8", zen4)
 
 
 def test_onnx_agrees_with_torch_on_the_synthetic_sample(
@@ -76,7 +138,8 @@ def test_queries_agree_and_rank_alike(torch_embedder: Embedder, onnx_embedder: E
 
 
 def test_switching_backend_does_not_force_re_embedding(torch_embedder: Embedder, onnx_embedder: Embedder) -> None:
-    assert onnx_embedder.describe() == torch_embedder.describe()
+    assert same_embedding(torch_embedder.describe(), onnx_embedder.describe())
+    assert onnx_embedder.describe()["backend"] == "onnx"  # recorded, not compared
 
 
 def test_export_is_cached_and_reused(
@@ -92,8 +155,7 @@ def test_export_is_cached_and_reused(
 
     monkeypatch.setattr(encoder, "export_onnx", no_export)
     with caplog.at_level(logging.INFO, logger="patientinsight.embedding.encoder"):
-        again = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=cache_dir)
-        assert again.active_backend == "onnx"
+        started("onnx", "fp32", cache_dir)  # asserts that it really runs on ONNX
     assert "ONNX export reused" in caplog.text
     assert exports[0].stat().st_mtime_ns == before and list(cache_dir.glob("*.onnx")) == exports
     # the key covers the model and the export settings
@@ -111,11 +173,13 @@ def test_falls_back_to_torch_when_the_export_fails(
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(encoder, "export_onnx", broken_export)
-    fallback = Embedder(PACKAGED_MODEL, strategy="truncate", backend="onnx", cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="patientinsight.embedding.encoder"):
+    fallback = Embedder(PACKAGED_MODEL, strategy="truncate", backend="openvino", precision="bf16", cache_dir=tmp_path)
+    with caplog.at_level(logging.INFO, logger="patientinsight.embedding.encoder"):
         vectors = fallback.encode(["fever and cough in a child", "invoice overdue"])
-    assert fallback.active_backend == "torch"
+    assert (fallback.active.backend, fallback.active.precision) == ("torch", "fp32")
     assert "falling back to torch" in caplog.text and "exporter exploded" in caplog.text
+    assert "embedding backend torch fp32 on cpu: openvino bf16 failed" in caplog.text  # the one line of the choice
+    assert fallback.describe()["precision"] == "fp32"  # the version records what really encoded
     assert np.allclose(vectors, torch_embedder.encode(["fever and cough in a child", "invoice overdue"]), atol=1e-6)
     assert not list(tmp_path.iterdir())
 
@@ -154,12 +218,14 @@ def test_length_batches_group_similar_lengths() -> None:
     assert max(lengths[i] for i in batches[1]) < min(lengths[i] for i in batches[0])
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
 def test_length_batching_returns_vectors_in_input_order(backend: str, cache_dir: Path, onnx_embedder: Embedder) -> None:
     words = ["fever", "cough", "rash", "seizure", "anaemia", "fracture", "jaundice", "sepsis"]
     texts = [" ".join(words[: 1 + (i * 5) % 8] * (1 + (i * 7) % 9)) + f" case {i}" for i in range(11)]
     assert len({len(t) for t in texts}) > 5  # lengths really differ, so sorting reorders them
-    embedder = Embedder(PACKAGED_MODEL, strategy="truncate", batch_size=3, backend=backend, cache_dir=cache_dir)
+    embedder = Embedder(
+        PACKAGED_MODEL, strategy="truncate", batch_size=3, backend=backend, precision="fp32", cache_dir=cache_dir
+    )
     together = embedder.encode(texts, progress_every=7)  # two sort windows
     alone = np.stack([embedder.encode([t])[0] for t in texts])
     assert cosines(together, alone).min() > 0.9999
@@ -167,9 +233,11 @@ def test_length_batching_returns_vectors_in_input_order(backend: str, cache_dir:
 
 
 def test_settings_choose_backend_and_threads(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, embedding_backend="torch", embed_threads=1)
+    settings = Settings(home=tmp_path, embedding_backend="torch", embedding_precision="bf16", embed_threads=1)
     built = make_embedder(settings)
-    assert (built.backend, built.threads, built.cache_dir) == ("torch", 1, tmp_path / "models")
+    assert (built.backend, built.requested.precision, built.threads) == ("torch", "bf16", 1)
+    assert Settings(home=tmp_path, model_cache_dir=None).model_cache == tmp_path / "models"
+    assert make_embedder(Settings(home=tmp_path, model_cache_dir=tmp_path / "cache")).cache_dir == tmp_path / "cache"
     assert Settings(home=tmp_path).embed_threads >= 1
     with pytest.raises(ValueError):
         Embedder(PACKAGED_MODEL, backend="tensorflow")

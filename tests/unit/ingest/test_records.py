@@ -95,12 +95,18 @@ def test_content_hash_follows_content() -> None:
     ],
 )
 def test_relevance_map_fast_path_agrees_with_literal_eval(text: str) -> None:
-    """The regular-expression path for the CSV's usual shape gives what ast.literal_eval gives."""
+    """The regular-expression path for the CSV's usual shape gives what ast.literal_eval gives (and a
+    relevance is a whole number >= 0: the string '1' is an error, 3.0 reads as 3)."""
     import ast
+
+    def whole(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v >= 0
 
     try:
         parsed = ast.literal_eval(text.strip())
-        expected: object = {str(k): int(v) for k, v in parsed.items()} if isinstance(parsed, dict) else ValueError
+        expected: object = ValueError
+        if isinstance(parsed, dict) and all(whole(v) for v in parsed.values()):
+            expected = {str(k): int(v) for k, v in parsed.items()}
     except (ValueError, SyntaxError) as exc:
         expected = type(exc)
     try:

@@ -1,0 +1,126 @@
+"""The OpenVINO path of the embedder: the ONNX export converted once to OpenVINO's format (cached in
+PATIENTINSIGHT_HOME/models), optionally quantized to int8 with NNCF, compiled for the CPU with the
+chosen inference precision (bf16 runs on AVX512_BF16 or AMX where the CPU has them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from patientinsight.embedding.hardware import Precision
+
+Feeds = dict[str, np.ndarray]
+# int8 is calibrated on generated case reports (ingest/sample.py), never on the records being indexed
+# or evaluated: the quantized model is the same for every corpus, and no evaluation query shaped it.
+CALIBRATION_TEXTS = 192
+CALIBRATION_BATCH = 16
+
+
+def _nncf() -> Any:
+    # NNCF sends usage telemetry unless told it runs in CI: a clinical system sends none.
+    os.environ.setdefault("NNCF_CI", "1")
+    import nncf
+
+    return nncf
+
+
+def converted_path(onnx_path: Path, int8: bool) -> Path:
+    """Next to the ONNX export it comes from; int8 also depends on NNCF's version and the calibration."""
+    if not int8:
+        return onnx_path.with_suffix(".openvino")
+    nncf = _nncf()
+    spec = json.dumps([nncf.__version__, CALIBRATION_BATCH, calibration_texts()])  # a changed sample re-quantizes
+    key = hashlib.sha256(spec.encode()).hexdigest()[:8]
+    return onnx_path.with_suffix(f".openvino-int8-{key}")
+
+
+def calibration_texts() -> list[str]:
+    from patientinsight.ingest.sample import generate_rows
+
+    rows = generate_rows(articles=CALIBRATION_TEXTS, seed=20261201)
+    return [row["patient"] for row in rows][:CALIBRATION_TEXTS]
+
+
+def _write_atomically(folder: Path, write: Callable[[Path], None]) -> Path:
+    """Written into a unique temporary folder and renamed into place, so that concurrent workers never
+    read half a model (the loser of a race removes its copy)."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another worker renamed its copy first: theirs is the same model
+            if not (folder / "model.xml").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def convert(onnx_path: Path, int8: bool, calibration: Callable[[], Iterator[Feeds]]) -> Path:
+    """model.xml (+ .bin) for this export and precision, made once."""
+    import openvino as ov
+
+    folder = converted_path(onnx_path, int8)
+    if (folder / "model.xml").exists():
+        return folder / "model.xml"
+
+    def write(tmp: Path) -> None:
+        model = ov.Core().read_model(str(onnx_path))
+        if int8:
+            nncf = _nncf()
+            # TRANSFORMER keeps softmax, layer norms and the residual adds in float and applies
+            # SmoothQuant; MIXED quantizes activations asymmetrically (what VNNI's u8 x s8 takes).
+            batches = list(calibration())
+            model = nncf.quantize(
+                model,
+                nncf.Dataset(batches),
+                model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(batches),  # every calibration batch
+            )
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
+
+    return _write_atomically(folder, write) / "model.xml"
+
+
+@lru_cache(maxsize=4)
+def compiled(path: str, precision: Precision, threads: int) -> Any:
+    """One compiled model per process, path and precision. LATENCY: one stream on every thread, so
+    one batch at a time uses the whole machine (the encoder is called batch by batch)."""
+    import openvino as ov
+
+    hint = "f32" if precision == "fp32" else "bf16"  # int8 models run their float parts in bf16 where native
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    return ov.Core().compile_model(path, "CPU", config)
+
+
+class OpenVinoRunner:
+    """Token embeddings for padded int64 feeds; one infer request per thread of the caller (an infer
+    request is not safe to share across threads)."""
+
+    def __init__(self, path: Path, precision: Precision, threads: int) -> None:
+        self.model = compiled(str(path), precision, threads)
+        self.input_names = [port.any_name for port in self.model.inputs]
+        self._output = self.model.output(0)
+        self._requests: dict[int, Any] = {}
+
+    def __call__(self, feeds: Feeds) -> np.ndarray:
+        import threading
+
+        ident = threading.get_ident()
+        request = self._requests.get(ident)
+        if request is None:
+            request = self._requests[ident] = self.model.create_infer_request()
+        return np.array(request.infer({n: feeds[n] for n in self.input_names})[self._output], copy=True)

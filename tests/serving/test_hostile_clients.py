@@ -1,0 +1,171 @@
+"""Hostile and careless clients, against a real uvicorn process (`patientinsight serve`): the key check comes
+before the body, bodies are UTF-8 JSON, numbers are numbers, overlong request heads and slow or many clients
+get JSON problems, and nobody holds a connection open for longer than the configured timeouts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serving.conftest import API_KEY, keys_setting, served
+from tests.serving.service import Service
+
+QUERY = "A woman with fever and a productive cough."
+CLIENT_TIMEOUT_S = 1.0  # the service's serve_client_timeout_s here: short, so the slow-client tests are fast
+MAX_CONCURRENCY = 8
+
+
+@pytest.fixture(scope="module")
+def service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    env = {
+        "PATIENTINSIGHT_API_KEYS": keys_setting(),
+        "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000",
+        "PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
+        "PATIENTINSIGHT_SERVE_LIMIT_CONCURRENCY": str(MAX_CONCURRENCY),
+    }
+    with served(built_home, tmp_path_factory.mktemp("hostile"), env).running() as running:
+        yield running
+
+
+def exchange(service: Service, data: bytes, wait_s: float = 10.0) -> tuple[bytes, float]:
+    """Sends raw bytes on a new connection and reads until the server closes it: (what came back, seconds)."""
+    started = time.monotonic()
+    with socket.create_connection((service.host, service.port), timeout=wait_s) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], object]:
+    """Status, headers (lower-case names) and JSON body of one raw HTTP/1.1 response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def post(service: Service, body: bytes, content_type: str = "application/json", key: str | None = API_KEY):
+    headers = {"Content-Type": content_type} | ({"X-API-Key": key} if key else {})
+    return httpx.post(service.url + "/v1/query", content=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        json.dumps({"text": QUERY}).encode("utf-16"),
+        b'{"text": "' + b"x" * 100_000 + b'"}',  # above the body limit: still a 401, not a 413
+        json.dumps({"text": QUERY, "k": "5"}).encode(),
+    ],
+    ids=["malformed", "utf-16", "too-large", "invalid"],
+)
+def test_no_key_is_401_whatever_the_body(service: Service, body: bytes) -> None:
+    response = post(service, body, key=None)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "a valid API key is required (header X-API-Key)"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (json.dumps({"text": QUERY}).encode("utf-16"), "application/json"),  # with a byte-order mark
+        (json.dumps({"text": QUERY}).encode("utf-16-le"), "application/json"),  # without one
+        (json.dumps({"text": QUERY}).encode("utf-32"), "application/json"),
+        ('{"text": "fièvre"}'.encode("latin-1"), "application/json"),
+        (json.dumps({"text": QUERY}).encode(), "application/json; charset=utf-16"),
+    ],
+    ids=["utf-16", "utf-16-le", "utf-32", "latin-1", "charset-utf-16"],
+)
+def test_a_body_that_is_not_utf8_is_400(service: Service, body: bytes, content_type: str) -> None:
+    response = post(service, body, content_type)
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the body must be JSON text in UTF-8"}
+
+
+def test_a_body_that_is_not_json_is_415_and_utf8_json_is_fine(service: Service) -> None:
+    refused = post(service, json.dumps({"text": QUERY}).encode(), "text/plain")
+    utf8 = '{"text": "fièvre et toux", "generate": false}'.encode()
+    accepted = post(service, utf8, "application/json; charset=UTF-8")
+    assert refused.status_code == 415 and "application/json" in refused.json()["detail"]
+    assert accepted.status_code == 200, accepted.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"k": "5"}, "k"),
+        ({"k": True}, "k"),
+        ({"k": 2.5}, "k"),
+        ({"generate": 1}, "generate"),
+        ({"generate": "false"}, "generate"),
+        ({"filters": {"age_min": "30"}}, "filters.age_min"),
+        ({"filters": {"age_max": True}}, "filters.age_max"),
+    ],
+)
+def test_numbers_and_booleans_are_not_coerced(service: Service, extra: dict, field: str) -> None:  # type: ignore[type-arg]
+    response = post(service, json.dumps({"text": QUERY, **extra}).encode())
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["detail"]] == [field]
+
+
+def test_an_overlong_uid_gets_a_json_problem(service: Service) -> None:
+    headers = {"X-API-Key": API_KEY}
+    long = httpx.get(f"{service.url}/v1/cases/{'u' * 1000}", headers=headers)  # the app's bound: 128
+    raw, _ = exchange(service, f"GET /v1/cases/{'u' * 200_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert long.status_code == 422 and long.json()["detail"][0]["field"] == "path.patient_uid"
+    status, response_headers, body = parse(raw)  # h11's bound on a request head (16 KiB), as JSON
+    assert status == 431 and response_headers["content-type"] == "application/json"
+    assert body == {"detail": "the request line and headers are longer than 16384 bytes"}
+
+
+def test_a_body_that_never_arrives_is_408_within_the_timeout(service: Service) -> None:
+    head = f"POST /v1/query HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Type: application/json\r\n"
+    raw, elapsed = exchange(service, (head + "Content-Length: 100\r\n\r\n").encode() + b'{"text": "')
+    status, headers, body = parse(raw)
+    assert status == 408 and headers["connection"] == "close"
+    assert body == {"detail": f"the request body did not arrive within {CLIENT_TIMEOUT_S:g} s"}
+    assert CLIENT_TIMEOUT_S <= elapsed < CLIENT_TIMEOUT_S + 5  # answered, and the connection closed
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"], ids=["nothing", "half a head"])
+def test_a_head_that_never_ends_is_408_within_the_timeout(service: Service, sent: bytes) -> None:
+    raw, elapsed = exchange(service, sent)
+    status, headers, body = parse(raw)
+    assert status == 408 and headers["connection"] == "close"
+    assert body == {"detail": f"the request line and headers did not arrive within {CLIENT_TIMEOUT_S:g} s"}
+    assert CLIENT_TIMEOUT_S <= elapsed < CLIENT_TIMEOUT_S + 5
+
+
+def test_an_answer_before_the_body_closes_the_connection(service: Service) -> None:
+    """A 401 needs no body: the server answers at once and closes, rather than wait for the other 90 bytes."""
+    head = b"POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    raw, elapsed = exchange(service, head + b'{"text": "')
+    status, headers, _ = parse(raw)
+    assert status == 401 and headers["connection"] == "close"
+    assert elapsed < CLIENT_TIMEOUT_S
+
+
+def test_beyond_the_concurrency_limit_is_a_json_503(service: Service) -> None:
+    idle = [socket.create_connection((service.host, service.port)) for _ in range(MAX_CONCURRENCY)]
+    try:
+        time.sleep(0.2)  # the server has accepted them (they send nothing; the head timeout closes them later)
+        refused = httpx.get(service.url + "/healthz")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.json() == {"detail": "the service is at its concurrency limit; retry shortly"}
+    for _ in range(50):  # once the server has seen them close, it answers again
+        if httpx.get(service.url + "/healthz").status_code == 200:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("still at the concurrency limit after the idle connections closed")
