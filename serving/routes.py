@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from patientinsight.index.types import Filters
 from patientinsight.retrieval.answering import answer, text_fingerprint
 from patientinsight.retrieval.cases import CaseIndex
-from serving.schemas import CaseDetail, Problem, QueryRequest, QueryResponse, Ready
+from patientinsight.retrieval.followup import UnknownCases, follow_up
+from serving.schemas import CaseDetail, FollowUpRequest, FollowUpResponse, Problem, QueryRequest, QueryResponse, Ready
 from serving.state import ServiceState
 
 log = logging.getLogger("serving.query")
@@ -131,6 +132,7 @@ def readyz(request: Request) -> JSONResponse:
         index_version=index.version if index else None,
         records=index.count() if index else 0,
         model_warm=state.follower.warmed.is_set(),
+        synthetic_records=index.synthetic_count if index else 0,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
@@ -160,11 +162,7 @@ def query(
 ) -> dict[str, Any]:
     """The most similar published cases to a patient description, and an analysis grounded in them."""
     state = service(request)
-    limit = state.settings.max_query_chars
-    if len(body.text) > limit:
-        raise RequestValidationError(
-            [{"loc": ("body", "text"), "msg": f"String should have at most {limit} characters", "type": "too_long"}]
-        )
+    _check_length(body.text, "text", state.settings.max_query_chars)
     filters = Filters(body.filters.age_min, body.filters.age_max, body.filters.sex)
     result = answer(
         body.text,
@@ -189,6 +187,60 @@ def query(
     )  # fmt: skip
     state.audit.record(
         key_id, index.version, body.k, len(body.text), fingerprint, uids, analysis["generator"], analysis["error"]
+    )
+    return result
+
+
+def _check_length(text: str, field: str, limit: int) -> None:
+    if len(text) > limit:
+        raise RequestValidationError(
+            [{"loc": ("body", field), "msg": f"String should have at most {limit} characters", "type": "too_long"}]
+        )
+
+
+@api.post(
+    "/v1/followup",
+    tags=["query"],
+    response_model=FollowUpResponse,
+    responses={
+        **_ERRORS,
+        400: {"model": Problem, "description": "The body is not UTF-8 JSON text."},
+        404: {"model": Problem, "description": "A uid is not in the loaded index version (it may have switched)."},
+        415: {"model": Problem, "description": "The body is not JSON (Content-Type: application/json)."},
+        422: {},
+    },
+)
+def followup(
+    body: FollowUpRequest,
+    request: Request,
+    key_id: Annotated[str, Depends(caller)],
+    index: Annotated[CaseIndex, Depends(loaded)],
+) -> dict[str, Any]:
+    """A question about the cases of an answer, answered by the configured generator from those cases only,
+    citing them by their position in `uids` ([1] is the first). The extractive generator quotes their
+    best-matching sentences. Limits, keys and audit as for /v1/query; the question is never logged."""
+    state = service(request)
+    _check_length(body.question, "question", state.settings.max_query_chars)
+    try:
+        result = follow_up(body.question, body.uids, index, state.generator, state.settings.generator_timeout_s)
+    except UnknownCases as exc:
+        raise HTTPException(404, f"{exc}: ask the query again") from None
+    answer_ = result["answer"]
+    m = state.metrics
+    m.generation.labels(answer_["generator"], "error" if answer_["error"] else "ok").observe(
+        result["timings_ms"]["generate"] / 1000
+    )
+    for kind, count in (answer_["usage"] or {}).items():
+        m.tokens.labels(answer_["generator"], kind.removesuffix("_tokens")).inc(count)
+    fingerprint = text_fingerprint(body.question)
+    uids = [case["patient_uid"] for case in result["cases"]]
+    log.info(
+        "followup key=%s len=%d sha=%s cases=%d version=%s generator=%s error=%s ms=%.1f",
+        key_id, len(body.question), fingerprint, len(uids), index.version,
+        answer_["generator"], bool(answer_["error"]), result["timings_ms"]["total"],
+    )  # fmt: skip
+    state.audit.record(
+        key_id, index.version, len(uids), len(body.question), fingerprint, uids, answer_["generator"], answer_["error"]
     )
     return result
 

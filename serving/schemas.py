@@ -55,8 +55,15 @@ class CaseOut(BaseModel):
     pmid: str | None
     title: str | None
     article_url: str | None = Field(description="The article's PubMed page.")
+    pmc_url: str | None = Field(description="The article's full text on PubMed Central (from the uid's PMC number).")
     age_years: float | None
+    age_display: str | None = Field(
+        description="The age as a clinician says it: '19 hours', '1 week', '10 months', '2 years 8 months'."
+    )
     sex: str | None
+    synthetic: bool = Field(
+        description="A record of the synthetic demo sample: invented text; its PMID and PMC number are not its own."
+    )
     score: float | None = Field(
         description="The retriever's score: higher is more similar; its scale depends on the retriever."
     )
@@ -90,11 +97,38 @@ class QueryResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class FollowUpRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str = Field(
+        min_length=1, description="A question about the cases (length limited by settings, as a query's text)."
+    )
+    uids: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=50, description="The cases to answer from: the uids of an answer's cases, in order."
+    )
+
+
+class FollowUpCase(BaseModel):
+    ref: int = Field(description="The number the answer cites the case by, from 1.")
+    patient_uid: str
+    title: str | None
+
+
+class FollowUpResponse(BaseModel):
+    answer: AnalysisOut
+    cases: list[FollowUpCase]
+    index_version: str
+    timings_ms: dict[str, float]
+
+
 class Ready(BaseModel):
     ready: bool
     index_version: str | None
     records: int
     model_warm: bool
+    synthetic_records: int = Field(
+        default=0, description="How many of the loaded records come from the synthetic demo sample."
+    )
 
 
 class Problem(BaseModel):

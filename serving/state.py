@@ -26,6 +26,9 @@ class MisconfiguredGenerator:
     def generate(self, query: str, cases: list[Case]) -> Analysis:
         raise RuntimeError(self.reason)
 
+    def follow_up(self, question: str, cases: list[Case]) -> Analysis:
+        raise RuntimeError(self.reason)
+
 
 @dataclass
 class ServiceState:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
@@ -24,19 +26,102 @@ INGEST_EPILOG = """exit codes:
      the reason is logged; re-run with --allow-worse to publish anyway"""
 
 
+# The progress lines the ingest steps log (the task logs keep them), which the bars follow: rows read
+# (ingest/steps.py), the shard plan (ingest/shards.py), texts encoded within a shard (embedding/encoder.py)
+# and each finished shard (ingest/shards.py). tests/unit/ingest/test_ingest_progress.py checks that they exist.
+READ_LINE = "validated %d rows (%d valid, %d quarantined)"
+PLAN_LINE = "%d records to embed in %d shards of at most %d"
+ENCODE_LINE = "embedded %d/%d texts (%.1f texts/s)"
+SHARD_LINE = "shard %d: embedded %d records (%.1f records/s)"
+
+
+class IngestProgress(logging.Handler):
+    """Progress bars of `ingest` on a terminal, fed by those log lines: rows read (count and rate), then
+    records embedded out of the plan's total (rate and ETA), moved within a shard by the encoder's lines."""
+
+    def __init__(self, file: Any = None) -> None:
+        super().__init__(logging.INFO)
+        self.file = file
+        self.reading: Any = None
+        self.embedding: Any = None
+        self.shard_size = 0
+        self.finished = 0  # records of the shards done
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._follow(record)
+        except Exception:  # a bar must never fail the ingest
+            self.handleError(record)
+
+    def _follow(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == READ_LINE:
+            if self.reading is None:
+                self.reading = tqdm(desc="reading", unit=" rows", file=self.file, dynamic_ncols=True)
+            self.reading.update(args[0] - self.reading.n)
+        elif record.msg == PLAN_LINE:
+            self.close_bars()  # reading is done
+            total, _, self.shard_size = args
+            if total:
+                self.embedding = tqdm(
+                    total=total, desc="embedding", unit=" records", file=self.file, dynamic_ncols=True
+                )
+        elif record.msg == ENCODE_LINE and self.embedding is not None and args[1]:
+            shard = min(self.shard_size, self.embedding.total - self.finished)  # shards run in plan order
+            self._move(self.finished + shard * args[0] // args[1])
+        elif record.msg == SHARD_LINE and self.embedding is not None:
+            self.finished += args[1]
+            self._move(self.finished)
+
+    def _move(self, position: int) -> None:
+        self.embedding.update(min(position, self.embedding.total) - self.embedding.n)
+
+    def close_bars(self) -> None:
+        for bar in (self.reading, self.embedding):
+            if bar is not None:
+                bar.close()
+        self.reading = self.embedding = None
+
+    def close(self) -> None:
+        self.close_bars()
+        super().close()
+
+
+@contextlib.contextmanager
+def _progress_bars() -> Iterator[None]:
+    """Bars on stderr when it is a terminal, the log lines printed above them; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    handler = IngestProgress()
+    logger = logging.getLogger("patientinsight")
+    logger.addHandler(handler)
+    try:
+        with logging_redirect_tqdm():
+            yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     from patientinsight.ingest.run import run_ingest
 
     run_id = args.run_id or datetime.now(UTC).strftime("cli__%Y%m%dT%H%M%S_") + uuid.uuid4().hex[:6]
-    return run_ingest(
-        args.source,
-        get_settings(),
-        full_refresh=args.full_refresh,
-        limit=args.limit,
-        run_id=run_id,
-        allow_worse=args.allow_worse,
-        encoding=args.encoding,
-    )
+    with _progress_bars():
+        return run_ingest(
+            args.source,
+            get_settings(),
+            full_refresh=args.full_refresh,
+            limit=args.limit,
+            run_id=run_id,
+            allow_worse=args.allow_worse,
+            encoding=args.encoding,
+        )
 
 
 def _ingest_exit_code(report: dict[str, Any]) -> int:

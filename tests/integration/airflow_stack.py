@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.http_server import free_port
 
@@ -127,8 +127,13 @@ class AirflowStack:
 
     @classmethod
     def start(
-        cls, repo_root: Path, workdir: Path, extra_env: dict[str, str] | None = None, timeout_s: float = 240
-    ) -> AirflowStack:
+        cls,
+        repo_root: Path,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        timeout_s: float = 240,
+        components: tuple[str, ...] = COMPONENTS,
+    ) -> Self:
         airflow_home = workdir / "airflow"
         airflow_home.mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
@@ -142,7 +147,7 @@ class AirflowStack:
         stack = cls(repo_root, workdir, env, f"http://127.0.0.1:{port}", password, database)
         try:
             stack._migrate()
-            for name in COMPONENTS:
+            for name in components:
                 stack.start_component(name)
             stack.wait_healthy(timeout_s)
         except BaseException:
@@ -214,11 +219,12 @@ class AirflowStack:
     def log_path(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
 
-    def start_component(self, name: str) -> None:
+    def start_component(self, name: str, argv: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """`airflow <name>` (or `airflow <argv>`, logged as `name`) with the stack's environment (or `env`)."""
         with self.log_path(name).open("ab") as out:
             self.processes[name] = subprocess.Popen(
-                [self._airflow(), name],
-                env=self.env,
+                [self._airflow(), *(argv or [name])],
+                env=env or self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

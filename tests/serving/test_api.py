@@ -57,7 +57,8 @@ def test_query_contract(keyed_service: Service, built_home) -> None:  # type: ig
     stored = records(built_home).set_index("uid")
     for case in body["cases"]:
         assert set(case) == {
-            "patient_uid", "pmid", "title", "article_url", "age_years", "sex", "score", "passages"
+            "patient_uid", "pmid", "title", "article_url", "pmc_url", "age_years", "age_display", "sex",
+            "synthetic", "score", "passages",
         }  # fmt: skip
         row = stored.loc[case["patient_uid"]]
         assert case["pmid"] == row["pmid"] and case["title"] == row["title"]
@@ -70,7 +71,8 @@ def test_query_contract(keyed_service: Service, built_home) -> None:  # type: ig
     assert scores == sorted(scores, reverse=True)
     analysis = body["analysis"]
     assert analysis["generator"] == "extractive" and analysis["error"] is None
-    assert {key: analysis[key] for key in ("text", "citations")} == extractive_analysis(QUERY, body["cases"])
+    expected = extractive_analysis(QUERY, body["cases"], built_home)
+    assert {key: analysis[key] for key in ("text", "citations")} == expected
     assert [c["patient_uid"] for c in analysis["citations"]] == [c["patient_uid"] for c in body["cases"]]
     assert {"search", "generate", "total"} <= set(body["timings_ms"])
 

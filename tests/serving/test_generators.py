@@ -71,7 +71,7 @@ def test_openai_analysis_cites_cases_resolved_to_uids(openai_service: Service, s
     assert 'patientinsight_generation_seconds_count{generator="openai",outcome="ok"}' in metrics
 
 
-def test_openai_timeout_still_returns_the_cases(openai_service: Service) -> None:
+def test_openai_timeout_still_returns_the_cases(openai_service: Service, built_home: Path) -> None:
     query = QUERY + " STANDIN-SLOW"
     with openai_service.client() as client:
         response = client.post("/v1/query", json={"text": query, "k": 3})
@@ -80,7 +80,7 @@ def test_openai_timeout_still_returns_the_cases(openai_service: Service) -> None
     assert len(body["cases"]) == 3
     assert "timed out" in body["analysis"]["error"]
     fallback = {key: body["analysis"][key] for key in ("text", "citations")}
-    assert fallback == extractive_analysis(query, body["cases"])
+    assert fallback == extractive_analysis(query, body["cases"], built_home)
     metrics = httpx.get(openai_service.url + "/metrics").text
     assert 'patientinsight_generation_seconds_count{generator="openai",outcome="error"}' in metrics
 

@@ -66,7 +66,7 @@ def test_type_a_query_submit_and_see_results(dev_service: Service, browser) -> N
     assert first_link.get_attribute("href").startswith("https://pubmed.ncbi.nlm.nih.gov/")
     assert "ketoacidosis" in first_link.text.lower()
     for item in items:
-        assert "F" in item.find_element(By.CLASS_NAME, "case-meta").text
+        assert "female" in item.find_element(By.CLASS_NAME, "case-meta").text  # the F filter, in words
         assert item.find_elements(By.CSS_SELECTOR, ".passages li")
     analysis = browser.find_element(By.ID, "analysis-text").text
     assert "No language model is configured" in analysis and "[1]" in analysis

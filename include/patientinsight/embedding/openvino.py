@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.hardware import Precision
+from patientinsight.embedding.hardware import BF16_FLAGS, Precision, cpu_flags
 
 Feeds = dict[str, np.ndarray]
 # int8 is calibrated on generated case reports (ingest/sample.py), never on the records being indexed
@@ -101,7 +101,9 @@ def compiled(path: str, precision: Precision, threads: int) -> Any:
     one batch at a time uses the whole machine (the encoder is called batch by batch)."""
     import openvino as ov
 
-    hint = "f32" if precision == "fp32" else "bf16"  # int8 models run their float parts in bf16 where native
+    # int8 models run their float parts (softmax, norms) in bf16 where the CPU has it, else in f32.
+    native_bf16 = any(flag in cpu_flags() for flag in BF16_FLAGS)
+    hint = "bf16" if precision == "bf16" or (precision == "int8" and native_bf16) else "f32"
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     return ov.Core().compile_model(path, "CPU", config)
 

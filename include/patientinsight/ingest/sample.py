@@ -2,7 +2,10 @@
 
 The text is generated from templates, not taken from real reports, so it can ship with the project.
 Patients of one synthetic article share a condition and list each other as similar (score 2), as
-in-article links do in the real dataset. One row repeats a uid, to show quarantine at work.
+in-article links do in the real dataset. Each condition has patients of a fitting age, and what a
+summary says fits the patient's age: what the patient is called, the history, the vital signs. One row
+repeats a uid, to show quarantine at work. Every title carries SYNTHETIC_TITLE, so the service can say
+that the cases it shows are invented (their PMIDs and PMC numbers point at unrelated real articles).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ CONDITIONS = [
     ),
     (
         "Kawasaki disease",
-        "five days of fever, conjunctival injection, a strawberry tongue and a rash",
+        "fever, conjunctival injection, a strawberry tongue and a rash",
         "coronary artery dilatation on echocardiography",
         "intravenous immunoglobulin and aspirin",
     ),
@@ -86,59 +89,188 @@ CONDITIONS = [
     ),
 ]
 
-# (value, unit) pairs that exercise every unit the dataset uses.
-AGE_SHAPES = [
-    lambda r: [[float(r.randint(18, 90)), "year"]],
-    lambda r: [[float(r.randint(1, 11)), "month"]],
-    lambda r: [[float(r.randint(1, 8)), "year"], [float(r.randint(1, 11)), "month"]],
-    lambda r: [[float(r.randint(1, 6)), "week"]],
-    lambda r: [[float(r.randint(1, 28)), "day"]],
-    lambda r: [[float(r.randint(2, 23)), "hour"]],
+# How old the patients of each condition are, and how long their symptoms have lasted before they
+# present: (youngest, oldest) in years, then (unit, fewest, most). A case series of pyloric stenosis
+# is of young infants, one of myocardial infarction of adults.
+PROFILES: dict[str, tuple[tuple[float, float], tuple[str, int, int]]] = {
+    "community-acquired pneumonia": ((5, 92), ("day", 2, 7)),
+    "acute myocardial infarction": ((38, 89), ("hour", 1, 6)),
+    "diabetic ketoacidosis": ((3, 78), ("day", 1, 3)),
+    "acute appendicitis": ((6, 75), ("hour", 12, 48)),
+    "pulmonary embolism": ((19, 88), ("day", 1, 5)),
+    "bacterial meningitis": ((5, 85), ("hour", 6, 36)),
+    "Kawasaki disease": ((0.25, 5), ("day", 5, 9)),
+    "ischaemic stroke": ((41, 90), ("hour", 1, 4)),
+    "acute pancreatitis": ((19, 86), ("day", 1, 3)),
+    "pyloric stenosis": ((14 / 365.25, 56 / 365.25), ("day", 2, 10)),
+    "sarcoidosis": ((22, 64), ("week", 4, 16)),
+    "tuberculous spondylitis": ((12, 84), ("month", 2, 9)),
+}
+
+# One of these strings is in every title of the sample: how the service knows a record is synthetic.
+SYNTHETIC_TITLE = "a synthetic case report series"
+
+# What a patient is called, by sex and age group (retrieval/ages.age_band's groups).
+PERSONS = {
+    "neonate": {"M": ["male neonate", "newborn boy"], "F": ["female neonate", "newborn girl"]},
+    "infant": {"M": ["male infant", "baby boy"], "F": ["female infant", "baby girl"]},
+    "child": {"M": ["boy", "male child"], "F": ["girl", "female child"]},
+    "adolescent": {"M": ["adolescent boy", "boy"], "F": ["adolescent girl", "girl"]},
+    "adult": {"M": ["man", "male patient"], "F": ["woman", "female patient"]},
+    "older adult": {"M": ["man", "male patient"], "F": ["woman", "female patient"]},
+}
+# Histories a patient of each age group can have (the sentence after "The <person>").
+HISTORIES = {
+    "neonate": [
+        "was born at term after an uncomplicated pregnancy and was breastfed",
+        "was born at 37 weeks' gestation by caesarean section and was formula-fed",
+        "was born at term by spontaneous vaginal delivery; antenatal scans had been normal",
+        "was the first child of healthy parents and had been feeding well until then",
+    ],
+    "infant": [
+        "was born at term and had been developing normally",
+        "had been feeding well and gaining weight",
+        "was born at 34 weeks' gestation and had needed no neonatal intensive care",
+        "had mild eczema and was otherwise well",
+    ],
+    "child": [
+        "had no relevant past medical history and was fully immunised",
+        "had asthma controlled with an inhaled corticosteroid",
+        "had eczema and a peanut allergy",
+        "had been developing normally and attended school",
+    ],
+    "adolescent": [
+        "had no relevant past medical history",
+        "had asthma since childhood",
+        "had migraine without aura",
+        "had acne treated with topical retinoids",
+    ],
+    "young adult": [
+        "had no relevant past medical history",
+        "had asthma since childhood",
+        "had smoked 10 cigarettes a day since the age of 17",
+        "had migraine and took no regular medication",
+        "had hypothyroidism treated with levothyroxine",
+    ],
+    "adult": [
+        "had no relevant past medical history",
+        "had hypertension and hyperlipidaemia",
+        "had type 2 diabetes mellitus",
+        "had smoked 15 cigarettes a day for 20 years",
+        "had asthma since childhood",
+    ],
+    "older adult": [
+        "had hypertension and atrial fibrillation",
+        "had type 2 diabetes mellitus and chronic kidney disease",
+        "had a 40 pack-year smoking history",
+        "had hypertension and hyperlipidaemia",
+        "had osteoarthritis and no other relevant history",
+    ],
+}
+# Plausible ranges by age group for an unwell patient: heart rate, systolic and diastolic pressure,
+# respiratory rate, and the white cell count (x10^9/L).
+VITALS = {
+    "neonate": ((120, 185), (60, 85), (35, 55), (35, 70), (6.0, 28.0)),
+    "infant": ((105, 175), (75, 100), (45, 65), (28, 55), (5.5, 24.0)),
+    "child": ((80, 150), (90, 115), (55, 75), (18, 35), (4.5, 22.0)),
+    "adolescent": ((60, 130), (100, 135), (60, 85), (14, 28), (4.0, 22.0)),
+    "adult": ((60, 135), (90, 170), (50, 100), (12, 30), (4.0, 22.0)),
+    "older adult": ((55, 130), (95, 180), (50, 100), (12, 30), (4.0, 22.0)),
+}
+FEBRILE = {"community-acquired pneumonia", "acute appendicitis", "bacterial meningitis", "Kawasaki disease",
+           "tuberculous spondylitis", "sarcoidosis"}  # fmt: skip
+OUTCOMES = [
+    "recovered fully and was discharged after {n} days",
+    "improved steadily and went home after {n} days",
+    "had an uneventful recovery and was discharged after {n} days",
+    "was discharged after {n} days and was well at follow-up three months later",
 ]
 
 FIELDS = ["patient_id", "patient_uid", "PMID", "file_path", "title", "patient", "age", "gender",
           "relevant_articles", "similar_patients"]  # fmt: skip
 
 
+def _band(years: float) -> str:
+    from patientinsight.retrieval.ages import age_band
+
+    return age_band(years) or "adult"
+
+
+def _history_group(band: str, years: float) -> str:
+    if band == "child" and years < 3:
+        return "infant"  # a toddler's history reads like an infant's
+    return "young adult" if band == "adult" and years < 40 else band
+
+
+def _age(rng: random.Random, youngest: float, oldest: float) -> list[list[float | str]]:
+    """An age in the dataset's [[value, unit], ...] form, in the units a report would use for it."""
+    years = rng.uniform(youngest, oldest)
+    if years < 28 / 365.25:
+        return [[float(max(1, round(years * 365.25))), "day"]]
+    if years < 8 * 7 / 365.25:
+        return [[float(max(4, round(years * 365.25 / 7))), "week"]]
+    if years < 2:
+        return [[float(max(2, min(23, round(years * 12)))), "month"]]
+    whole = int(years)
+    if whole < 6 and rng.random() < 0.5:
+        months = rng.randint(1, 11)
+        return [[float(whole), "year"], [float(months), "month"]]
+    return [[float(whole), "year"]]
+
+
+def _years(age: list[list[float | str]]) -> float:
+    per = {"year": 1.0, "month": 1 / 12, "week": 7 / 365.25, "day": 1 / 365.25}
+    return sum(float(v) * per[str(u)] for v, u in age)
+
+
 def _age_words(age: list[list[float | str]]) -> str:
-    return " and ".join(f"{int(float(v))}-{u}" for v, u in age) + "-old"
+    words = " and ".join(f"{int(float(v))}-{u}" for v, u in age) + "-old"
+    article = "An" if words.startswith(("8", "11-", "18-")) else "A"
+    return f"{article} {words}"
+
+
+def _legacy_draws(rng: random.Random) -> None:
+    """The draws earlier versions of the sample made for an age and a summary, made still: so every seed
+    keeps its articles, their sizes, the uids and the sexes. What a summary says, and the age, come from
+    the patient's own generator."""
+    shape = rng.randrange(6)
+    ranges = [[(18, 90)], [(1, 11)], [(1, 8), (1, 11)], [(1, 6)], [(1, 28)], [(2, 23)]][shape]
+    ranges += [(0, 2), (0, 2), (1, 14), (0, 4), (0, 3)]  # man or boy, woman or girl, days, history, outcome
+    for low, high in ranges:
+        rng.randint(low, high)
+    for floats, ints in (((36.5, 39.8), [(70, 135), (90, 160), (50, 95)]), ((4, 22), [(3, 280), (3, 21)])):
+        rng.uniform(*floats)
+        for low, high in ints:
+            rng.randint(low, high)
 
 
 def _summary(rng: random.Random, condition: tuple[str, str, str, str], age: list, sex: str) -> str:
     name, symptoms, finding, treatment = condition
-    person = {
-        "M": rng.choice(["man", "male patient", "boy"]),
-        "F": rng.choice(["woman", "female patient", "girl"]),
-    }[sex]
-    days = rng.randint(1, 14)
-    history = rng.choice(
-        [
-            "no relevant past medical history",
-            "hypertension and hyperlipidaemia",
-            "type 2 diabetes mellitus",
-            "a history of smoking",
-            "asthma since childhood",
-        ]
-    )
-    outcome = rng.choice(
-        [
-            "recovered fully and was discharged",
-            "improved steadily and was discharged",
-            "had an uneventful recovery",
-            "was well at follow-up three months later",
-        ]
-    )
+    years = _years(age)
+    band = _band(years)
+    person = rng.choice(PERSONS[band][sex])
+    unit, fewest, most = PROFILES[name][1]
+    lasted = rng.randint(fewest, most)
+    if unit == "day":  # never longer than the patient has lived
+        lasted = max(1, min(lasted, int(years * 365.25) // 2))
+    history = rng.choice(HISTORIES[_history_group(band, years)])
+    (hr_lo, hr_hi), (sys_lo, sys_hi), (dia_lo, dia_hi), (rr_lo, rr_hi), (wbc_lo, wbc_hi) = VITALS[band]
+    systolic = rng.randint(sys_lo, sys_hi)
+    diastolic = min(rng.randint(dia_lo, dia_hi), systolic - 25)
+    low, high = (37.8, 39.8) if name in FEBRILE else (36.5, 37.6)
     vitals = (
-        f"temperature {rng.uniform(36.5, 39.8):.1f} °C, heart rate {rng.randint(70, 135)} beats per minute, "
-        f"blood pressure {rng.randint(90, 160)}/{rng.randint(50, 95)} mmHg"
+        f"temperature {rng.uniform(low, high):.1f} °C, heart rate {rng.randint(hr_lo, hr_hi)} beats per minute, "
+        f"respiratory rate {rng.randint(rr_lo, rr_hi)} per minute, blood pressure {systolic}/{diastolic} mmHg"
     )
+    place = "the emergency department" if band in ("adult", "older adult") else "the paediatric emergency department"
+    pronoun = "He" if sex == "M" else "She"
+    outcome = rng.choice(OUTCOMES).format(n=rng.randint(3, 21))
     return (
-        f"A {_age_words(age)} {person} presented to the emergency department with {symptoms} "
-        f"for {days} days. The patient had {history}. On examination: {vitals}. "
-        f"Laboratory tests showed a white cell count of {rng.uniform(4, 22):.1f} x10^9/L and a C-reactive "
+        f"{_age_words(age)} {person} presented to {place} with {symptoms} "
+        f"for {lasted} {unit}{'s' if lasted != 1 else ''}. {pronoun} {history}. On examination: {vitals}. "
+        f"Laboratory tests showed a white cell count of {rng.uniform(wbc_lo, wbc_hi):.1f} x10^9/L and a C-reactive "
         f"protein of {rng.randint(3, 280)} mg/L. Imaging and further investigations revealed {finding}. "
-        f"A diagnosis of {name} was made. The patient was treated with {treatment}. "
-        f"Over the following {rng.randint(3, 21)} days the patient {outcome}. "
+        f"A diagnosis of {name} was made. The patient was treated with {treatment}. The patient {outcome}. "
         f"This case illustrates the typical presentation of {name} and the value of early recognition."
     )  # fmt: skip
 
@@ -154,15 +286,17 @@ def generate_rows(articles: int = 24, seed: int = 7) -> list[dict[str, str]]:
         uids = [f"{pmc}-{i + 1}" for i in range(patients)]
         for uid in uids:
             sex = rng.choice("MF")
-            age = rng.choice(AGE_SHAPES)(rng)
+            _legacy_draws(rng)
+            own = random.Random(f"{seed}:{uid}")  # the patient's own generator: what the summary says
+            age = _age(own, *PROFILES[condition[0]][0])
             similar = {other: 2 for other in uids if other != uid}
             rows.append({
                 "patient_id": str(len(rows)),
                 "patient_uid": uid,
                 "PMID": pmid,
                 "file_path": f"synthetic/PMC{pmc}.xml",
-                "title": f"{condition[0].capitalize()}: a synthetic case report series ({a + 1})",
-                "patient": _summary(rng, condition, age, sex),
+                "title": f"{condition[0].capitalize()}: {SYNTHETIC_TITLE} ({a + 1})",
+                "patient": _summary(own, condition, age, sex),
                 "age": repr(age),
                 "gender": sex,
                 "relevant_articles": repr({pmid: 2}),

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.types import Filters, IndexReader
+from patientinsight.ingest.sample import SYNTHETIC_TITLE
+from patientinsight.retrieval.ages import age_display
 from patientinsight.retrieval.passages import best_passages
 from patientinsight.retrieval.searcher import Searcher
 from patientinsight.settings import Settings
@@ -27,11 +32,24 @@ log = logging.getLogger(__name__)
 
 
 PUBMED_URL = "https://pubmed.ncbi.nlm.nih.gov/{pmid}/"
+PMC_URL = "https://pmc.ncbi.nlm.nih.gov/articles/PMC{pmc}/"
 _SHOWN_COLUMNS = ["uid", "pmid", "title", "text", "age_years", "sex"]
+_PMC_UID = re.compile(r"(\d+)-\d+")  # PMC-Patients' uid: <PMC article number>-<patient in the article>
 
 
 def article_url(pmid: str | None) -> str | None:
     return PUBMED_URL.format(pmid=pmid) if pmid else None
+
+
+def pmc_url(uid: str) -> str | None:
+    """The full text on PubMed Central, from the uid's PMC article number (None for other uids)."""
+    found = _PMC_UID.fullmatch(uid)
+    return PMC_URL.format(pmc=found.group(1)) if found else None
+
+
+def is_synthetic(title: str | None) -> bool:
+    """A record of the synthetic demo sample (ingest/sample.py): its text, PMID and PMC number are invented."""
+    return bool(title) and SYNTHETIC_TITLE in str(title)
 
 
 @dataclass
@@ -49,14 +67,29 @@ class Case:
     def article_url(self) -> str | None:
         return article_url(self.pmid)
 
+    @property
+    def pmc_url(self) -> str | None:
+        return pmc_url(self.patient_uid)
+
+    @property
+    def age_display(self) -> str | None:
+        return age_display(self.age_years)
+
+    @property
+    def synthetic(self) -> bool:
+        return is_synthetic(self.title)
+
     def to_dict(self, with_text: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "patient_uid": self.patient_uid,
             "pmid": self.pmid,
             "title": self.title,
             "article_url": self.article_url,
+            "pmc_url": self.pmc_url,
             "age_years": self.age_years,
+            "age_display": self.age_display,
             "sex": self.sex,
+            "synthetic": self.synthetic,
             "score": self.score,
             "passages": list(self.passages),
         }
@@ -70,6 +103,14 @@ def _clean(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     return value
+
+
+def _synthetic_count(titles: Any) -> int:
+    try:
+        marked = pc.fill_null(pc.match_substring(titles, SYNTHETIC_TITLE), False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a column of no strings (all titles missing)
+        return 0
+    return int(pc.sum(marked).as_py() or 0)
 
 
 class CaseIndex:
@@ -95,6 +136,8 @@ class CaseIndex:
         # An Arrow table, not a frame: the same bytes without a Python object per value (at 250,000
         # records about 130 MB less), rows taken by the reader's positions.
         self._records = pq.read_table(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
+        # How many records come from the synthetic demo sample: the page says so while they are served.
+        self.synthetic_count = _synthetic_count(self._records.column("title"))
 
     @classmethod
     def for_settings(cls, reader: IndexReader, embedder: Embedder, settings: Settings) -> CaseIndex:

@@ -1,11 +1,13 @@
-"""The analysis of the retrieved cases: one generator interface, three implementations.
+"""The analysis of the retrieved cases, and answers to follow-up questions about them: one generator
+interface, three implementations.
 
-- extractive: no language model; lists the cases and their matching passages (the offline default).
+- extractive: no language model; counts what the cases have in common (retrieval/commonality.py), and
+  answers a follow-up with the cases' best-matching sentences (the offline default).
 - openai: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, TGI's Messages API).
 - sagemaker: a SageMaker endpoint running the TGI container ({"inputs", "parameters"}).
 
-`generate_safely` is what callers use: a generator that fails or runs past its time never fails the
-query; the analysis then carries `error` and the extractive text.
+`generate_safely` and `follow_up_safely` are what callers use: a generator that fails or runs past its
+time never fails the request; the analysis then carries `error` and the extractive text.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from patientinsight.retrieval.ages import age_display
 from patientinsight.retrieval.cases import Case
+from patientinsight.retrieval.commonality import NO_MODEL, common_ground
+from patientinsight.retrieval.passages import scored_sentences
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,13 @@ SYSTEM_PROMPT = (
     "were reported. Cite the cases by their number in square brackets, such as [1] or [2], after each "
     "statement they support. Use only the numbered cases; say so when they do not answer something. "
     "This supports, and does not replace, clinical judgement."
+)
+FOLLOW_UP_PROMPT = (
+    "You are a clinical decision-support assistant for physicians. You receive numbered published case "
+    "reports and a physician's question about them. Answer the question from these cases only, case by case "
+    "where it helps. Cite the cases by their number in square brackets, such as [1] or [2], after each "
+    "statement they support. When the cases do not say, say so; do not use outside knowledge. This supports, "
+    "and does not replace, clinical judgement."
 )
 CASE_CHARS = 1500  # of each case's text in a prompt: enough for the treatment and outcome of most reports
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;-]\s*\d+)*)\]")
@@ -61,6 +74,10 @@ class Generator(Protocol):
 
     def generate(self, query: str, cases: list[Case]) -> Analysis: ...
 
+    def follow_up(self, question: str, cases: list[Case]) -> Analysis:
+        """An answer to a question about `cases` (the cases of an earlier answer), from them only."""
+        ...
+
 
 def resolve_citations(text: str, cases: list[Case]) -> list[dict[str, Any]]:
     """[1], [2, 3] and [1-2] in `text`, in order of first use, resolved to the uids of those positions."""
@@ -78,7 +95,7 @@ def resolve_citations(text: str, cases: list[Case]) -> list[dict[str, Any]]:
 
 
 def _describe(case: Case) -> str:
-    age = f"{case.age_years:g} years" if case.age_years is not None else "age unknown"
+    age = age_display(case.age_years) or "age unknown"
     return f"{case.title or 'Untitled'} (PMID {case.pmid or 'unknown'}; {age}; sex {case.sex or 'unknown'})"
 
 
@@ -87,20 +104,45 @@ def build_user_prompt(query: str, cases: list[Case]) -> str:
     return "Patient description:\n" + query.strip() + "\n\nSimilar published cases:\n\n" + "\n\n".join(blocks)
 
 
+def build_follow_up_prompt(question: str, cases: list[Case]) -> str:
+    blocks = [f"[{i}] {_describe(c)}\n{c.text[:CASE_CHARS]}" for i, c in enumerate(cases, start=1)]
+    return "Question about these cases:\n" + question.strip() + "\n\nThe cases:\n\n" + "\n\n".join(blocks)
+
+
+FOLLOW_UP_SENTENCES = 2  # per case, in the extractive answer
+# Words of a question that ask rather than say what to look for.
+_QUESTION_TERMS = frozenset({"which", "were", "was", "who", "what", "how", "mani", "ani", "did", "doe", "case"})
+
+
 class ExtractiveGenerator:
-    """No language model: the retrieved cases and their matching sentences, cited by position."""
+    """No language model: what the cases have in common, counted and cited (no passage repeated); a
+    follow-up is answered with the cases' sentences that best match the question, quoted and cited."""
 
     name = "extractive"
 
     def generate(self, query: str, cases: list[Case]) -> Analysis:
-        if not cases:
-            return Analysis(self.name, text="No language model is configured, and no similar cases were found.")
+        text = common_ground(query, cases)
+        return Analysis(self.name, text=text, citations=resolve_citations(text, cases))
+
+    def follow_up(self, question: str, cases: list[Case]) -> Analysis:
         lines = [
-            f"No language model is configured: below are the {len(cases)} most similar published cases "
-            "and the sentences of each that best match the description."
+            f"{NO_MODEL}, so this answer is not written by one: below are the sentences of the "
+            f"{len(cases)} cases that best match the words of the question, quoted as they are."
         ]
-        for i, case in enumerate(cases, start=1):
-            lines.append(f"[{i}] {_describe(case)}: " + " … ".join(case.passages))
+        unmatched = []
+        for ref, case in enumerate(cases, start=1):
+            best = [
+                sentence
+                for overlap, _, sentence in scored_sentences(question, case.text, _QUESTION_TERMS)
+                if overlap > 0
+            ][:FOLLOW_UP_SENTENCES]
+            if best:
+                lines.append(f"[{ref}] " + " … ".join(f"“{sentence}”" for sentence in best))
+            else:
+                unmatched.append(ref)
+        if unmatched:
+            refs = ", ".join(f"[{n}]" for n in unmatched)
+            lines.append(f"No sentence of {refs} shares a word with the question.")
         text = "\n".join(lines)
         return Analysis(self.name, text=text, citations=resolve_citations(text, cases))
 
@@ -119,12 +161,15 @@ class OpenAIGenerator:
         self.client = OpenAI(base_url=base_url, api_key=api_key or "unset", timeout=timeout_s, max_retries=0)
 
     def generate(self, query: str, cases: list[Case]) -> Analysis:
+        return self._complete(SYSTEM_PROMPT, build_user_prompt(query, cases), cases)
+
+    def follow_up(self, question: str, cases: list[Case]) -> Analysis:
+        return self._complete(FOLLOW_UP_PROMPT, build_follow_up_prompt(question, cases), cases)
+
+    def _complete(self, system: str, user: str, cases: list[Case]) -> Analysis:
         response = self.client.chat.completions.create(
             model=self.model,
-            messages=[
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": build_user_prompt(query, cases)},
-            ],
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
             max_tokens=self.max_tokens,
             temperature=0.2,
         )
@@ -167,8 +212,14 @@ class SageMakerGenerator:
         self.client = boto3.client("sagemaker-runtime", region_name=region, config=config)
 
     def generate(self, query: str, cases: list[Case]) -> Analysis:
+        return self._complete(SYSTEM_PROMPT, build_user_prompt(query, cases), cases)
+
+    def follow_up(self, question: str, cases: list[Case]) -> Analysis:
+        return self._complete(FOLLOW_UP_PROMPT, build_follow_up_prompt(question, cases), cases)
+
+    def _complete(self, system: str, user: str, cases: list[Case]) -> Analysis:
         body = {
-            "inputs": llama3_prompt(SYSTEM_PROMPT, build_user_prompt(query, cases)),
+            "inputs": llama3_prompt(system, user),
             "parameters": {
                 "max_new_tokens": self.max_tokens,
                 "temperature": 0.2,
@@ -224,19 +275,40 @@ _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="generator")
 def generate_safely(generator: Generator, query: str, cases: list[Case], timeout_s: float) -> tuple[Analysis, float]:
     """The analysis and its duration in ms. Never raises: errors and timeouts become `analysis.error`,
     with the extractive text so that the answer still reads."""
+    return _run_safely(generator, generator.generate, ExtractiveGenerator().generate, query, cases, timeout_s)
+
+
+def follow_up_safely(
+    generator: Generator, question: str, cases: list[Case], timeout_s: float
+) -> tuple[Analysis, float]:
+    """The answer to a follow-up question and its duration in ms; like `generate_safely`, it never raises,
+    and a failed generator's answer is the extractive one, with `error` saying why."""
+    return _run_safely(generator, generator.follow_up, ExtractiveGenerator().follow_up, question, cases, timeout_s)
+
+
+def _run_safely(
+    generator: Generator,
+    call: Callable[[str, list[Case]], Analysis],
+    fallback: Callable[[str, list[Case]], Analysis],
+    text: str,
+    cases: list[Case],
+    timeout_s: float,
+) -> tuple[Analysis, float]:
     started = time.perf_counter()
-    future = _POOL.submit(generator.generate, query, cases)
+    future = _POOL.submit(call, text, cases)
     try:
         analysis = future.result(timeout=timeout_s)
     except FutureTimeout:
         future.cancel()
-        analysis = _fallback(generator, cases, query, f"the {generator.name} generator timed out after {timeout_s:g} s")
-    except Exception as exc:  # any failure of an outside service: the query still answers
+        analysis = _fallback(
+            generator, fallback(text, cases), f"the {generator.name} generator timed out after {timeout_s:g} s"
+        )
+    except Exception as exc:  # any failure of an outside service: the request still answers
         if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():  # client-side deadline
             error = f"the {generator.name} generator timed out after {timeout_s:g} s ({type(exc).__name__})"
         else:
             error = f"the {generator.name} generator failed: {_reason(exc)}"
-        analysis = _fallback(generator, cases, query, error)
+        analysis = _fallback(generator, fallback(text, cases), error)
     elapsed = (time.perf_counter() - started) * 1000
     if analysis.error:
         log.warning("generation failed after %.0f ms: %s", elapsed, analysis.error)
@@ -249,8 +321,7 @@ def _reason(exc: Exception) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def _fallback(generator: Generator, cases: list[Case], query: str, error: str) -> Analysis:
-    extractive = ExtractiveGenerator().generate(query, cases)
+def _fallback(generator: Generator, extractive: Analysis, error: str) -> Analysis:
     return Analysis(
         generator.name,
         text=extractive.text,

@@ -29,20 +29,25 @@ def _terms(text: str) -> set[str]:
     return set(tokenize([text])[0]) - _FILLER
 
 
+def scored_sentences(query: str, text: str, ignore: frozenset[str] = frozenset()) -> list[tuple[int, float, str]]:
+    """Every sentence of `text` as (query terms it shares, score, sentence), best first (ties: earlier
+    first). The score divides the overlap by the root of the sentence's length, so that a short sentence
+    on the point beats a long one that mentions it in passing. `ignore`: query terms that do not count."""
+    sentences = split_sentences(text)
+    wanted = _terms(query) - ignore
+    scored = []
+    for position, sentence in enumerate(sentences):
+        words = _terms(sentence)
+        overlap = len(wanted & words)
+        scored.append((-(overlap / math.sqrt(len(words) + 1.0)), position, overlap, sentence))
+    scored.sort()
+    return [(overlap, -score, sentence) for score, _, overlap, sentence in scored]
+
+
 def best_passages(query: str, text: str, n: int) -> list[str]:
     """The n sentences of `text` that share the most query terms, best first (ties: earlier first).
 
     Lexical on purpose: embedding every sentence of every hit would cost more than the whole search
     (tens of ms per query on two cores), while the case's rank already comes from the retriever.
     """
-    sentences = split_sentences(text)
-    if not sentences:
-        return []
-    wanted = _terms(query)
-    scored = []
-    for position, sentence in enumerate(sentences):
-        words = _terms(sentence)
-        overlap = len(wanted & words)
-        scored.append((-(overlap / math.sqrt(len(words) + 1.0)), position, sentence))
-    scored.sort()
-    return [sentence for _, _, sentence in scored[:n]]
+    return [sentence for _, _, sentence in scored_sentences(query, text)[:n]]
