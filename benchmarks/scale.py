@@ -213,7 +213,7 @@ def shipped_mrr(records: pd.DataFrame, vectors: np.ndarray, embedder: Embedder, 
     return out
 
 
-def backends(n: int, tmp: Path, quick: bool, rounds: int = 5) -> dict[str, Any]:
+def backends(n: int, tmp: Path, quick: bool, quality: bool = True, rounds: int = 5) -> dict[str, Any]:
     """Every (backend, precision) pair on the same n real records, in one process: start-up, texts/s,
     agreement with torch fp32, GFLOP/s against the measured peak, and (full run) retrieval quality."""
     records = real_records().head(n).reset_index(drop=True)
@@ -269,7 +269,7 @@ def backends(n: int, tmp: Path, quick: bool, rounds: int = 5) -> dict[str, Any]:
     result["default_speedup"] = round(result["default_texts_per_s"] / result["torch_texts_per_s"], 2)
     result["tokenize_share"] = round(result["tokenize_s"] / (len(texts) / result["default_texts_per_s"]), 3)
     print(json.dumps(result), file=sys.stderr, flush=True)  # the speeds, before the long quality part
-    if not quick:
+    if quality and not quick:
         # One version per kind of vectors: torch fp32 (the reference), each other precision's best backend.
         kinds = {("torch", "fp32"), chosen, ("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16")}
         for pair in sorted(kinds & set(embedders)):
@@ -287,6 +287,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 records: torch, ONNX and the default only")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--no-quality", action="store_true", help="backends: speeds only, no retrieval quality")
     parser.add_argument("--records", type=int, default=None, help="real records to encode (default 1000, quick 200)")
     parser.add_argument("--pipeline-records", type=int, default=10_000, help="generated records of the ratio")
     parser.add_argument("--pipeline-backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
@@ -307,7 +308,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "backends" in parts:
             n = args.records or (200 if args.quick else 1000)
-            result.update(backends(n, tmp, quick=args.quick))
+            result.update(backends(n, tmp, quick=args.quick, quality=not args.no_quality))
         if "pipeline" in parts:
             result.update(pipeline_ratio(args.pipeline_records, tmp, args.pipeline_backend))
         if "rerun" in parts:

@@ -230,7 +230,10 @@ def _child(args: list[str], extra_env: dict[str, str] | None = None) -> dict[str
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *args], env=env, check=True, capture_output=True, text=True
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    # On stderr as each phase ends, so a phase that fails later loses no number.
+    logging.getLogger("scale_250k").warning("phase %s done: %s", args[1], json.dumps(result))
+    return result
 
 
 def measure_250k(

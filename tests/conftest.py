@@ -57,3 +57,15 @@ def embedder():  # type: ignore[no-untyped-def]
     from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
 
     return Embedder(PACKAGED_MODEL, strategy="chunk", chunk_tokens=64, chunk_overlap=16)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache() -> Path:
+    """The session's model cache made once, before any test starts a service or a worker: the default
+    encoder (OpenVINO int8 where the CPU has VNNI) is otherwise calibrated by the first process that needs
+    it, inside some test's start-up timeout."""
+    from patientinsight.embedding.prepare import prepare
+    from patientinsight.settings import get_settings
+
+    prepare()
+    return get_settings().model_cache

@@ -242,7 +242,8 @@ def _query(args: argparse.Namespace) -> dict[str, Any]:
 def _render_query(result: dict[str, Any]) -> str:
     lines = [f"index {result['index_version']} ({result['retriever']}), {len(result['cases'])} cases"]
     for i, case in enumerate(result["cases"], start=1):
-        lines.append(f"[{i}] {case['score']:.3f} {case['title']} ({case['article_url']})")
+        who = ", ".join(str(v) for v in (case.get("age_display"), case.get("sex")) if v)  # as the page says it
+        lines.append(f"[{i}] {case['score']:.3f} {case['title']}{f' ({who})' if who else ''} ({case['article_url']})")
         lines.extend(f"    - {passage}" for passage in case["passages"])
     analysis = result["analysis"]
     if analysis["text"]:

@@ -98,12 +98,16 @@ def compare(new: IndexReader, published: IndexReader | None, embedder: Embedder,
     for mode in MODES:
         row: dict[str, Any] = {}
         queries = shared_queries.get(mode, [])
-        if not any(check == "published" for check, _ in checks):
-            own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
-            vectors = query_vectors(embedder, own, retriever)
-            own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset(), vectors)
-            base_rr = _reciprocal_ranks(new_searcher, own, BASELINE, frozenset(), vectors)
-            row["own"] = {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
+        # Against BM25 on the new version's own queries: judged only where the published version cannot
+        # be compared ("own"); otherwise measured for the approver to read ("bm25", not judged).
+        own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
+        vectors = query_vectors(embedder, own, retriever)
+        own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset(), vectors)
+        base_rr = _reciprocal_ranks(new_searcher, own, BASELINE, frozenset(), vectors)
+        judged_here = not any(check == "published" for check, _ in checks)
+        row["own" if judged_here else "bm25"] = (
+            {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
+        )
         # One encoding of the shared queries serves both versions and both checks (the same texts).
         needs_vectors = queries and any(name in DENSE_RETRIEVERS for _, name in checks)
         shared_vectors = query_vectors(embedder, queries, "dense") if needs_vectors else {}

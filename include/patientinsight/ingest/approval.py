@@ -24,13 +24,16 @@ def _verdict(result: dict[str, Any], max_mrr_drop: float, min_queries: int) -> s
     return "**held**" if _held(result, max_mrr_drop) else "ok"
 
 
-def _row(mode: str, retriever: str, result: dict[str, Any], max_mrr_drop: float, min_queries: int) -> str:
+def _row(
+    mode: str, retriever: str, result: dict[str, Any], max_mrr_drop: float, min_queries: int, judged: bool = True
+) -> str:
     if not result["queries"]:
         return f"| {mode} | `{retriever}` | 0 | – | – | – | – | not judged (no queries) |"
     low, high = result["interval_95"]
+    verdict = _verdict(result, max_mrr_drop, min_queries) if judged else "not judged (shown for comparison)"
     return (
         f"| {mode} | `{retriever}` | {result['queries']} | {result['reference_mrr']:.4f} | {result['mrr']:.4f} "
-        f"| {result['difference']:+.4f} | {low:+.4f} to {high:+.4f} | {_verdict(result, max_mrr_drop, min_queries)} |"
+        f"| {result['difference']:+.4f} | {low:+.4f} to {high:+.4f} | {verdict} |"
     )
 
 
@@ -75,8 +78,10 @@ def approval_body(evaluation: dict[str, Any], decision: dict[str, Any], mlflow_r
             if check in row:
                 name = "dense" if check == "vectors" else retriever  # the vectors alone, as the gate checks them
                 against_published.append(_row(mode, name, row[check], max_mrr_drop, min_queries))
-        if "own" in row:
-            against_bm25.append(_row(mode, retriever, row["own"], max_mrr_drop, min_queries))
+        # judged ("own": nothing published to compare), or measured beside the published comparison
+        margin = row.get("own") or row.get("bm25")
+        if margin is not None:
+            against_bm25.append(_row(mode, retriever, margin, max_mrr_drop, min_queries, judged="own" in row))
     lines = [held_sentence(comparison, decision), ""]
     lines.append(
         "MRR (mean reciprocal rank), leave-one-out on holdout queries. Held only when MRR falls more than "
@@ -92,9 +97,7 @@ def approval_body(evaluation: dict[str, Any], decision: dict[str, Any], mlflow_r
     if against_bm25:
         lines += _table("BM25", against_bm25)
     else:
-        lines.append(
-            "Not measured in this run: the gate measures it only when the published version cannot be compared."
-        )
+        lines.append("Not measured: the new version has no holdout queries.")
     lines.append("")
     if mlflow_run_url:
         lines.append(f"[Open the run in MLflow]({mlflow_run_url}): every metric, the validation and profile reports.")

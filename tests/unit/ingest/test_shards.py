@@ -71,10 +71,11 @@ def test_sharded_build_equals_the_unsharded_one(settings: Settings, sample_csv: 
     assert one.hashes() == many.hashes() and one.count() == summary["embedded"]
     order = list(one.hashes())
     assert list(many.hashes()) == order  # same records in the same order: the lexical index agrees too
-    # The same vectors, up to rounding: in bf16 (the default where the CPU computes it) a text's vector
-    # depends in the fourth decimal on the batch it was padded into, and shards batch differently.
+    # The same vectors up to rounding (the project's bar for "the same embedding"): with reduced precision
+    # (int8 with bf16 float parts, the default on VNNI CPUs) a text's vector depends in the fourth decimal
+    # on the batch it was padded into, and shards batch differently.
     cosines = (np.asarray(one.vectors) * np.asarray(many.vectors)).sum(axis=1)
-    assert cosines.min() > 0.9999
+    assert cosines.min() > 0.999
 
 
 def test_a_missing_shard_stops_the_build_and_a_retried_shard_completes_it(settings: Settings, sample_csv: Path) -> None:
