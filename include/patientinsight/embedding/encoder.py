@@ -266,8 +266,8 @@ class Embedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if self.active_backend != "torch" and self._tokens is not None:
             features = self._tokens.tokenize(texts)
-            for batch in length_batches([len(ids) for ids in features["input_ids"]], self.batch_size):
-                out[batch] = self._tokens.run({k: [v[i] for i in batch] for k, v in features.items()})
+            batches = length_batches([len(ids) for ids in features["input_ids"]], self.batch_size)
+            self._tokens.run_batches(features, batches, out)
             return out
         import torch
 

@@ -95,24 +95,27 @@ def convert(onnx_path: Path, int8: bool, calibration: Callable[[], Iterator[Feed
     return _write_atomically(folder, write) / "model.xml"
 
 
-@lru_cache(maxsize=4)
-def compiled(path: str, precision: Precision, threads: int) -> Any:
-    """One compiled model per process, path and precision. LATENCY: one stream on every thread, so
-    one batch at a time uses the whole machine (the encoder is called batch by batch)."""
+@lru_cache(maxsize=8)
+def compiled(path: str, precision: Precision, threads: int, hint: str = "LATENCY") -> Any:
+    """One compiled model per process, path, precision and hint. LATENCY: one stream on every thread,
+    for one query at a time. THROUGHPUT: several streams of fewer threads each, for many batches in
+    flight (1.5x the texts/s of LATENCY on 2 cores, docs/PERFORMANCE.md)."""
     import openvino as ov
 
     # int8 models run their float parts (softmax, norms) in bf16 where the CPU has it, else in f32.
     native_bf16 = any(flag in cpu_flags() for flag in BF16_FLAGS)
-    hint = "bf16" if precision == "bf16" or (precision == "int8" and native_bf16) else "f32"
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    precision_hint = "bf16" if precision == "bf16" or (precision == "int8" and native_bf16) else "f32"
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision_hint}
     return ov.Core().compile_model(path, "CPU", config)
 
 
 class OpenVinoRunner:
-    """Token embeddings for padded int64 feeds; one infer request per thread of the caller (an infer
-    request is not safe to share across threads)."""
+    """Token embeddings for padded int64 feeds: one batch at a time on the LATENCY model (one infer
+    request per calling thread: a request is not safe to share), or many batches in flight on the
+    THROUGHPUT model (`pipelined`)."""
 
     def __init__(self, path: Path, precision: Precision, threads: int) -> None:
+        self.path, self.precision, self.threads = path, precision, threads
         self.model = compiled(str(path), precision, threads)
         self.input_names = [port.any_name for port in self.model.inputs]
         self._output = self.model.output(0)
@@ -126,3 +129,26 @@ class OpenVinoRunner:
         if request is None:
             request = self._requests[ident] = self.model.create_infer_request()
         return np.array(request.infer({n: feeds[n] for n in self.input_names})[self._output], copy=True)
+
+    def pipelined(self, batches: Iterator[tuple[Any, Feeds]], done: Callable[[Any, Feeds, np.ndarray], None]) -> None:
+        """Run every (key, feeds) batch with as many in flight as the THROUGHPUT model wants; `done(key,
+        feeds, tokens)` is called for each (in OpenVINO's thread) as soon as its batch is finished, so
+        pooling one batch overlaps running the next."""
+        import openvino as ov
+
+        model = compiled(str(self.path), self.precision, self.threads, "THROUGHPUT")
+        queue = ov.AsyncInferQueue(model, int(model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        errors: list[BaseException] = []
+
+        def finished(request: Any, job: tuple[Any, Feeds]) -> None:
+            try:
+                done(job[0], job[1], request.get_output_tensor(0).data)
+            except BaseException as exc:  # raised again in the caller's thread
+                errors.append(exc)
+
+        queue.set_callback(finished)
+        for key, feeds in batches:
+            queue.start_async({n: feeds[n] for n in self.input_names}, (key, feeds))
+        queue.wait_all()
+        if errors:
+            raise errors[0]

@@ -81,3 +81,18 @@ class TokenEncoder:
     def run(self, features: dict[str, list[list[int]]]) -> np.ndarray:
         feeds = self.feeds(features)
         return pool(self.runner(feeds), feeds["attention_mask"], self.head)
+
+    def run_batches(self, features: dict[str, list[list[int]]], batches: list[np.ndarray], out: np.ndarray) -> None:
+        """out[batch] = the vectors of each batch of positions: pipelined where the runtime can keep
+        several batches in flight (OpenVINO), one after the other otherwise."""
+        pick = [{k: [v[i] for i in batch] for k, v in features.items()} for batch in batches]
+        pipelined = getattr(self.runner, "pipelined", None)
+        if pipelined is None or len(batches) < 2:
+            for batch, chosen in zip(batches, pick, strict=True):
+                out[batch] = self.run(chosen)
+            return
+
+        def done(batch: np.ndarray, feeds: Feeds, tokens: np.ndarray) -> None:
+            out[batch] = pool(tokens, feeds["attention_mask"], self.head)
+
+        pipelined(((batch, self.feeds(chosen)) for batch, chosen in zip(batches, pick, strict=True)), done)

@@ -148,9 +148,9 @@ def test_streamed_commit_carries_an_embedded_base_from_its_file(tmp_path: Path, 
         builder.upsert(b)
     base = builder.commit()
     index = pinecone(tmp_path / "index", standin.url, standin.api_key, batch_size=4)
-    builder = index.builder(base, {"dim": 8, "model": "test"})
-    builder.delete(["r1"])
-    version = builder.commit()
+    carrier = index.builder(base, {"dim": 8, "model": "test"})
+    carrier.delete(["r1"])
+    version = carrier.commit()
     expected = {vid: item for vid, item in held_items(batches).items() if not vid.startswith("r1#")}
     assert stored(standin, index, version) == expected
     records = pd.read_parquet(index.versions.path(version) / "records.parquet")
