@@ -237,7 +237,11 @@ def _child(args: list[str], extra_env: dict[str, str] | None = None) -> dict[str
 
 
 def measure_250k(
-    tmp: Path, records: int = 250_000, eval_max_queries: int | None = 100, index: str = "embedded"
+    tmp: Path,
+    records: int = 250_000,
+    eval_max_queries: int | None = 100,
+    index: str = "embedded",
+    rerun_too: bool = True,
 ) -> dict[str, Any]:
     """Generate, seed (stand-in vectors), re-run unchanged (real embedder), model memory: flat numbers.
     `index="pinecone"`: seed and re-run into the Pinecone stand-in, in a process of its own; no model phase."""
@@ -251,6 +255,10 @@ def measure_250k(
         if index == "pinecone":
             env, standin = stack.enter_context(pinecone_standin())
         seed = _child(["--phase", "seed", "--source", str(source), "--home", str(home), *eval_args], env)
+        if not rerun_too:  # the first ingest's memory alone (--seed-only)
+            return {"index": index, "generated_rows": records, "seed_s": seed["total_s"],
+                    "seed_peak_rss_mb": seed["peak_rss_mb"], "seed_indexed": seed["indexed"],
+                    "seed_vectors": seed["vectors"], **standin}  # fmt: skip
         rerun = _child(["--phase", "rerun", "--source", str(source), "--home", str(home)], env)
     if rerun["embedded"] != 0:
         raise AssertionError(f"the unchanged re-run embedded {rerun['embedded']} records")
@@ -290,6 +298,7 @@ def main() -> None:
     parser.add_argument(
         "--index", choices=["embedded", "pinecone"], default="embedded", help="where the vectors go (default embedded)"
     )
+    parser.add_argument("--seed-only", action="store_true", help="only the first ingest (its peak memory)")
     parser.add_argument("--phase", choices=["seed", "rerun", "model"], help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -307,7 +316,7 @@ def main() -> None:
         result = {
             "machine": machine(),
             "date": stamp(),
-            **measure_250k(Path(name), args.records, args.eval_max_queries, args.index),
+            **measure_250k(Path(name), args.records, args.eval_max_queries, args.index, not args.seed_only),
         }
     if args.json:
         print(json.dumps(result))
