@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.serving.openai_standin import ChatCompletionsStandIn
 from tests.serving.service import Service
 
 API_KEY = "test-key-" + "x" * 32
@@ -76,4 +77,27 @@ def dev_service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """Development mode on loopback: no key needed."""
     env = {"PATIENTINSIGHT_DEV_MODE": "true", "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000"}
     with served(built_home, tmp_path_factory.mktemp("dev"), env).running() as service:
+        yield service
+
+
+# The chat-completions stand-in and a service that generates through it, one per test module that asks.
+@pytest.fixture(scope="module")
+def standin() -> Iterator[ChatCompletionsStandIn]:
+    with ChatCompletionsStandIn(api_key="sk-standin-key", slow_s=6.0) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def openai_service(
+    built_home: Path, standin: ChatCompletionsStandIn, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    env = {
+        "PATIENTINSIGHT_DEV_MODE": "1",
+        "PATIENTINSIGHT_GENERATOR": "openai",
+        "PATIENTINSIGHT_OPENAI_BASE_URL": standin.base_url,
+        "PATIENTINSIGHT_OPENAI_MODEL": "standin-clinical-model",
+        "PATIENTINSIGHT_OPENAI_API_KEY": "sk-standin-key",
+        "PATIENTINSIGHT_GENERATOR_TIMEOUT_S": "1.5",
+    }
+    with served(built_home, tmp_path_factory.mktemp("openai"), env).running() as service:
         yield service

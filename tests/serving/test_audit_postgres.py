@@ -9,7 +9,6 @@ saying why, only when that server cannot be reached."""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 import socket
@@ -29,25 +28,13 @@ from patientinsight.retrieval.answering import text_fingerprint
 from serving.audit import AuditLog, read_audit
 from serving.metrics import Metrics
 from tests.http_server import free_port
+from tests.integration.airflow_stack import PG_URL, _pg_admin
 from tests.serving.conftest import API_KEY, OTHER_KEY, keys_setting, served
 
-PG_URL = os.environ.get("PATIENTINSIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 COLUMNS = {
     "id", "at", "key_id", "index_version", "k", "text_length", "text_sha256", "generator", "generator_error",
     "returned_uids", "status",
 }  # fmt: skip
-
-
-def _admin(sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(f"{PG_URL}/postgres", connect_timeout=5)
-    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -59,11 +46,11 @@ def database() -> Iterator[str]:
     except psycopg2.Error as exc:
         pytest.skip(f"PostgreSQL at {PG_URL} cannot be reached ({str(exc).strip()}); set PATIENTINSIGHT_TEST_POSTGRES")
     name = f"patientinsight_audit_{secrets.token_hex(4)}"
-    _admin(f'CREATE DATABASE "{name}"')
+    _pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield name
     finally:
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def audit_url(database: str, port: int | None = None) -> str:

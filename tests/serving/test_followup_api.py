@@ -4,14 +4,12 @@ audit row without the question, and the openai generator through its stand-in (a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from serving.audit import read_audit
-from tests.serving.conftest import API_KEY, served
+from tests.serving.conftest import API_KEY
 from tests.serving.openai_standin import ChatCompletionsStandIn
 from tests.serving.service import Service
 
@@ -91,28 +89,6 @@ def test_followup_answers_from_the_cases_and_audits_without_the_question(keyed_s
 def test_readiness_counts_the_synthetic_records(keyed_service: Service) -> None:
     ready = httpx.get(keyed_service.url + "/readyz").json()
     assert ready["synthetic_records"] == ready["records"] > 0  # the served index is the synthetic sample
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[ChatCompletionsStandIn]:
-    with ChatCompletionsStandIn(api_key="sk-standin-key", slow_s=6.0) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def openai_service(
-    built_home: Path, standin: ChatCompletionsStandIn, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    env = {
-        "PATIENTINSIGHT_DEV_MODE": "1",
-        "PATIENTINSIGHT_GENERATOR": "openai",
-        "PATIENTINSIGHT_OPENAI_BASE_URL": standin.base_url,
-        "PATIENTINSIGHT_OPENAI_MODEL": "standin-clinical-model",
-        "PATIENTINSIGHT_OPENAI_API_KEY": "sk-standin-key",
-        "PATIENTINSIGHT_GENERATOR_TIMEOUT_S": "1.5",
-    }
-    with served(built_home, tmp_path_factory.mktemp("openai-followup"), env).running() as service:
-        yield service
 
 
 def test_openai_answers_the_followup_from_those_cases_only(

@@ -21,28 +21,6 @@ from tests.serving.service import Service
 QUERY = "Crushing retrosternal chest pain radiating to the left arm with ST-segment elevation"
 
 
-@pytest.fixture(scope="module")
-def standin() -> Iterator[ChatCompletionsStandIn]:
-    with ChatCompletionsStandIn(api_key="sk-standin-key", slow_s=6.0) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def openai_service(
-    built_home: Path, standin: ChatCompletionsStandIn, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Service]:
-    env = {
-        "PATIENTINSIGHT_DEV_MODE": "1",
-        "PATIENTINSIGHT_GENERATOR": "openai",
-        "PATIENTINSIGHT_OPENAI_BASE_URL": standin.base_url,
-        "PATIENTINSIGHT_OPENAI_MODEL": "standin-clinical-model",
-        "PATIENTINSIGHT_OPENAI_API_KEY": "sk-standin-key",
-        "PATIENTINSIGHT_GENERATOR_TIMEOUT_S": "1.5",
-    }
-    with served(built_home, tmp_path_factory.mktemp("openai"), env).running() as service:
-        yield service
-
-
 def test_openai_analysis_cites_cases_resolved_to_uids(openai_service: Service, standin: ChatCompletionsStandIn) -> None:
     with openai_service.client() as client:
         response = client.post("/v1/query", json={"text": QUERY, "k": 3})
