@@ -48,7 +48,7 @@ def build_large(real_home: Path, home: Path, total: int, seed: int = 7) -> str:
     version = real.published()
     assert version is not None
     reader = real.open(version)
-    records = pd.read_parquet(reader.path / "records.parquet")
+    records = reader.frame([*META_COLUMNS, "chunk_count"])
     vectors = np.asarray(reader.vectors)
     extra = total - len(records)
     rng = np.random.default_rng(seed)
@@ -195,7 +195,7 @@ def main() -> None:
     if not (large_home / "index" / "CURRENT").exists():
         build_large(real_home, large_home, args.records)
     real = EmbeddedIndex(real_home / "index")
-    texts = pd.read_parquet(real.open(str(real.published())).path / "records.parquet", columns=["text"])["text"]
+    texts = real.open(str(real.published())).frame(["text"])["text"]
     queries = [first_sentences(t) for t in texts.sample(frac=1.0, random_state=3)]
 
     rows = []

@@ -48,7 +48,6 @@ def served(built_home: Path, folder: Path, env: dict[str, str]) -> Service:
 def extractive_analysis(query: str, cases: list[dict[str, Any]], built_home: Path) -> dict[str, Any]:
     """What the extractive generator (the offline default, and every generator's fallback) writes for the
     cases of an answer (it reads their whole text, from the index in `built_home`)."""
-    import pandas as pd
 
     from patientinsight.index.embedded import EmbeddedIndex
     from patientinsight.retrieval.cases import Case
@@ -57,7 +56,7 @@ def extractive_analysis(query: str, cases: list[dict[str, Any]], built_home: Pat
     index = EmbeddedIndex(built_home / "index")
     published = index.published()
     assert published is not None
-    texts = pd.read_parquet(index.open(published).path / "records.parquet").set_index("uid")["text"]
+    texts = index.open(published).frame(["uid", "text"]).set_index("uid")["text"]
     fields = ("patient_uid", "pmid", "title", "age_years", "sex", "score", "passages")
     rebuilt = [Case(**{f: c[f] for f in fields}, text=texts[c["patient_uid"]]) for c in cases]
     analysis = ExtractiveGenerator().generate(query, rebuilt)

@@ -20,7 +20,7 @@ def records(built_home) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     from patientinsight.index.embedded import EmbeddedIndex
 
     index = EmbeddedIndex(built_home / "index")
-    return pd.read_parquet(index.open(index.published()).path / "records.parquet")
+    return index.open(index.published()).frame(["uid", "title", "text", "age_years", "sex", "pmid"])
 
 
 def test_excluded_cases_never_come_back(keyed_service: Service) -> None:

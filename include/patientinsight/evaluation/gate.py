@@ -28,7 +28,7 @@ import numpy as np
 from patientinsight.embedding.encoder import Embedder, same_embedding
 from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.evaluation.report import links_of, query_vectors, ranker, with_texts
-from patientinsight.index.lexical import LEXICAL_DIR
+from patientinsight.index.lexical import has_lexical
 from patientinsight.index.types import IndexReader
 from patientinsight.retrieval.searcher import DENSE_RETRIEVERS, Searcher
 from patientinsight.settings import Settings
@@ -56,7 +56,7 @@ def _paired(new: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
 
 
 def _has_lexical(reader: IndexReader) -> bool:
-    return (reader.path / LEXICAL_DIR).exists()  # versions made before the lexical index existed lack it
+    return has_lexical(reader.path)  # versions made before the lexical index existed lack it
 
 
 CHECKS = {  # what each comparison holds the new version against, in the report's words

@@ -97,7 +97,7 @@ def links_of(reader: IndexReader) -> pd.DataFrame:
     """Every record's judgments and query metadata, texts left empty: `with_texts` reads the queries'
     texts on their own."""
     columns = [c for c in EVALUATED_COLUMNS if c != "text"]
-    return pd.read_parquet(reader.path / "records.parquet", columns=columns).assign(text="")
+    return reader.frame(columns).assign(text="")
 
 
 def with_texts(reader: IndexReader, queries: list[Query], mode: str) -> list[Query]:

@@ -1,22 +1,24 @@
-"""The embedded vector index: each version's vectors in a vectors.npy beside its records in the lake,
-searched exactly (a matrix-vector product over the memory-mapped file).
+"""The embedded vector index: each segment's vectors in a vectors.npy beside its records in the lake
+(index.segments), searched exactly.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from patientinsight.index.embedded_builder import EmbeddedBuilder
+from patientinsight.index.embedded_builder import VECTORS_FILE, EmbeddedBuilder
 from patientinsight.index.records import AnsweredByRecords, VersionRecords
 from patientinsight.index.types import Exclusion, Filters, Hit
 from patientinsight.index.versions import VersionStore, read_manifest
 
 
 class EmbeddedIndex:
-    """Versions under `root/versions/<id>/` (records.parquet, vectors.npy, lexical/, manifest.json);
+    """Versions under `root/versions/<id>/` (segments/, deleted/, lexical.json, manifest.json);
     `root/CURRENT` names the published one (index.versions keeps both)."""
 
     def __init__(self, root: Path, keep_versions: int = 5) -> None:
@@ -40,23 +42,68 @@ class EmbeddedIndex:
         self.versions.publish(version)
 
 
+class _Vectors:
+    """One segment's vectors.npy: memory-mapped for whole scans, read row by row (pread) for a few
+    rows, so that a reranker's reads do not stay resident in the process."""
+
+    def __init__(self, path: Path) -> None:
+        self.map = np.load(path, mmap_mode="r")
+        self.dim = int(self.map.shape[1]) if self.map.ndim == 2 else 0
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = int(self.map.offset)
+        weakref.finalize(self, os.close, self._fd)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        size = self.dim * 4
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        for i, row in enumerate(rows.tolist()):
+            out[i] = np.frombuffer(os.pread(self._fd, size, self._offset + row * size), dtype=np.float32)
+        return out
+
+
 class EmbeddedReader(AnsweredByRecords):
-    """A read-only view of one committed version. Vectors are memory-mapped, record metadata loaded
-    once (index.records)."""
+    """A read-only view of one committed version: record metadata loaded once (index.records), the
+    vectors on disk."""
 
     def __init__(self, path: Path, version: str) -> None:
         self.path = path
         self.version = version
         self.manifest: dict[str, Any] = read_manifest(path)
-        self.vectors = np.load(path / "vectors.npy", mmap_mode="r")
-        self.meta = VersionRecords(path)
+        self.meta = VersionRecords(path, self.manifest)
+        self._vectors = [_Vectors(s.path / VECTORS_FILE) for s in self.meta.segments]
+        self._first_chunk = np.cumsum([0, *(len(v.map) for v in self._vectors)]).astype(np.int64)
+        self._hides = len(self.meta.live_rows) != self.meta.segment_rows[-1]
+        self._live_chunks: np.ndarray | None = None
+
+    def _stored_chunks(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored chunk rows of the records at these positions, and where each record's begin."""
+        counts = self.meta.counts[positions]
+        firsts = np.cumsum(counts) - counts  # where each record's chunks begin in the gathered rows
+        rows = np.repeat(self.meta.chunk_rows[positions] - firsts, counts) + np.arange(int(counts.sum()))
+        return rows, firsts
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Every live chunk's vector in position order, read into memory (for tools and tests: a whole
+        corpus's vectors)."""
+        if self.count() == 0:
+            return np.empty((0, int(self.manifest.get("dim", 0))), dtype=np.float32)
+        stored = np.concatenate([np.asarray(v.map) for v in self._vectors if len(v.map)])
+        return stored[self._stored_chunks(np.arange(self.count()))[0]] if self._hides else stored
 
     # Dense scores, from the vectors on disk.
     def scores(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every record's score (its best chunk's cosine), and every chunk's score."""
+        """Every record's score (its best chunk's cosine), and every chunk's score (live records' chunks,
+        in position order)."""
         if self.count() == 0:
             return np.empty(0, np.float32), np.empty(0, np.float32)
-        chunk_scores = self.vectors @ np.asarray(vector, dtype=np.float32)
+        query = np.asarray(vector, dtype=np.float32)
+        stored = np.concatenate([v.map @ query for v in self._vectors if len(v.map)])
+        if not self._hides:
+            return np.maximum.reduceat(stored, self.meta.starts), stored
+        if self._live_chunks is None:
+            self._live_chunks = self._stored_chunks(np.arange(self.count()))[0]
+        chunk_scores = stored[self._live_chunks]
         return np.maximum.reduceat(chunk_scores, self.meta.starts), chunk_scores
 
     def scores_at(self, vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -64,12 +111,15 @@ class EmbeddedReader(AnsweredByRecords):
         reads a few hundred vectors instead of scanning them all."""
         if len(positions) == 0:
             return np.empty(0, np.float32)
-        counts = self.meta.counts[positions]
-        firsts = np.cumsum(counts) - counts  # where each record's chunks begin in the gathered rows
-        rows = np.repeat(self.meta.starts[positions] - firsts, counts) + np.arange(int(counts.sum()))
-        order = np.argsort(rows)  # read the memory map front to back
+        rows, firsts = self._stored_chunks(positions)
+        segment = np.searchsorted(self._first_chunk, rows, side="right") - 1
         gathered = np.empty(len(rows), dtype=np.float32)
-        gathered[order] = np.asarray(self.vectors[rows[order]]) @ np.asarray(vector, dtype=np.float32)
+        query = np.asarray(vector, dtype=np.float32)
+        for i in np.unique(segment).tolist():
+            picked = np.flatnonzero(segment == i)
+            local = rows[picked] - self._first_chunk[i]
+            order = np.argsort(local)  # read the file front to back
+            gathered[picked[order]] = self._vectors[i].rows(local[order]) @ query
         return np.maximum.reduceat(gathered, firsts)
 
     def search(self, vector: np.ndarray, k: int, filters: Filters | None = None, exclude: Exclusion = ()) -> list[Hit]:

@@ -1,9 +1,12 @@
-"""Writes a new embedded index version: the base's kept rows and the upserts streamed to disk, so
-memory stays bounded by one batch.
+"""Writes a new embedded index version as segments (index.segments): the base's segments hard-linked,
+the upserts streamed to disk into one new segment, so memory stays bounded by one batch and a version's
+cost grows with the change, not the corpus.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,10 +19,25 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.lib import format as npy_format
 
+from patientinsight.index.segments import (
+    ARROW_FILE,
+    COPY_ROWS,
+    RECORDS_FILE,
+    SEGMENTS_DIR,
+    Segment,
+    link_segment,
+    merge_plan,
+    new_segment_name,
+    rows_of,
+    segment_entry,
+    version_segments,
+    write_dead,
+    write_records_arrow,
+)
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
-from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, VersionStore, new_version_id
+from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, VersionStore, new_version_id, read_manifest
 
-COPY_ROWS = 10_000  # base records copied at a time
+VECTORS_FILE = "vectors.npy"
 
 
 @dataclass
@@ -28,8 +46,9 @@ class EmbeddedBuilder:
 
     Memory stays bounded by one batch: each upsert goes straight to disk in a spill folder beside
     the versions (records to a parquet file, vectors to a raw float32 file), removed when the builder
-    commits or is dropped; the commit streams the base's kept rows and then the upserts into the
-    staged records.parquet and vectors.npy."""
+    commits or is dropped. The commit links the base's segments into the staged version, hides the
+    rows deleted or replaced, and writes the upserts as one new segment (with the segments the size
+    policy merges, if any)."""
 
     versions: VersionStore
     base: str | None
@@ -61,9 +80,9 @@ class EmbeddedBuilder:
         self._deletes.update(uids)
 
     def commit(self, staged_extras: StagedExtras | None = None) -> str:
-        """Write the new version; `staged_extras` adds files built from its staged records.parquet (the
-        lexical index, read there batch by batch, so the records never sit in memory as one frame)
-        inside the staging folder, so they appear together with the vectors or not at all."""
+        """Write the new version; `staged_extras` adds files built from the staged segments (the lexical
+        index of the new segment, read batch by batch) inside the staging folder, so they appear together
+        with the vectors or not at all."""
         try:
             with self.versions.staging(self.base) as staging:
                 manifest = self._write(staging)
@@ -78,40 +97,65 @@ class EmbeddedBuilder:
             self._spill = self._writer = self._spill_claim = None
 
     def _write(self, staging: Path) -> dict[str, Any]:
-        """records.parquet and vectors.npy of the new version, into `staging`; its manifest."""
+        """The new version's segments, into `staging`; its manifest."""
         if self._writer is not None:
             self._writer.close()
         base_path = self.versions.path(self.base) if self.base is not None else None
-        keep = self._kept_base_rows(base_path)
-        base_vectors = np.load(base_path / "vectors.npy", mmap_mode="r") if base_path is not None else None
+        segments = version_segments(base_path, read_manifest(base_path)) if base_path is not None else []
+        replaced = self._deletes | self._upserted
+        segments = [
+            dataclasses.replace(s, dead=np.union1d(s.dead, rows_of(s, replaced)).astype(np.int64)) for s in segments
+        ]
         dim = self._dim if self._dim is not None else int(self.manifest.get("dim", 0))
-        if base_vectors is not None and self._dim is None:
-            dim = int(base_vectors.shape[1])
-        kept_vectors = int(keep[1][keep[0]].sum()) if keep is not None else 0
-        total = kept_vectors + self._upserted_vectors
-        with (
-            pq.ParquetWriter(staging / "records.parquet", STORED_RECORD) as writer,
-            (staging / "vectors.npy").open("wb") as matrix,
-        ):
-            # The .npy header first, then the rows as they come: written, never held or mapped.
-            header = {
-                "descr": npy_format.dtype_to_descr(np.dtype(np.float32)),
-                "fortran_order": False,
-                "shape": (total, dim),
-            }
-            npy_format.write_array_header_1_0(matrix, header)
-            if base_path is not None and keep is not None and base_vectors is not None:
-                _copy_base(base_path, keep[0], base_vectors, writer, matrix)
-            if self._writer is not None:
-                _copy_upserts(self._spill_dir(), dim, writer, matrix)
+        if self._dim is None and base_path is not None:
+            dim = int(read_manifest(base_path).get("dim", dim))
+        added = 1 if self._writer is not None else 0
+        start = merge_plan(segments, added)
+        entries = []
+        for segment in segments[:start]:
+            name = segment.name if segment.name != "." else new_segment_name()
+            target = link_segment(segment, staging, name)
+            if not (target / ARROW_FILE).exists():  # a base of an earlier release
+                write_records_arrow(target)
+            write_dead(staging, name, segment.dead)
+            entries.append(segment_entry(name, segment.rows, segment.vectors))
+        merged = segments[start:]
+        if merged or added:
+            name = new_segment_name()
+            rows, vectors = self._write_segment(staging / SEGMENTS_DIR / name, merged, dim)
+            if rows:  # everything merged was hidden and nothing added: no segment
+                entries.append(segment_entry(name, rows, vectors))
+            else:
+                shutil.rmtree(staging / SEGMENTS_DIR / name)
+        live_records = sum(e["records"] for e in entries) - sum(len(s.dead) for s in segments[:start])
+        live_vectors = sum(e["vectors"] for e in entries) - sum(_dead_vectors(s) for s in segments[:start])
         return {
             **self.manifest,
             "version": new_version_id(),
             "parent": self.base,
-            "records": pq.ParquetFile(staging / "records.parquet").metadata.num_rows,
-            "vectors": total,
+            "segments": entries,
+            "records": int(live_records),
+            "vectors": int(live_vectors),
             "created_at": datetime.now(UTC).isoformat(),
         }
+
+    def _write_segment(self, folder: Path, merged: list[Segment], dim: int) -> tuple[int, int]:
+        """One new segment: the live rows of the merged segments, then the upserts; (rows, vectors)."""
+        folder.mkdir(parents=True)
+        total = sum(s.vectors - _dead_vectors(s) for s in merged) + self._upserted_vectors
+        with (
+            pq.ParquetWriter(folder / RECORDS_FILE, STORED_RECORD) as writer,
+            (folder / VECTORS_FILE).open("wb") as matrix,
+        ):
+            # The .npy header first, then the rows as they come: written, never held or mapped.
+            header = {"descr": npy_format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+            npy_format.write_array_header_1_0(matrix, {**header, "shape": (total, dim)})
+            for segment in merged:
+                _copy_live(segment, dim, writer, matrix)
+            if self._writer is not None:
+                _copy_upserts(self._spill_dir(), dim, writer, matrix)
+        write_records_arrow(folder)
+        return pq.ParquetFile(folder / RECORDS_FILE).metadata.num_rows, total
 
     def _spill_dir(self) -> Path:
         if self._spill is None:
@@ -122,41 +166,39 @@ class EmbeddedBuilder:
             self._spill_claim = BuildClaim(Path(self._spill.name))
         return Path(self._spill.name)
 
-    def _kept_base_rows(self, base_path: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Which base records stay (not deleted, not replaced by an upsert), and every base record's
-        chunk count; only these two columns are read."""
-        if base_path is None:
-            return None
-        table = pq.read_table(base_path / "records.parquet", columns=["uid", "chunk_count"])
-        replaced = pa.array(sorted(self._deletes | self._upserted), type=pa.string())
-        keep = np.asarray(pc.invert(pc.is_in(table.column("uid"), value_set=replaced)), dtype=bool)
-        return keep, table.column("chunk_count").to_numpy().astype(np.int64)
+
+def _dead_vectors(segment: Segment) -> int:
+    if len(segment.dead) == 0:
+        return 0
+    counts = segment.column("chunk_count").to_numpy().astype(np.int64)
+    return int(counts[segment.dead].sum())
 
 
-def _read_rows(vectors: np.memmap, start: int, count: int) -> np.ndarray:
-    """Rows [start, start + count) of a memory-mapped .npy, read into memory: pages of a long-lived
-    map would count as resident until it closes."""
-    dim = int(vectors.shape[1])
-    data = np.fromfile(
-        str(vectors.filename), dtype=np.float32, count=count * dim, offset=vectors.offset + start * dim * 4
-    )
+def read_rows(path: Path, start: int, count: int) -> np.ndarray:
+    """Rows [start, start + count) of a .npy file, read into memory: pages of a long-lived memory map
+    would count as resident until it closes."""
+    vectors = np.load(path, mmap_mode="r")
+    dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
+    data = np.fromfile(str(path), dtype=np.float32, count=count * dim, offset=vectors.offset + start * dim * 4)
     return data.reshape(count, dim)
 
 
-def _copy_base(base_path: Path, keep: np.ndarray, vectors: np.memmap, writer: pq.ParquetWriter, out: IO[bytes]) -> None:
-    """The kept base records and their vectors, COPY_ROWS records at a time."""
+def _copy_live(segment: Segment, dim: int, writer: pq.ParquetWriter, out: IO[bytes]) -> None:
+    """A segment's live records and their vectors, COPY_ROWS records at a time."""
+    live = segment.live_mask()
     start = source_row = 0
-    for rows in pq.ParquetFile(base_path / "records.parquet").iter_batches(batch_size=COPY_ROWS):
-        mask = keep[start : start + rows.num_rows]
+    for rows in pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(batch_size=COPY_ROWS):
+        mask = live[start : start + rows.num_rows]
         chunk_mask = np.repeat(mask, rows.column("chunk_count").to_numpy().astype(np.int64))
-        _read_rows(vectors, source_row, len(chunk_mask))[chunk_mask].tofile(out)
+        if dim:
+            read_rows(segment.path / VECTORS_FILE, source_row, len(chunk_mask))[chunk_mask].tofile(out)
         writer.write_batch(rows.filter(pa.array(mask)).cast(STORED_RECORD))
         start += rows.num_rows
         source_row += len(chunk_mask)
 
 
 def _copy_upserts(spill: Path, dim: int, writer: pq.ParquetWriter, out: IO[bytes]) -> None:
-    """The upserted records and their vectors after the base's, one written row group at a time."""
+    """The upserted records and their vectors, one written row group at a time."""
     source_row = 0
     parquet = pq.ParquetFile(spill / "upserts.parquet")
     for group in range(parquet.num_row_groups):

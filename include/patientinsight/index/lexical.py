@@ -1,12 +1,18 @@
-"""The lexical index: BM25 (bm25s) over title and text, with optional RM3-style query expansion.
+"""The lexical index: BM25 over title and text (bm25s's tokenizer and scoring functions), with optional
+RM3-style query expansion.
 
-Built with every index version and stored inside it, so lexical and dense search always answer from
-the same records in the same order (row i of records.parquet is document i here).
+Stored per segment (index.segments) as term frequencies, not scores: each segment keeps its documents'
+terms both ways (term -> documents and document -> terms) and their lengths. BM25's corpus statistics
+(the number of documents, each term's document frequency, the mean length) are the version's, over its
+live rows only, and are applied when a query is scored. So a version made of a base and small delta
+segments scores exactly as the same records built whole, and a new version never rewrites the base's
+index. All arrays are memory-mapped: a serving process holds the vocabulary, not the postings.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,13 +22,17 @@ from typing import Any
 import bm25s
 import numpy as np
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 from bm25s import scoring
 
+from patientinsight.index.segments import RECORDS_FILE, SEGMENTS_DIR, Segment, version_segments
+from patientinsight.index.versions import read_manifest
 from patientinsight.settings import Settings
 
-LEXICAL_DIR = "lexical"
+LEXICAL_DIR = "lexical"  # in each segment: its term frequencies
+PARAMS_FILE = "lexical.json"  # in each version: how its BM25 scores (k1, b, the title's weight)
+FORMAT = 2  # 1: bm25s's own score matrix per version (earlier releases)
 BATCH_DOCUMENTS = 10_000  # documents tokenized at a time
+METHOD = "lucene"  # bm25s's default BM25 variant
 
 
 @lru_cache(maxsize=1)
@@ -68,49 +78,6 @@ def _batch_terms(texts: list[str], vocab: dict[str, int]) -> _Terms:
     )
 
 
-def _bm25_matrix(model: Any, batches: list[_Terms], vocab_size: int) -> dict[str, Any]:
-    """The term -> documents score matrix (CSC) that bm25s's own `index` builds, computed with its
-    idf and term-frequency functions, written in place batch by batch: memory stays at the matrix
-    (8 bytes per stored score), where `BM25.index` holds every token and several copies of the
-    matrix at once (measured: 2.3 GB above the texts for 250,000 records)."""
-    n_docs = int(sum(len(b.lengths) for b in batches))
-    if n_docs == 0:
-        raise ValueError("a lexical index needs at least one document")
-    avg_len = np.concatenate([b.lengths for b in batches]).mean()  # as bm25s: the mean of an int64 array
-    doc_freqs = np.zeros(vocab_size, dtype=np.int64)
-    for b in batches:
-        doc_freqs += np.bincount(b.terms, minlength=vocab_size)
-    idf = scoring._build_idf_array(
-        dict(enumerate(doc_freqs.tolist())), n_docs, scoring._select_idf_scorer(model.idf_method), model.dtype
-    )
-    tfc = scoring._select_tfc_scorer(model.method)
-    nnz = int(doc_freqs.sum())
-    index_dtype = np.int32 if nnz < 2**31 else np.int64
-    indptr = np.zeros(vocab_size + 1, dtype=index_dtype)
-    np.cumsum(doc_freqs, out=indptr[1:])
-    data = np.empty(nnz, dtype=model.dtype)
-    indices = np.empty(nnz, dtype=model.int_dtype)
-    free = indptr[:-1].astype(np.int64)  # next free slot of each term's column
-    first_doc = 0
-    while batches:
-        b = batches.pop(0)  # each batch's arrays are freed once placed
-        docs = np.repeat(np.arange(first_doc, first_doc + len(b.lengths), dtype=np.int64), b.per_doc)
-        lengths = np.repeat(b.lengths, b.per_doc)
-        scores = idf[b.terms] * tfc(tf_array=b.counts, l_d=lengths, l_avg=avg_len, k1=model.k1, b=model.b)
-        # Within a column, documents in order (as bm25s's scipy build leaves them).
-        order = np.argsort(b.terms, kind="stable")
-        terms = b.terms[order]
-        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]])
-        sizes = np.diff(np.r_[starts, len(terms)])
-        rank = np.arange(len(terms)) - np.repeat(starts, sizes)
-        slots = free[terms] + rank
-        indices[slots] = docs[order]
-        data[slots] = scores[order]
-        free[terms[starts]] += sizes
-        first_doc += len(b.lengths)
-    return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
-
-
 @dataclass(frozen=True)
 class Bm25Params:
     """How the BM25 index is built: the title's weight and BM25's term-frequency saturation (k1) and
@@ -128,24 +95,70 @@ def bm25_params(settings: Settings) -> Bm25Params:
     return Bm25Params(title_weight=settings.title_weight, k1=settings.bm25_k1, b=settings.bm25_b)
 
 
-def write_index_batches(
-    folder: Path, batches: Iterable[tuple[Sequence[str], Sequence[str]]], params: Bm25Params = PLAIN_BM25
+def _postings(batches: list[_Terms], vocab_size: int) -> dict[str, np.ndarray]:
+    """Both layouts of one segment's term frequencies: document -> terms as tokenized, and term ->
+    documents (documents in order within a term), placed batch by batch with no sort of the whole."""
+    per_doc = np.concatenate([b.per_doc for b in batches]) if batches else np.empty(0, np.int64)
+    doc_terms = np.concatenate([b.terms for b in batches]) if batches else np.empty(0, np.int32)
+    doc_tf = np.concatenate([b.counts for b in batches]) if batches else np.empty(0, np.float32)
+    lengths = np.concatenate([b.lengths for b in batches]) if batches else np.empty(0, np.int64)
+    doc_freqs = np.bincount(doc_terms, minlength=vocab_size).astype(np.int64)
+    term_indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(doc_freqs, out=term_indptr[1:])
+    term_docs = np.empty(len(doc_terms), dtype=np.int32)
+    term_tf = np.empty(len(doc_terms), dtype=np.float32)
+    free = term_indptr[:-1].copy()  # next free slot of each term's postings
+    first_doc = start = 0
+    for b in batches:
+        end = start + len(b.terms)
+        docs = np.repeat(np.arange(first_doc, first_doc + len(b.lengths), dtype=np.int64), b.per_doc)
+        order = np.argsort(b.terms, kind="stable")
+        terms = b.terms[order]
+        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]]) if len(terms) else np.empty(0, np.int64)
+        sizes = np.diff(np.r_[starts, len(terms)])
+        slots = free[terms] + np.arange(len(terms)) - np.repeat(starts, sizes)
+        term_docs[slots] = docs[order]
+        term_tf[slots] = b.counts[order]
+        free[terms[starts]] += sizes
+        first_doc += len(b.lengths)
+        start = end
+    doc_indptr = np.zeros(len(per_doc) + 1, dtype=np.int64)
+    np.cumsum(per_doc, out=doc_indptr[1:])
+    return {
+        "term_indptr": term_indptr, "term_docs": term_docs, "term_tf": term_tf,
+        "doc_indptr": doc_indptr, "doc_terms": doc_terms.astype(np.int32), "doc_tf": doc_tf,
+        "lengths": lengths.astype(np.int32),
+    }  # fmt: skip
+
+
+def write_segment_batches(
+    segment: Path, batches: Iterable[tuple[Sequence[str], Sequence[str]]], title_weight: int = 1
 ) -> None:
-    """The BM25 index of documents given as batches of (titles, texts), in order; saved with bm25s
-    in its own format, so LexicalIndex loads it as before."""
+    """One segment's lexical index from its documents as batches of (titles, texts), in row order."""
     vocab: dict[str, int] = {}
-    terms = [_batch_terms(document_texts(titles, texts, params.title_weight), vocab) for titles, texts in batches]
+    terms = [_batch_terms(document_texts(titles, texts, title_weight), vocab) for titles, texts in batches]
+    out = segment / LEXICAL_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for name, array in _postings(terms, len(vocab)).items():
+        np.save(out / f"{name}.npy", array)
+    (out / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
     documents = int(sum(len(t.lengths) for t in terms))
-    model = bm25s.BM25(k1=params.k1, b=params.b)
-    if model.method not in ("robertson", "lucene", "atire"):  # bm25l and bm25+ need a non-occurrence term
-        raise ValueError(f"unsupported BM25 variant {model.method}")
-    model.scores = _bm25_matrix(model, terms, len(vocab))
-    model.vocab_dict = {**vocab, "": len(vocab)} if "" not in vocab else vocab  # as bm25s's index() does
-    model.nonoccurrence_array = None
-    out = folder / LEXICAL_DIR
-    model.save(str(out), show_progress=False)
-    fields = {"title_weight": params.title_weight, "k1": params.k1, "b": params.b, "documents": documents}
+    fields = {"format": FORMAT, "title_weight": title_weight, "documents": documents, "terms": len(vocab)}
     (out / "fields.json").write_text(json.dumps(fields))
+
+
+def write_segment_from_parquet(segment: Path, title_weight: int = 1, batch: int = BATCH_DOCUMENTS) -> None:
+    """The lexical index of a segment's records.parquet, read a batch of rows at a time (its row order)."""
+    parquet = pq.ParquetFile(segment / RECORDS_FILE)
+    batches = (
+        (rows.column("title").to_pylist(), rows.column("text").to_pylist())
+        for rows in parquet.iter_batches(batch_size=batch, columns=["title", "text"])
+    )
+    write_segment_batches(segment, batches, title_weight)
+
+
+def _params_of(params: Bm25Params) -> dict[str, Any]:
+    return {"format": FORMAT, "title_weight": params.title_weight, "k1": params.k1, "b": params.b}
 
 
 def write_index(
@@ -155,50 +168,170 @@ def write_index(
     params: Bm25Params = PLAIN_BM25,
     batch: int = BATCH_DOCUMENTS,
 ) -> None:
+    """A lexical index of these documents alone in `folder` (one segment, the folder itself): for
+    benchmarks and tests that score documents without an index version."""
     if len(titles) != len(texts):
         raise ValueError("one title per text is required")
     batches = ((titles[i : i + batch], texts[i : i + batch]) for i in range(0, len(texts), batch))
-    write_index_batches(folder, batches, params)
+    write_segment_batches(folder, batches, params.title_weight)
+    (folder / PARAMS_FILE).write_text(json.dumps(_params_of(params)))
 
 
-def write_index_from_parquet(
-    folder: Path, records: Path, params: Bm25Params = PLAIN_BM25, batch: int = BATCH_DOCUMENTS
-) -> None:
-    """The BM25 index of a records.parquet, read a batch of rows at a time (its row order)."""
-    parquet = pq.ParquetFile(records)
-    batches = (
-        (rows.column("title").to_pylist(), rows.column("text").to_pylist())
-        for rows in parquet.iter_batches(batch_size=batch, columns=["title", "text"])
-    )
-    write_index_batches(folder, batches, params)
+def _has_segment_index(segment: Path, title_weight: int) -> bool:
+    try:
+        fields = json.loads((segment / LEXICAL_DIR / "fields.json").read_text())
+    except FileNotFoundError:
+        return False
+    return bool(fields.get("format") == FORMAT and fields.get("title_weight") == title_weight)
 
 
 def lexical_index_hook(params: Bm25Params = PLAIN_BM25) -> Callable[[Path], None]:
-    """The commit hook that builds a version's BM25 index from the records.parquet it has staged, inside
-    the staging folder: the lexical index appears with the vectors or not at all."""
-    return lambda folder: write_index_from_parquet(folder, folder / "records.parquet", params)
+    """The commit hook that gives a staged version its lexical index, inside the staging folder so that
+    it appears with the vectors or not at all: each segment that has none (the new one) gets it from its
+    staged records.parquet; the segments linked from the base keep theirs. A staged version without
+    segments (records.parquet in its folder) is indexed as one segment, the folder itself."""
+
+    def hook(staging: Path) -> None:
+        folders = sorted(p for p in (staging / SEGMENTS_DIR).glob("*") if p.is_dir())
+        if not folders and (staging / RECORDS_FILE).exists():
+            folders = [staging]
+        for segment in folders:
+            if not _has_segment_index(segment, params.title_weight):
+                write_segment_from_parquet(segment, params.title_weight)
+        (staging / PARAMS_FILE).write_text(json.dumps(_params_of(params)))
+
+    return hook
+
+
+def has_lexical(folder: Path) -> bool:
+    """Whether the version in `folder` has a lexical index this release reads (an earlier release's
+    versions have bm25s's score matrix instead, or none)."""
+    try:
+        return bool(json.loads((folder / PARAMS_FILE).read_text()).get("format") == FORMAT)
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class _SegmentTerms:
+    """One segment's term frequencies (memory-mapped) and what its version hides of them."""
+
+    vocab: dict[str, int]
+    terms: list[str]
+    term_indptr: np.ndarray
+    term_docs: np.ndarray
+    term_tf: np.ndarray
+    doc_indptr: np.ndarray
+    doc_terms: np.ndarray
+    doc_tf: np.ndarray
+    lengths: np.ndarray
+    offset: int  # the segment's first row among the version's stored rows
+    doc_freqs: np.ndarray  # per term, over the segment's live rows
+
+    @classmethod
+    def load(cls, folder: Path, offset: int, dead: np.ndarray) -> _SegmentTerms:
+        lexical = folder / LEXICAL_DIR
+        if (
+            not (lexical / "fields.json").exists()
+            or json.loads((lexical / "fields.json").read_text()).get("format") != FORMAT
+        ):
+            raise FileNotFoundError(f"{lexical} is not a lexical index of format {FORMAT}")
+        arrays = {n: np.load(lexical / f"{n}.npy", mmap_mode="r") for n in _ARRAYS}
+        terms = (lexical / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
+        doc_freqs = np.diff(arrays["term_indptr"]).astype(np.int64)
+        if len(dead):  # the hidden rows' terms no longer count: they are read document by document
+            rows = [np.arange(arrays["doc_indptr"][r], arrays["doc_indptr"][r + 1]) for r in dead]
+            doc_freqs -= np.bincount(arrays["doc_terms"][np.concatenate(rows)], minlength=len(doc_freqs))
+        return cls(
+            vocab={t: i for i, t in enumerate(terms)}, terms=terms, offset=offset, doc_freqs=doc_freqs,
+            lengths=np.asarray(arrays["lengths"]), **{n: arrays[n] for n in _ARRAYS if n != "lengths"},
+        )  # fmt: skip
+
+
+_ARRAYS = ("term_indptr", "term_docs", "term_tf", "doc_indptr", "doc_terms", "doc_tf", "lengths")
 
 
 class LexicalIndex:
+    """BM25 over one version's live records, in position order (index.records)."""
+
     def __init__(self, folder: Path) -> None:
-        path = folder / LEXICAL_DIR
-        self.model = bm25s.BM25.load(str(path), show_progress=False)
-        self.fields = json.loads((path / "fields.json").read_text())
-        self.documents = int(self.fields["documents"])
-        scores = self.model.scores
-        # bm25s keeps term -> documents (CSC); expansion needs documents -> terms as well.
-        self._by_term = sp.csc_matrix(
-            (scores["data"], scores["indices"], scores["indptr"]), shape=(self.documents, len(scores["indptr"]) - 1)
-        )
-        self._by_doc: sp.csr_matrix | None = None
-        self._terms = {i: t for t, i in self.model.vocab_dict.items()}
+        try:
+            self.fields = json.loads((folder / PARAMS_FILE).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{folder} has no lexical index of this release") from None
+        if self.fields.get("format") != FORMAT:
+            raise FileNotFoundError(f"{folder / PARAMS_FILE} is not a lexical index of format {FORMAT}")
+        if (folder / "manifest.json").exists():
+            segments = version_segments(folder, read_manifest(folder))
+        else:  # an index of documents alone (write_index)
+            documents = json.loads((folder / LEXICAL_DIR / "fields.json").read_text())["documents"]
+            segments = [Segment(".", folder, int(documents), 0, np.empty(0, np.int64))]
+        offsets = np.cumsum([0, *(s.rows for s in segments)])
+        self.segments = [_SegmentTerms.load(s.path, int(o), s.dead) for s, o in zip(segments, offsets, strict=False)]
+        live = np.concatenate([s.live_mask() for s in segments]) if segments else np.empty(0, bool)
+        self.live_rows = np.flatnonzero(live)  # the stored row of each position
+        self._live = live if not live.all() else None
+        self.stored_rows = len(live)
+        self.documents = len(self.live_rows)
+        lengths = np.concatenate([s.lengths for s in self.segments]) if self.segments else np.empty(0, np.int32)
+        self.k1, self.b = float(self.fields["k1"]), float(self.fields["b"])
+        avg_len = float(lengths[self.live_rows].astype(np.int64).mean()) if self.documents else 1.0
+        # BM25's length normalization per stored row, with the version's mean length (Robertson's tf part).
+        self._norm = (self.k1 * ((1 - self.b) + self.b * lengths / avg_len)).astype(np.float32)
+
+    def _idf(self, doc_freq: int) -> float:
+        return float(scoring._select_idf_scorer(METHOD)(doc_freq, N=self.documents))
+
+    def _doc_freq(self, term: str) -> int:
+        return int(sum(s.doc_freqs[s.vocab[term]] for s in self.segments if term in s.vocab))
+
+    def _weighted(self, term_weights: dict[str, float]) -> np.ndarray:
+        """Sum over the terms of weight x BM25 score, for every live record in position order."""
+        rows, contributions = [], []
+        for term, weight in term_weights.items():
+            doc_freq = self._doc_freq(term)
+            if doc_freq <= 0:
+                continue
+            idf = self._idf(doc_freq)
+            for s in self.segments:
+                local = s.vocab.get(term)
+                if local is None:
+                    continue
+                start, end = int(s.term_indptr[local]), int(s.term_indptr[local + 1])
+                docs = s.term_docs[start:end].astype(np.int64) + s.offset
+                tf = np.asarray(s.term_tf[start:end])
+                rows.append(docs)
+                contributions.append((weight * idf) * tf / (self._norm[docs] + tf))
+        if not rows:
+            return np.zeros(self.documents, dtype=np.float32)
+        all_rows = np.concatenate(rows)
+        weights = np.concatenate(contributions)
+        if self._live is not None:
+            weights = np.where(self._live[all_rows], weights, 0.0)
+        stored = np.bincount(all_rows, weights=weights, minlength=self.stored_rows)
+        return (stored if self._live is None else stored[self.live_rows]).astype(np.float32)
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every document for the query (0 where no query term occurs)."""
-        tokens = [t for t in tokenize([query])[0] if t in self.model.vocab_dict]
-        if not tokens or self.documents == 0:
-            return np.zeros(self.documents, dtype=np.float32)
-        return np.asarray(self.model.get_scores(tokens), dtype=np.float32)
+        """BM25 score of every record for the query (0 where no query term occurs); a term the query
+        repeats counts each time, as in bm25s."""
+        if self.documents == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self._weighted({t: float(n) for t, n in Counter(tokenize([query])[0]).items()})
+
+    def _term_scores(self, position: int) -> dict[str, float]:
+        """Every term of one record with its BM25 score there."""
+        row = int(self.live_rows[position])
+        for s in reversed(self.segments):
+            if row >= s.offset:
+                local = row - s.offset
+                start, end = int(s.doc_indptr[local]), int(s.doc_indptr[local + 1])
+                tf = np.asarray(s.doc_tf[start:end], dtype=np.float64)
+                scores = tf / (float(self._norm[row]) + tf)
+                return {
+                    s.terms[t]: self._idf(self._doc_freq(s.terms[t])) * float(v)
+                    for t, v in zip(s.doc_terms[start:end].tolist(), scores.tolist(), strict=True)
+                }
+        return {}
 
     def expanded_scores(
         self,
@@ -218,16 +351,16 @@ class LexicalIndex:
             return base
         top = np.argpartition(-visible, min(feedback_docs, len(visible)) - 1)[:feedback_docs]
         top = top[visible[top] > 0]
-        if self._by_doc is None:
-            self._by_doc = self._by_term.tocsr()
         doc_weights = base[top] / base[top].sum()
-        term_mass = np.asarray(self._by_doc[top].multiply(doc_weights[:, None]).sum(axis=0)).ravel()
-        chosen = np.argpartition(-term_mass, min(terms, len(term_mass)) - 1)[:terms]
-        chosen = chosen[term_mass[chosen] > 0]
-        if len(chosen) == 0:
+        term_mass: Counter[str] = Counter()
+        for position, doc_weight in zip(top.tolist(), doc_weights.tolist(), strict=True):
+            for term, score in self._term_scores(position).items():
+                term_mass[term] += doc_weight * score
+        chosen = [(t, m) for t, m in term_mass.most_common(terms) if m > 0]
+        if not chosen:
             return base
-        term_weights = term_mass[chosen] / term_mass[chosen].sum()
-        expansion = np.asarray(self._by_term[:, chosen] @ term_weights).ravel().astype(np.float32)
+        total = sum(m for _, m in chosen)
+        expansion = self._weighted({t: m / total for t, m in chosen})
         # Scale the expansion to the visible scores' range so `weight` means the same for every query.
         top_expansion = float((expansion if hidden is None else np.where(hidden, 0.0, expansion)).max())
         scale = visible.max() / top_expansion if top_expansion > 0 else 0.0

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patientinsight.index.pinecone_support import FETCH_IDS, PineconeIndexError, vector_id, vector_metadata
+from patientinsight.index.segments import RECORDS_FILE, version_segments
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
 from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, new_version_id, read_manifest
 
@@ -229,40 +230,47 @@ class PineconeBuilder:
         parts: list[_Part] = []
         with pq.ParquetWriter(path, STORED_RECORD) as writer:
             if self.base is not None:
-                kept = self._stage_base(writer)
-                if kept is not None:
-                    parts.append(kept)
+                parts.extend(self._stage_base(writer))
             if self._writer is not None:  # something was upserted
                 parts.append(self._stage_upserts(writer))
         return [part for part in parts if part.meta.num_rows]
 
-    def _stage_base(self, writer: pq.ParquetWriter) -> _Part | None:
+    def _stage_base(self, writer: pq.ParquetWriter) -> list[_Part]:
+        """The base's kept records, one part per place their vectors come from: a Pinecone base's
+        namespace, or each segment's vectors.npy of a base built by the embedded index."""
         assert self.base is not None
         base_dir = self.index.versions.path(self.base)
-        source = pq.ParquetFile(base_dir / "records.parquet")
+        manifest = read_manifest(base_dir)
         replaced = pa.array(sorted(self._deletes | self._upserted), type=pa.string())
-        metas, firsts, row = [], [], 0
-        for rows in source.iter_batches(batch_size=COPY_ROWS):
-            table = pa.Table.from_batches([rows]).select(list(STORED_RECORD.names)).cast(STORED_RECORD)
-            counts = table.column("chunk_count").to_numpy().astype(np.int64)
-            starts = row + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            keep = np.asarray(pc.invert(pc.is_in(table.column("uid"), value_set=replaced)), dtype=bool)
-            kept = table.filter(pa.array(keep))
-            writer.write_table(kept)
-            metas.append(kept.select(list(VECTOR_META)))
-            firsts.append(starts[keep])
-            row += int(counts.sum())
-        if not metas:
-            return None
-        meta = pa.concat_tables(metas).combine_chunks()
-        first_rows = np.concatenate(firsts)
-        matrix = base_dir / "vectors.npy"
-        if matrix.exists():  # built by the embedded index: its vectors come from the lake, nothing re-embedded
-            mapped = np.load(matrix, mmap_mode="r")
-            offset, dim = int(mapped.offset), int(mapped.shape[1])
-            del mapped
-            return _Part(meta, first_rows, source=matrix, offset=offset, dim=dim)
-        return _Part(meta, first_rows, namespace=str(read_manifest(base_dir)["namespace"]))
+        parts = []
+        for segment in version_segments(base_dir, manifest):
+            metas, firsts, row, start = [], [], 0, 0
+            live = segment.live_mask()
+            for rows in pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(batch_size=COPY_ROWS):
+                table = pa.Table.from_batches([rows]).select(list(STORED_RECORD.names)).cast(STORED_RECORD)
+                counts = table.column("chunk_count").to_numpy().astype(np.int64)
+                starts = row + np.cumsum(counts) - counts
+                keep = np.asarray(pc.invert(pc.is_in(table.column("uid"), value_set=replaced)), dtype=bool)
+                keep &= live[start : start + table.num_rows]
+                kept = table.filter(pa.array(keep))
+                writer.write_table(kept)
+                metas.append(kept.select(list(VECTOR_META)))
+                firsts.append(starts[keep])
+                row += int(counts.sum())
+                start += table.num_rows
+            if not metas:
+                continue
+            meta = pa.concat_tables(metas).combine_chunks()
+            first_rows = np.concatenate(firsts)
+            matrix = segment.path / "vectors.npy"
+            if matrix.exists():  # built by the embedded index: its vectors come from the lake, nothing re-embedded
+                mapped = np.load(matrix, mmap_mode="r")
+                offset, dim = int(mapped.offset), int(mapped.shape[1])
+                del mapped
+                parts.append(_Part(meta, first_rows, source=matrix, offset=offset, dim=dim))
+            else:
+                parts.append(_Part(meta, first_rows, namespace=str(manifest["namespace"])))
+        return parts
 
     def _stage_upserts(self, writer: pq.ParquetWriter) -> _Part:
         spill = self._spill_dir()

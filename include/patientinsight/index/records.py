@@ -1,32 +1,56 @@
 """The records of one committed version as both readers see them: the per-record arrays every search
-needs (uids, ages, sexes, chunk counts and starts), and what is read from records.parquet on demand.
+needs (uids, ages, sexes, chunk counts and starts), and what is read from the segments' files on demand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patientinsight.index.types import Exclusion, Filters
+from patientinsight.index.segments import RECORDS_FILE, Segment, version_segments
+from patientinsight.index.types import META_COLUMNS, STORED_RECORD, Exclusion, Filters
+from patientinsight.index.versions import read_manifest
 
 
 class VersionRecords:
     """Loaded once per reader: arrays, no frame and no content hashes (the ingest reads those on
-    demand), so a serving process holds as little as it can. Position i is row i of records.parquet;
-    record i owns chunks `starts[i]` to `starts[i] + counts[i]` of the version's vectors."""
+    demand), so a serving process holds as little as it can. Position i is the version's i-th live row
+    (index.segments: its segments' rows in order, less those it hides); record i owns chunks
+    `starts[i]` to `starts[i] + counts[i]` of the version's chunks counted over live records, and
+    `chunk_rows[i]` onwards of the chunks as stored (its segments' vectors one after the other)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any] | None = None) -> None:
         self.path = path
-        meta = pq.read_table(path / "records.parquet", columns=["uid", "age_years", "sex", "chunk_count"])
-        self.counts = meta.column("chunk_count").to_numpy().astype(np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.uids = np.asarray(meta.column("uid").to_pylist(), dtype=object)
-        self.ages = meta.column("age_years").to_numpy(zero_copy_only=False).astype(np.float64)
-        self.sexes = np.asarray(meta.column("sex").to_pylist(), dtype=object)
+        self.segments = version_segments(path, manifest if manifest is not None else read_manifest(path))
+        columns = ["uid", "age_years", "sex", "chunk_count"]
+        tables = [pq.read_table(s.path / RECORDS_FILE, columns=columns) for s in self.segments]
+        live = [s.live_mask() for s in self.segments]
+        # Stored rows and chunks of all segments, one after the other, and which of them are live.
+        stored_counts = np.concatenate(
+            [t.column("chunk_count").to_numpy().astype(np.int64) for t in tables] or [np.empty(0, np.int64)]
+        )
+        self.live_rows = np.flatnonzero(np.concatenate(live or [np.empty(0, bool)])).astype(np.int64)
+        self.row_starts = (np.cumsum(stored_counts) - stored_counts).astype(np.int64)  # per stored row
+        self.segment_rows = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self.stored_chunks = int(stored_counts.sum())
+        self.counts = stored_counts[self.live_rows]
+        self.starts = (np.cumsum(self.counts) - self.counts).astype(np.int64)
+        self.chunk_rows = self.row_starts[self.live_rows]
+        pick = [np.flatnonzero(mask) for mask in live]
+
+        def gathered(name: str, convert: Any) -> np.ndarray:
+            parts = [convert(t.column(name).take(pa.array(rows))) for t, rows in zip(tables, pick, strict=True)]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=object)
+
+        self.uids = gathered("uid", lambda c: np.asarray(c.to_pylist(), dtype=object))
+        self.ages = gathered("age_years", lambda c: c.to_numpy(zero_copy_only=False).astype(np.float64))
+        self.sexes = gathered("sex", lambda c: np.asarray(c.to_pylist(), dtype=object))
         self.chunks = int(self.counts.sum())
         self._position_of: dict[str, int] | None = None
 
@@ -35,6 +59,43 @@ class VersionRecords:
 
     def uid_at(self, position: int) -> str:
         return str(self.uids[position])
+
+    def located(self, positions: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
+        """The positions by segment: (segment, rows in it, which of `positions` they are)."""
+        rows = self.live_rows[np.asarray(positions, dtype=np.int64)]
+        which = np.searchsorted(self.segment_rows, rows, side="right") - 1
+        out = []
+        for i in np.unique(which):
+            picked = np.flatnonzero(which == i)
+            out.append((self.segments[int(i)], rows[picked] - self.segment_rows[i], picked))
+        return out
+
+    def table(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
+        """These records' stored columns, in the order of `positions`: taken from the memory-mapped
+        records.arrow of their segments, so only their pages are read."""
+        positions = np.asarray(positions, dtype=np.int64)
+        parts, order = [], []
+        for segment, rows, picked in self.located(positions):
+            parts.append(segment.table.select(columns).take(pa.array(rows)))
+            order.append(picked)
+        if not parts:
+            return pa.table({c: pa.array([], type=STORED_RECORD.field(c).type) for c in columns})
+        joined = pa.concat_tables(parts)
+        return joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
+    def frame(self, columns: list[str]) -> pd.DataFrame:
+        """These columns of every live record, in position order."""
+        parts = [
+            pq.read_table(s.path / RECORDS_FILE, columns=columns).filter(pa.array(s.live_mask())) for s in self.segments
+        ]
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+        return pa.concat_tables(parts).to_pandas()
+
+    def live_column(self, name: str) -> pa.ChunkedArray:
+        """One column over the version's live records, in position order."""
+        parts = [s.column(name).filter(pa.array(s.live_mask())) for s in self.segments]
+        return pa.chunked_array([c for part in parts for c in part.chunks], type=STORED_RECORD.field(name).type)
 
     def position_of(self) -> dict[str, int]:
         """uid -> position, built on first use (a serving process that never asks saves the dict)."""
@@ -79,14 +140,18 @@ class VersionRecords:
         return [(int(i), float(record_scores[i])) for i in top]
 
     def hashes(self) -> dict[str, str]:
-        """uid -> content hash, read from the lake (one file, two columns)."""
-        table = pq.read_table(self.path / "records.parquet", columns=["uid", "content_hash"])
-        return dict(zip(table.column("uid").to_pylist(), table.column("content_hash").to_pylist(), strict=True))
+        """uid -> content hash of the live records, read from the lake (two columns)."""
+        uids, hashes = self.live_column("uid").to_pylist(), self.live_column("content_hash").to_pylist()
+        return dict(zip(uids, hashes, strict=True))
 
     def records(self, uids: list[str]) -> pd.DataFrame:
-        """The stored records of these uids (all META_COLUMNS), in the order asked."""
-        table = pd.read_parquet(self.path / "records.parquet", filters=[("uid", "in", list(uids))])
-        return table.set_index("uid").reindex(uids).reset_index()
+        """The stored records of these uids (all META_COLUMNS), in the order asked; a uid the version
+        does not hold gives a row of nulls."""
+        positions = self.position_of()
+        found = [(i, positions[u]) for i, u in enumerate(uids) if u in positions]
+        table = self.table(np.array([p for _, p in found], dtype=np.int64), list(META_COLUMNS)).to_pandas()
+        table.index = [i for i, _ in found]
+        return table.reindex(range(len(uids))).assign(uid=list(uids)).reset_index(drop=True)
 
 
 class AnsweredByRecords:
@@ -115,3 +180,6 @@ class AnsweredByRecords:
 
     def records(self, uids: list[str]) -> pd.DataFrame:
         return self.meta.records(uids)
+
+    def frame(self, columns: list[str]) -> pd.DataFrame:
+        return self.meta.frame(columns)

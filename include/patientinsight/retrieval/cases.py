@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.types import Filters, IndexReader
@@ -105,12 +102,21 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _synthetic_count(titles: Any) -> int:
-    try:
-        marked = pc.fill_null(pc.match_substring(titles, SYNTHETIC_TITLE), False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a column of no strings (all titles missing)
-        return 0
-    return int(pc.sum(marked).as_py() or 0)
+def _synthetic_count(titles: pd.Series) -> int:
+    return int(titles.astype("string").str.contains(SYNTHETIC_TITLE, regex=False).fillna(False).sum())
+
+
+def _case(row: dict[str, Any]) -> Case:
+    age = _clean(row["age_years"])
+    pmid = _clean(row["pmid"])
+    return Case(
+        patient_uid=str(row["uid"]),
+        pmid=str(pmid) if pmid is not None else None,
+        title=_clean(row["title"]),
+        age_years=float(age) if age is not None else None,
+        sex=_clean(row["sex"]),
+        text=str(_clean(row["text"]) or ""),
+    )
 
 
 class CaseIndex:
@@ -133,11 +139,9 @@ class CaseIndex:
                     "index version %s has no lexical index: %s falls back to dense", self.version, self.retriever
                 )
                 self.retriever = "dense"
-        # An Arrow table, not a frame: the same bytes without a Python object per value (at 250,000
-        # records about 130 MB less), rows taken by the reader's positions.
-        self._records = pq.read_table(reader.path / "records.parquet", columns=_SHOWN_COLUMNS)
+        # The records' texts stay on disk (memory-mapped by the reader): a case reads its own pages only.
         # How many records come from the synthetic demo sample: the page says so while they are served.
-        self.synthetic_count = _synthetic_count(self._records.column("title"))
+        self.synthetic_count = _synthetic_count(reader.frame(["title"])["title"])
 
     @classmethod
     def for_settings(cls, reader: IndexReader, embedder: Embedder, settings: Settings) -> CaseIndex:
@@ -149,29 +153,21 @@ class CaseIndex:
         return self.reader.count()
 
     def case(self, uid: str) -> Case | None:
-        found = self.reader.positions([uid])
-        if len(found) == 0:
-            return None
-        row = self._records.slice(int(found[0]), 1).to_pylist()[0]
-        age = _clean(row["age_years"])
-        pmid = _clean(row["pmid"])
-        return Case(
-            patient_uid=str(row["uid"]),
-            pmid=str(pmid) if pmid is not None else None,
-            title=_clean(row["title"]),
-            age_years=float(age) if age is not None else None,
-            sex=_clean(row["sex"]),
-            text=str(_clean(row["text"]) or ""),
-        )
+        found = self.cases([uid])
+        return found[0] if found else None
+
+    def cases(self, uids: list[str]) -> list[Case]:
+        """The cases of these uids that the version holds, in the order asked."""
+        held = [u for u in uids if len(self.reader.positions([u]))]
+        frame = self.reader.records(held)[_SHOWN_COLUMNS]
+        return [_case(row) for row in frame.to_dict("records")]
 
     def search(self, text: str, k: int, filters: Filters | None = None, exclude: Collection[str] = ()) -> list[Case]:
         """The k most similar cases, none of them one of the `exclude` uids (hidden from every stage)."""
-        cases = []
-        for hit in self.searcher.search(text, k, filters, retriever=self.retriever, exclude=exclude):
-            case = self.case(hit.uid)
-            if case is not None:
-                case.score = round(float(hit.score), 6)
-                cases.append(case)
+        hits = self.searcher.search(text, k, filters, retriever=self.retriever, exclude=exclude)
+        cases = self.cases([hit.uid for hit in hits])
+        for case, hit in zip(cases, hits, strict=True):
+            case.score = round(float(hit.score), 6)
         return cases
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from patientinsight.embedding.encoder import make_embedder
@@ -57,7 +56,7 @@ def rebuilt_with(settings: Settings, vectors_of: Any) -> str:
     """A new version of the published records through the index's own builder, with other vectors."""
     index = make_index(settings)
     reader = index.open(index.published() or "")
-    records = pd.read_parquet(reader.path / "records.parquet")
+    records = reader.frame([*META_COLUMNS, "chunk_count"])
     batch = EmbeddedBatch(records.loc[:, list(META_COLUMNS)], vectors_of(np.asarray(reader.vectors)),
                           records["chunk_count"].to_numpy())  # fmt: skip
     builder = index.builder(None, reader.manifest)

@@ -59,7 +59,7 @@ class Backend:
     def stored_versions(self) -> set[str]:
         """The versions whose vectors the backend still holds: folders, or non-empty namespaces."""
         if self.standin is None:
-            return {p.name for p in self.index.versions_dir.iterdir() if (p / "vectors.npy").exists()}
+            return {p.name for p in self.index.versions_dir.iterdir() if list(p.glob("segments/*/vectors.npy"))}
         (stored,) = self.standin.indexes.values()
         return {ns for ns, rows in stored.namespaces.items() if rows}
 

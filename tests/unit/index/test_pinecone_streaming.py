@@ -154,7 +154,7 @@ def test_streamed_commit_carries_an_embedded_base_from_its_file(tmp_path: Path, 
     expected = {vid: item for vid, item in held_items(batches).items() if not vid.startswith("r1#")}
     assert stored(standin, index, version) == expected
     records = pd.read_parquet(index.versions.path(version) / "records.parquet")
-    base_records = pd.read_parquet(embedded.versions.path(base) / "records.parquet")
+    base_records = embedded.open(base).frame(list(STORED_RECORD.names))
     pd.testing.assert_frame_equal(records, base_records[base_records["uid"] != "r1"].reset_index(drop=True))
 
 

@@ -10,18 +10,16 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.lexical import (
-    LEXICAL_DIR,
     Bm25Params,
     LexicalIndex,
     document_texts,
+    lexical_index_hook,
     tokenize,
     write_index,
-    write_index_from_parquet,
 )
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
 
@@ -82,41 +80,33 @@ def corpus(n: int, seed: int = 7) -> tuple[list[str], list[str]]:
     return titles, texts
 
 
-def one_shot_index(folder: Path, titles: list[str], texts: list[str], params: Bm25Params) -> None:
-    """The build before streaming: every document's token strings at once."""
-    model = bm25s.BM25(k1=params.k1, b=params.b)
-    model.index(tokenize(document_texts(titles, texts, params.title_weight)), show_progress=False)
-    model.save(str(folder / LEXICAL_DIR), show_progress=False)
-    (folder / LEXICAL_DIR / "fields.json").write_text(
-        json.dumps({"title_weight": params.title_weight, "documents": len(texts)})
-    )
-
-
 QUERIES = ["coughing fever", "renal failure biopsy", "wrist fracture surgery", "the and of", "zebra", "tumour"]
 
 
 @pytest.mark.parametrize("params", [Bm25Params(), Bm25Params(title_weight=2, k1=3.0, b=1.0)])
-def test_batched_lexical_index_scores_exactly_as_the_one_shot_build(tmp_path: Path, params: Bm25Params) -> None:
+def test_segment_lexical_index_scores_as_bm25s_does(tmp_path: Path, params: Bm25Params) -> None:
+    """Term frequencies stored in batches, BM25 applied at query time: the scores of bm25s's own
+    one-shot index (its score matrix), within float32 rounding."""
     titles, texts = corpus(257)
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    one_shot_index(tmp_path / "old", titles, texts, params)
-    write_index(tmp_path / "new", titles, texts, params, batch=10)  # 26 batches, vocabularies merged
-    old, new = LexicalIndex(tmp_path / "old"), LexicalIndex(tmp_path / "new")
-    assert new.documents == old.documents == 257
-    assert set(new.model.vocab_dict) == set(old.model.vocab_dict)
+    model = bm25s.BM25(k1=params.k1, b=params.b)
+    model.index(tokenize(document_texts(titles, texts, params.title_weight)), show_progress=False)
+    write_index(tmp_path, titles, texts, params, batch=10)  # 26 batches, vocabularies merged
+    ours = LexicalIndex(tmp_path)
+    assert ours.documents == 257
     for query in QUERIES:
-        assert np.array_equal(new.scores(query), old.scores(query)), query
-        assert np.allclose(new.expanded_scores(query), old.expanded_scores(query), rtol=1e-6, atol=0), query
+        tokens = [t for t in tokenize([query])[0] if t in model.vocab_dict]
+        expected = model.get_scores(tokens) if tokens else np.zeros(257)
+        assert np.allclose(ours.scores(query), expected, rtol=1e-5, atol=1e-6), query
+        assert ours.scores(query).dtype == np.float32
 
 
 def test_lexical_index_from_parquet_equals_the_one_from_lists(tmp_path: Path) -> None:
     titles, texts = corpus(60, seed=3)
-    pd.DataFrame({"title": titles, "text": texts}).to_parquet(tmp_path / "records.parquet", row_group_size=7)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    pd.DataFrame({"title": titles, "text": texts}).to_parquet(tmp_path / "b" / "records.parquet", row_group_size=7)
     write_index(tmp_path / "a", titles, texts)
-    write_index_from_parquet(tmp_path / "b", tmp_path / "records.parquet", batch=9)
+    lexical_index_hook()(tmp_path / "b")  # a folder with records.parquet: indexed as one segment
     for query in QUERIES:
         assert np.array_equal(LexicalIndex(tmp_path / "a").scores(query), LexicalIndex(tmp_path / "b").scores(query))
 
@@ -164,17 +154,13 @@ def test_streaming_builder_keeps_order_vectors_and_the_base_untouched(tmp_path: 
     builder = index.builder(base, {"dim": 3})
     builder.upsert(batch(["u-2", "u-6"], [1, 2], tag="new"))  # u-2 replaced, u-6 added
     builder.delete(["u-4"])
-    seen: list[list[str]] = []
-
-    def staged_uids(folder: Path) -> None:  # the staged records, as the commit's hook reads them
-        seen.append(pq.read_table(folder / "records.parquet", columns=["uid"])["uid"].to_pylist())
-
-    version = builder.commit(staged_extras=staged_uids)
+    version = builder.commit(staged_extras=lexical_index_hook())
 
     assert folder_digest(index.versions_dir / base) == before  # versions are immutable
     reader = index.open(version)
     stored = reader.records(["u-1", "u-3", "u-5", "u-2", "u-6"])
-    assert seen == [["u-1", "u-3", "u-5", "u-2", "u-6"]]  # base's kept rows first, then the upserts
+    # base's kept rows first, then the upserts
+    assert [reader.uid_at(i) for i in range(reader.count())] == ["u-1", "u-3", "u-5", "u-2", "u-6"]
     assert stored["title"].tolist()[-2:] == ["title u-2new", "title u-6new"]
     assert stored.set_index("uid").loc["u-3", "age_years"] == 2.0
     expected = [[1, 0, 0], [3, 0, 0], [5, 0, 0], [2, 0, 3], [6, 0, 3], [6, 1, 3]]
@@ -230,7 +216,7 @@ def test_staged_extras_build_the_lexical_index_from_the_staged_records(tmp_path:
     builder = index.builder(None, {"dim": 3})
     new = batch(["u-1", "u-2", "u-3"], [1, 1, 2])
     builder.upsert(new)
-    staged = builder.commit(staged_extras=lambda f: write_index_from_parquet(f, f / "records.parquet", batch=2))
+    staged = builder.commit(staged_extras=lexical_index_hook())
     (tmp_path / "lists").mkdir()
     write_index(tmp_path / "lists", new.records["title"].tolist(), new.records["text"].tolist())
     for query in ("title u-2", "text of u-3", "zebra"):

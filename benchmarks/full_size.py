@@ -1,0 +1,230 @@
+"""Full size for real: the realistic corpus (benchmarks/realistic_corpus.py) ingested, served, and updated
+with 100 new records, on one machine.
+
+    python benchmarks/full_size.py --records 250000 --keep /tmp/full-250k --json
+    python benchmarks/full_size.py --records 20000 --keep /tmp/full-20k --json   # a rehearsal
+
+Phases:
+1. corpus: N realistic records (real lengths, a growing vocabulary) and an update of 100 new ones;
+2. seed: the whole first ingest (run_ingest, through benchmarks/scale_250k.py --phase seed) with a
+   STAND-IN embedder: deterministic random unit vectors of the model's shape instead of running the model
+   (embedding 250,000 texts takes about an hour here); everything else is real (validation, hashes,
+   records, vectors, BM25, evaluation, publish). Query vectors in the service are the real model's;
+3. serve: the real service (`patientinsight serve`, uvicorn) on that home with the default retriever:
+   time to ready, 1,000 queries at concurrency 1 (short real-style queries: the first sentences of real
+   records), its resident memory after them (anonymous and file-backed: the memory-mapped index), and
+   requests/s at concurrency 16 beside a `lexical` replica;
+4. update: `patientinsight ingest` of the 100 new records (the real default embedder) while the service
+   answers a steady load, timed from the command's start until the service answers from the new version;
+   failed requests and the service's peak memory during the switch; what the new version added on disk.
+
+DIR keeps the home, so the service can be started on it again. Prints one JSON object (--json) or the
+table lines for docs/PERFORMANCE.md. No record text is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from _common import REAL_CSV, machine, stamp
+from query_latency import rss_mb, run_level, start_service
+from realistic_corpus import write_csv
+
+from patientinsight.index.versions import VersionStore
+from patientinsight.retrieval.passages import first_sentences
+
+log = logging.getLogger("full_size")
+MIB = 2**20
+UPDATE = 100
+
+
+def service_env(home: Path) -> dict[str, str]:
+    return {
+        "PATIENTINSIGHT_HOME": str(home),
+        "PATIENTINSIGHT_MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
+        "PATIENTINSIGHT_INDEX_POLL_S": "1",
+    }
+
+
+def memory(pid: int) -> dict[str, float]:
+    """The process's resident memory now and at its peak, and what of it is anonymous or file-backed."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return fields
+
+
+def disk_mib(folder: Path, only_new: bool = False) -> float:
+    """Bytes of the files in `folder`; with only_new, those no other version shares (one link)."""
+    files = [p.stat() for p in folder.rglob("*") if p.is_file()]
+    return round(sum(s.st_size for s in files if not only_new or s.st_nlink == 1) / MIB, 1)
+
+
+def seed(source: Path, home: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "benchmarks/scale_250k.py", "--phase", "seed", "--source", str(source), "--home", str(home)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"seed failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def queries(n: int) -> list[str]:
+    texts = pd.read_csv(REAL_CSV, usecols=["patient"])["patient"].astype(str)
+    short = [first_sentences(t) for t in texts.sample(frac=1.0, random_state=3)]
+    return (short * (-(-n // len(short))))[:n]
+
+
+def serve(home: Path, retriever: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
+    os.environ.update(env)
+    started = time.perf_counter()
+    process, url = start_service(home, retriever)
+    return process, url, round(time.perf_counter() - started, 1)
+
+
+class Load:
+    """A steady stream of queries (two at a time) while the update runs; what each answer said."""
+
+    def __init__(self, url: str, texts: list[str]) -> None:
+        self.url, self.texts = url, texts
+        self.answers: list[tuple[float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(2)]
+
+    def _run(self, offset: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            i = offset
+            while not self.stop.is_set():
+                body = {"text": self.texts[i % len(self.texts)], "k": 5, "generate": False}
+                try:
+                    response = client.post("/v1/query", json=body)
+                    version = response.json().get("index_version") if response.status_code == 200 else None
+                    self.answers.append((time.perf_counter(), response.status_code, version))
+                except httpx.HTTPError:
+                    self.answers.append((time.perf_counter(), 0, None))
+                i += 2
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=120)
+
+
+def update(home: Path, source: Path, url: str, pid: int, texts: list[str], env: dict[str, str]) -> dict[str, Any]:
+    store = VersionStore(home / "index")
+    before = store.published()
+    peak = [0.0]
+    sampling = threading.Event()
+
+    def sample() -> None:  # the service's resident memory through the switch, every 0.2 s
+        while not sampling.is_set():
+            peak[0] = max(peak[0], memory(pid)["VmRSS"])
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with Load(url, texts) as load:
+        started = time.perf_counter()
+        cmd = [sys.executable, "-m", "patientinsight.cli", "ingest", str(source), "--json"]
+        done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+        ingested = time.perf_counter() - started
+        after = store.published()
+        served = None
+        deadline = time.perf_counter() + 120
+        while after != before and served is None and time.perf_counter() < deadline:
+            served = next((t for t, _, v in load.answers if v == after and t >= started), None)
+            time.sleep(0.05)
+    sampling.set()
+    sampler.join()
+    failed = sum(1 for _, status, _ in load.answers if status != 200)
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    return {
+        "update_exit": done.returncode,
+        "update_ingest_s": round(ingested, 1),
+        "update_100_s": round(served - started, 1) if served is not None else None,
+        "update_version": after,
+        "update_published": after != before,
+        "update_disk_mib": disk_mib(store.path(after), only_new=True) if after and after != before else None,
+        "update_segments": len(store.manifest(after).get("segments", [])) if after else None,
+        "update_steps_s": report.get("timings_s") or report.get("timings"),
+        "switch_requests": len(load.answers),
+        "switch_failed": failed,
+        "switch_peak_rss_mib": peak[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=250_000)
+    parser.add_argument("--keep", type=Path, required=True, help="folder kept: corpus, home, logs")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--index", choices=["embedded"], default="embedded")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.keep.mkdir(parents=True, exist_ok=True)
+    home = args.keep / "home"
+    env = service_env(home)
+    result: dict[str, Any] = {"machine": machine(), "date": stamp(), "records": args.records, "index": args.index}
+    result["load_before"] = os.getloadavg()
+
+    source, extra = args.keep / f"source-{args.records}.csv", args.keep / f"update-{UPDATE}.csv"
+    started = time.perf_counter()
+    if not source.exists():
+        write_csv(source, args.records)
+    write_csv(extra, UPDATE, start=args.records)
+    result["corpus_s"] = round(time.perf_counter() - started, 1)
+    if VersionStore(home / "index").published() is None:
+        seeded = seed(source, home)
+        result.update({f"seed_{k}": v for k, v in seeded.items() if k in ("total_s", "peak_rss_mb", "indexed")})
+        result["seed_steps"] = seeded.get("steps")
+        result["stand_in_encoder_for_seed"] = True
+    store = VersionStore(home / "index")
+    first = store.published()
+    assert first is not None
+    result["version_disk_mib"] = disk_mib(store.path(first))
+    texts = queries(args.queries)
+
+    process, url, result["ready_s"] = serve(home, "hybrid_rerank", env)
+    try:
+        one = asyncio.run(run_level(url, texts, 1, args.queries))
+        result.update({"p50_ms": round(one["p50"], 1), "p99_ms": round(one["p99"], 1), "errors_c1": one["errors"]})
+        mem = memory(process.pid)
+        result.update({"serve_rss_mib": mem["VmRSS"], "serve_rss_anon_mib": mem["RssAnon"]})
+        result.update({"serve_rss_file_mib": mem["RssFile"], "serve_rss_tree_mib": round(rss_mb(process.pid), 1)})
+        c16 = asyncio.run(run_level(url, texts, 16, 400))
+        result["rps_c16"], result["errors_c16"] = round(c16["rps"], 1), c16["errors"]
+        result.update(update(home, extra, url, process.pid, texts, env))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    lexical, lexical_url, _ = serve(home, "lexical", env)
+    try:
+        result["lexical_rps_c16"] = round(asyncio.run(run_level(lexical_url, texts, 16, 400))["rps"], 1)
+    finally:
+        lexical.terminate()
+        lexical.wait(timeout=60)
+    result["load_after"] = os.getloadavg()
+    print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
