@@ -14,9 +14,11 @@ Phases:
    time to ready, 1,000 queries at concurrency 1 (short real-style queries: the first sentences of real
    records), its resident memory after them (anonymous and file-backed: the memory-mapped index), and
    requests/s at concurrency 16 beside a `lexical` replica;
-4. update: `patientinsight ingest` of the 100 new records (the real default embedder) while the service
-   answers a steady load, timed from the command's start until the service answers from the new version;
-   failed requests and the service's peak memory during the switch; what the new version added on disk.
+4. update: `patientinsight ingest` of the 100 new records (the real default embedder) on the otherwise
+   quiet machine, timed from the command's start until the service answers from the new version; what
+   the new version added on disk;
+5. switches under load: a rollback and a re-publish while the service answers two queries at a time:
+   failed requests and the service's peak resident memory.
 
 DIR keeps the home, so the service can be started on it again. Prints one JSON object (--json) or the
 table lines for docs/PERFORMANCE.md. No record text is printed.
@@ -128,45 +130,70 @@ class Load:
             t.join(timeout=120)
 
 
-def update(home: Path, source: Path, url: str, pid: int, texts: list[str], env: dict[str, str]) -> dict[str, Any]:
+def served_at(url: str, version: str, started: float, timeout_s: float = 120) -> float | None:
+    """Seconds from `started` until a query is answered from `version` (asked every 0.1 s)."""
+    deadline = time.perf_counter() + timeout_s
+    body = {"text": "fever and cough", "k": 1, "generate": False}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while time.perf_counter() < deadline:
+            if client.post("/v1/query", json=body).json().get("index_version") == version:
+                return round(time.perf_counter() - started, 1)
+            time.sleep(0.1)
+    return None
+
+
+def update(home: Path, source: Path, url: str, env: dict[str, str]) -> dict[str, Any]:
+    """`patientinsight ingest` of the new records on a quiet machine, until the service answers from the
+    version it published."""
     store = VersionStore(home / "index")
     before = store.published()
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "patientinsight.cli", "ingest", str(source), "--json"]
+    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    ingested = round(time.perf_counter() - started, 1)
+    after = store.published()
+    (home / "update.log").write_text(done.stderr)
+    changed = after is not None and after != before
+    return {
+        "update_exit": done.returncode,
+        "update_ingest_s": ingested,
+        "update_100_s": served_at(url, after, started) if changed and after else None,
+        "update_version": after,
+        "update_disk_mib": disk_mib(store.path(after), only_new=True) if changed and after else None,
+        "update_segments": len(store.manifest(after).get("segments", [])) if after else None,
+    }
+
+
+def switches_under_load(home: Path, url: str, pid: int, texts: list[str]) -> dict[str, Any]:
+    """The service picks up a version switch while it answers two queries at a time: a rollback to the
+    previous version, then the newest again (the publish path an ingest takes). Failed requests and the
+    service's peak resident memory through both switches."""
+    store = VersionStore(home / "index")
+    newest, previous = store.committed()[-1], store.committed()[-2]
     peak = [0.0]
     sampling = threading.Event()
 
-    def sample() -> None:  # the service's resident memory through the switch, every 0.2 s
+    def sample() -> None:
         while not sampling.is_set():
             peak[0] = max(peak[0], memory(pid)["VmRSS"])
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    seconds = []
     with Load(url, texts) as load:
-        started = time.perf_counter()
-        cmd = [sys.executable, "-m", "patientinsight.cli", "ingest", str(source), "--json"]
-        done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=False)
-        ingested = time.perf_counter() - started
-        after = store.published()
-        served = None
-        deadline = time.perf_counter() + 120
-        while after != before and served is None and time.perf_counter() < deadline:
-            served = next((t for t, _, v in load.answers if v == after and t >= started), None)
-            time.sleep(0.05)
+        time.sleep(2)
+        for version in (previous, newest):
+            started = time.perf_counter()
+            store.publish(version)
+            seconds.append(served_at(url, version, started))
+        time.sleep(2)
     sampling.set()
     sampler.join()
-    failed = sum(1 for _, status, _ in load.answers if status != 200)
-    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
     return {
-        "update_exit": done.returncode,
-        "update_ingest_s": round(ingested, 1),
-        "update_100_s": round(served - started, 1) if served is not None else None,
-        "update_version": after,
-        "update_published": after != before,
-        "update_disk_mib": disk_mib(store.path(after), only_new=True) if after and after != before else None,
-        "update_segments": len(store.manifest(after).get("segments", [])) if after else None,
-        "update_steps_s": report.get("timings_s") or report.get("timings"),
         "switch_requests": len(load.answers),
-        "switch_failed": failed,
+        "switch_failed": sum(1 for _, status, _ in load.answers if status != 200),
+        "switch_pickup_s": seconds,
         "switch_peak_rss_mib": peak[0],
     }
 
@@ -178,8 +205,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--index", choices=["embedded"], default="embedded")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-update", action="store_true", help="serve only (a kept home): no upload, no switches")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args.keep.mkdir(parents=True, exist_ok=True)
     home = args.keep / "home"
     env = service_env(home)
@@ -190,7 +219,9 @@ def main() -> None:
     started = time.perf_counter()
     if not source.exists():
         write_csv(source, args.records)
-    write_csv(extra, UPDATE, start=args.records)
+    held = VersionStore(home / "index")
+    offset = int(held.manifest(str(held.published()))["records"]) if held.published() else args.records
+    write_csv(extra, UPDATE, start=max(offset, args.records))  # new uids on every run over a kept home
     result["corpus_s"] = round(time.perf_counter() - started, 1)
     if VersionStore(home / "index").published() is None:
         seeded = seed(source, home)
@@ -212,7 +243,9 @@ def main() -> None:
         result.update({"serve_rss_file_mib": mem["RssFile"], "serve_rss_tree_mib": round(rss_mb(process.pid), 1)})
         c16 = asyncio.run(run_level(url, texts, 16, 400))
         result["rps_c16"], result["errors_c16"] = round(c16["rps"], 1), c16["errors"]
-        result.update(update(home, extra, url, process.pid, texts, env))
+        if not args.no_update:
+            result.update(update(home, extra, url, env))
+            result.update(switches_under_load(home, url, process.pid, texts))
     finally:
         process.terminate()
         process.wait(timeout=60)

@@ -286,30 +286,28 @@ class LexicalIndex:
         return int(sum(s.doc_freqs[s.vocab[term]] for s in self.segments if term in s.vocab))
 
     def _weighted(self, term_weights: dict[str, float]) -> np.ndarray:
-        """Sum over the terms of weight x BM25 score, for every live record in position order."""
-        rows, contributions = [], []
+        """Sum over the terms of weight x BM25 score, for every live record in position order. A term's
+        postings name each document once, so its scores are added in place, term by term (no sort, no
+        concatenation of every posting: a short query's common terms reach most of the corpus)."""
+        stored = np.zeros(self.stored_rows, dtype=np.float32)
         for term, weight in term_weights.items():
             doc_freq = self._doc_freq(term)
             if doc_freq <= 0:
                 continue
-            idf = self._idf(doc_freq)
+            factor = np.float32(weight * self._idf(doc_freq))
             for s in self.segments:
                 local = s.vocab.get(term)
                 if local is None:
                     continue
                 start, end = int(s.term_indptr[local]), int(s.term_indptr[local + 1])
-                docs = s.term_docs[start:end].astype(np.int64) + s.offset
-                tf = np.asarray(s.term_tf[start:end])
-                rows.append(docs)
-                contributions.append((weight * idf) * tf / (self._norm[docs] + tf))
-        if not rows:
-            return np.zeros(self.documents, dtype=np.float32)
-        all_rows = np.concatenate(rows)
-        weights = np.concatenate(contributions)
-        if self._live is not None:
-            weights = np.where(self._live[all_rows], weights, 0.0)
-        stored = np.bincount(all_rows, weights=weights, minlength=self.stored_rows)
-        return (stored if self._live is None else stored[self.live_rows]).astype(np.float32)
+                docs = s.term_docs[start:end]
+                if s.offset:
+                    docs = docs + np.int32(s.offset)
+                tf = s.term_tf[start:end]
+                stored[docs] += factor * tf / (self._norm[docs] + tf)
+        if self._live is None:
+            return stored
+        return np.where(self._live, stored, np.float32(0.0))[self.live_rows]
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every record for the query (0 where no query term occurs); a term the query
