@@ -3,7 +3,10 @@
 - backends: every backend and precision (torch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the same
   real records: texts/s, the lowest cosine against torch fp32, the achieved GFLOP/s beside a matrix-
   multiply peak of that precision measured in the same run, and the shipped retriever's leave-one-out
-  MRR for each kind of vectors (what decides whether a precision may be the default);
+  MRR for each kind of vectors (what decides whether a precision may be the default); the default is
+  the pair that `auto` measured on this machine (embedding.choice), and how long choosing took;
+- embed_stage: the embed stage of the ingest itself (run_ingest on the real records), the default
+  against plain sentence-transformers torch fp32, alternated in one run;
 - pipeline: the whole ingest (run_ingest) on generated records against encoding the same texts alone;
 - rerun: a 250,000-record generated v1 CSV: peak memory, and the re-run over the unchanged source
   (benchmarks/scale_250k.py);
@@ -11,10 +14,15 @@
 - celery: the same DAG on the CeleryExecutor with one and two workers, one and two shards per worker
   (benchmarks/scale_celery.py).
 
-    python benchmarks/scale.py --quick --json          # 200 real records: torch, ONNX, the default (< 2 min)
+    python benchmarks/scale.py --quick --json          # 200 real records: torch, ONNX, the default (< 3 min)
     python benchmarks/scale.py --parts backends        # every backend and precision on 1,000 records
-    python benchmarks/scale.py --json                  # everything (about 40 minutes on 2 cores)
+    python benchmarks/scale.py --parts backends --pairs torch:fp32,openvino:int8 --save-vectors DIR
+    python benchmarks/scale.py --parts embed_stage     # the ingest's embed stage, default / torch fp32
+    python benchmarks/scale.py --json                  # everything (about 45 minutes on 2 cores)
     python benchmarks/scale.py --parts pipeline        # one part
+
+Under an ISA cap (ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 ..., an older CPU emulated on this one) the
+JSON says so in `isa_caps`: such numbers are an emulation on this CPU, not another machine's.
 
 Prints one JSON object (--json) or Markdown tables for docs/PERFORMANCE.md. No record text is printed.
 """
@@ -37,10 +45,16 @@ import pandas as pd
 from _common import REAL_CSV, machine, real_records, stamp
 
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.hardware import ISA_CAPS
 from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 
 V1_RECORDS = 167_034
+
+
+def load() -> str:
+    """The load average (1, 5, 15 min), printed beside the numbers: this machine is shared."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def timed_encode(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, float]:
@@ -137,9 +151,10 @@ def shard_sweep(tmp: Path, records: int, points: list[tuple[int, int]]) -> list[
     return rows
 
 
-PARTS = ("backends", "pipeline", "rerun", "sweep", "celery")
+PARTS = ("backends", "embed_stage", "pipeline", "rerun", "sweep", "celery")
 SPLITS = ("tune", "holdout")
 # (backend, precision) pairs of the full run; --quick keeps torch fp32, ONNX fp32 and the default.
+QUICK_PAIRS = "torch:fp32,onnx:fp32"
 PAIRS = [
     ("torch", "fp32"),
     ("torch", "bf16"),
@@ -213,26 +228,56 @@ def shipped_mrr(records: pd.DataFrame, vectors: np.ndarray, embedder: Embedder, 
     return out
 
 
-def backends(n: int, tmp: Path, quick: bool, quality: bool = True, rounds: int = 5) -> dict[str, Any]:
-    """Every (backend, precision) pair on the same n real records, in one process: start-up, texts/s,
-    agreement with torch fp32, GFLOP/s against the measured peak, and (full run) retrieval quality."""
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """'torch:fp32,openvino:int8' -> [("torch", "fp32"), ("openvino", "int8")] (torch fp32 always first)."""
+    pairs = [tuple(item.split(":", 1)) for item in text.split(",") if item]
+    unknown = [p for p in pairs if p not in PAIRS]
+    if unknown:
+        raise SystemExit(f"unknown pairs {unknown}: choose from {PAIRS}")
+    chosen = [(b, p) for b, p in pairs]
+    return [("torch", "fp32")] + [p for p in chosen if p != ("torch", "fp32")]
+
+
+def default_choice(cache: Path) -> tuple[tuple[str, str], dict[str, Any]]:
+    """What `auto` encodes with on this machine (measured, or read from the cache), and what it cost."""
+    started = time.perf_counter()
+    default = Embedder(PACKAGED_MODEL, strategy="truncate", cache_dir=cache)  # backend, precision: auto
+    chosen = default.requested
+    info: dict[str, Any] = {
+        "default_choice": chosen.line(),
+        "default_choice_s": round(time.perf_counter() - started, 1),
+    }
+    if chosen.device == "cpu" and default.setting == ("auto", "auto"):
+        found = default.measured()
+        info["default_measured_fresh"] = found.fresh
+        info["default_measured_table"] = [row.as_dict() for row in found.rows]
+    return (chosen.backend, chosen.precision), info
+
+
+def backends(
+    n: int,
+    tmp: Path,
+    cache: Path,
+    pairs: list[tuple[str, str]],
+    quality: bool = True,
+    rounds: int = 5,
+    save_vectors: Path | None = None,
+) -> dict[str, Any]:
+    """The (backend, precision) pairs and the measured default on the same n real records, in one
+    process: start-up, texts/s, agreement with torch fp32, GFLOP/s against the measured peak, and (with
+    `quality`) the shipped retriever's MRR for each kind of vectors."""
     records = real_records().head(n).reset_index(drop=True)
     texts = records["text"].tolist()
-    default = Embedder(PACKAGED_MODEL, strategy="truncate", cache_dir=tmp / "models")  # backend, precision: auto
-    chosen = (default.requested.backend, default.requested.precision)
-    pairs = [("torch", "fp32"), ("onnx", "fp32")] if quick else list(PAIRS)
-    if chosen not in pairs:
-        pairs.append(chosen)
-    result: dict[str, Any] = {"texts": len(texts), "rounds": rounds, "default_backend": f"{chosen[0]} {chosen[1]}"}
-    result["default_choice"] = default.requested.line()
+    chosen, info = default_choice(cache)
+    pairs = list(pairs) if chosen in pairs else [*pairs, chosen]
+    result: dict[str, Any] = {"texts": len(texts), "rounds": rounds, **info}
+    result["default_backend"], result["default_precision"] = chosen
     embedders = {}
     for backend, precision in pairs:
         name = pair_name(backend, precision)
-        embedder = Embedder(
-            PACKAGED_MODEL, strategy="truncate", backend=backend, precision=precision, cache_dir=tmp / "models"
-        )
+        embedder = Embedder(PACKAGED_MODEL, strategy="truncate", backend=backend, precision=precision, cache_dir=cache)
         started = time.perf_counter()
-        embedder.encode(texts[:8])  # load, export, convert, calibrate, warm: not counted in texts/s
+        embedder.encode(texts[:40])  # load, export, convert, calibrate, warm (pipelined): not counted in texts/s
         result[f"{name}_start_s"] = round(time.perf_counter() - started, 1)
         if (embedder.active.backend, embedder.active.precision) != (backend, precision):
             raise SystemExit(f"{backend} {precision} fell back to {embedder.active.line()} (see the log)")
@@ -250,9 +295,10 @@ def backends(n: int, tmp: Path, quick: bool, quality: bool = True, rounds: int =
     # slows every pair alike; a pair's rate is its total texts over its total seconds.
     seconds = dict.fromkeys(embedders, 0.0)
     parts: dict[tuple[str, str], list[np.ndarray]] = {pair: [] for pair in embedders}
-    for start in range(0, len(texts), -(-len(texts) // rounds)):
+    step = -(-len(texts) // rounds)
+    for start in range(0, len(texts), step):
         for pair, embedder in embedders.items():
-            part, rate = timed_encode(embedder, texts[start : start + -(-len(texts) // rounds)])
+            part, rate = timed_encode(embedder, texts[start : start + step])
             parts[pair].append(part)
             seconds[pair] += len(part) / rate
     vectors = {pair: np.concatenate(p) for pair, p in parts.items()}
@@ -262,23 +308,66 @@ def backends(n: int, tmp: Path, quick: bool, quality: bool = True, rounds: int =
         rate = len(texts) / seconds[pair]
         result[f"{name}_texts_per_s"] = round(rate, 1)
         result[f"{name}_cosine_min"] = round(float((reference * vectors[pair]).sum(axis=1).min()), 6)
+        result[f"{name}_cosine_mean"] = round(float((reference * vectors[pair]).sum(axis=1).mean()), 6)
         result[f"{name}_gflops"] = round(gflop / (len(texts) / rate), 1)
         result[f"{name}_peak_share"] = round(result[f"{name}_gflops"] / peaks[pair[1]], 2)
-    result["cosine_min"] = result["onnx_cosine_min"]  # the key of earlier runs: ONNX fp32 against torch
+        if save_vectors is not None:
+            save_vectors.mkdir(parents=True, exist_ok=True)
+            np.save(save_vectors / f"{name}.npy", vectors[pair])
+    if ("onnx", "fp32") in embedders:
+        result["cosine_min"] = result["onnx_cosine_min"]  # the key of earlier runs: ONNX fp32 against torch
     result["default_texts_per_s"] = result[f"{pair_name(*chosen)}_texts_per_s"]
     result["default_speedup"] = round(result["default_texts_per_s"] / result["torch_texts_per_s"], 2)
     result["tokenize_share"] = round(result["tokenize_s"] / (len(texts) / result["default_texts_per_s"]), 3)
     print(json.dumps(result), file=sys.stderr, flush=True)  # the speeds, before the long quality part
-    if quality and not quick:
-        # One version per kind of vectors: torch fp32 (the reference), each other precision's best backend.
+    if quality:
+        # One version per kind of vectors: torch fp32 (the reference), each reduced precision measured.
         kinds = {("torch", "fp32"), chosen, ("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16")}
         for pair in sorted(kinds & set(embedders)):
-            quality = shipped_mrr(records, vectors[pair], embedders[pair], tmp)
-            result.update({f"{pair_name(*pair)}_{k}": v for k, v in quality.items()})
-            print(pair, json.dumps(quality), file=sys.stderr, flush=True)
+            measured = shipped_mrr(records, vectors[pair], embedders[pair], tmp)
+            result.update({f"{pair_name(*pair)}_{k}": v for k, v in measured.items()})
+            print(pair, json.dumps(measured), file=sys.stderr, flush=True)
     best = max(v for k, v in result.items() if k.endswith("_texts_per_s"))
     result["v1_embedding_h_at_best_rate"] = round(V1_RECORDS / best / 3600, 2)
     result["v1_embedding_h_at_default_rate"] = round(V1_RECORDS / result["default_texts_per_s"] / 3600, 2)
+    return result
+
+
+def embed_stage(n: int, tmp: Path, cache: Path, rounds: int = 2) -> dict[str, Any]:
+    """The embed stage of the ingest itself (run_ingest's `seconds.embed`: every shard's encoder time) on
+    n real records, the default (auto) against torch fp32, alternated: default, torch, then torch,
+    default, ... so that a drift of the machine's load falls on both alike. Each ingest has its own home."""
+    from patientinsight.embedding.encoder import make_embedder
+    from patientinsight.ingest.run import run_ingest
+
+    source = tmp / f"real-{n}.csv"
+    pd.read_csv(REAL_CSV, dtype=str, keep_default_na=False).head(n).to_csv(source, index=False)
+    configs = {"default": ("auto", "auto"), "torch": ("torch", "fp32")}
+
+    def settings(name: str, number: int) -> Settings:
+        backend, precision = configs[name]
+        return Settings(
+            home=tmp / f"stage-{name}-{number}", mlflow_tracking_uri=f"sqlite:///{tmp}/stage-mlflow.db",
+            embedding_backend=backend, embedding_precision=precision, model_cache_dir=cache,
+        )  # fmt: skip
+
+    for name in configs:  # load, start and warm each encoder; the first ingest's imports are not in its embed stage
+        make_embedder(settings(name, 0)).encode(["warm-up"] * 40)
+    seconds = dict.fromkeys(configs, 0.0)
+    result: dict[str, Any] = {"stage_records": n, "stage_rounds": rounds}
+    for number in range(rounds):
+        order = list(configs) if number % 2 == 0 else list(reversed(configs))
+        for name in order:
+            report = run_ingest(str(source), settings(name, number), run_id=f"stage-{name}-{number}")
+            seconds[name] += float(report["seconds"]["embed"])
+            result[f"stage_{name}_embedded"] = int(report["embedded"])
+            print(json.dumps({"round": number, name: report["seconds"]}), file=sys.stderr, flush=True)
+    chosen = make_embedder(settings("default", 0))
+    result["stage_default"] = f"{chosen.active_backend} {chosen.precision}"
+    for name in configs:
+        result[f"stage_{name}_embed_s"] = round(seconds[name], 1)
+        result[f"stage_{name}_records_per_s"] = round(rounds * n / seconds[name], 1)
+    result["stage_ratio"] = round(seconds["torch"] / seconds["default"], 2)
     return result
 
 
@@ -289,6 +378,12 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--no-quality", action="store_true", help="backends: speeds only, no retrieval quality")
     parser.add_argument("--records", type=int, default=None, help="real records to encode (default 1000, quick 200)")
+    parser.add_argument("--pairs", default=None, help="backends: backend:precision pairs (default all; quick: "
+                        f"{QUICK_PAIRS}); torch:fp32 and the default are always measured")  # fmt: skip
+    parser.add_argument("--save-vectors", type=Path, default=None, help="backends: each pair's vectors as .npy")
+    parser.add_argument("--model-cache", type=Path, default=None, help="default: a new one (start-up measured)")
+    parser.add_argument("--stage-records", type=int, default=1000, help="embed_stage: real records per ingest")
+    parser.add_argument("--stage-rounds", type=int, default=2, help="embed_stage: ingests of each encoder")
     parser.add_argument("--pipeline-records", type=int, default=10_000, help="generated records of the ratio")
     parser.add_argument("--pipeline-backend", default="auto", choices=("auto", "torch", "onnx", "openvino"))
     parser.add_argument("--rerun-records", type=int, default=250_000, help="generated records of the re-run")
@@ -303,12 +398,20 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}")
 
-    result: dict[str, Any] = {"machine": machine(), "date": stamp(), "cores": os.cpu_count()}
+    result: dict[str, Any] = {"machine": machine(), "date": stamp(), "cores": os.cpu_count(), "load": load()}
+    caps = {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+    if caps:
+        result["isa_caps"] = caps  # an emulation of an older CPU on this one: say so beside every number
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        cache = args.model_cache or tmp / "models"
         if "backends" in parts:
             n = args.records or (200 if args.quick else 1000)
-            result.update(backends(n, tmp, quick=args.quick, quality=not args.no_quality))
+            pairs = parse_pairs(args.pairs or QUICK_PAIRS) if args.quick or args.pairs else list(PAIRS)
+            quality = not (args.no_quality or args.quick)
+            result.update(backends(n, tmp, cache, pairs, quality=quality, save_vectors=args.save_vectors))
+        if "embed_stage" in parts:
+            result.update(embed_stage(args.stage_records, tmp, cache, args.stage_rounds))
         if "pipeline" in parts:
             result.update(pipeline_ratio(args.pipeline_records, tmp, args.pipeline_backend))
         if "rerun" in parts:
@@ -322,10 +425,12 @@ def main() -> None:
             from scale_celery import celery_sweep
 
             result["celery"] = celery_sweep(tmp, args.sweep_records)
+    result["load_after"] = load()
     if args.json:
         print(json.dumps(result))
         return
-    print(f"# scale: {result['machine']}; {result['date']}\n")
+    print(f"# scale: {result['machine']}; {result['date']}; load {result['load']} -> {result['load_after']}")
+    print(f"ISA caps (an emulation on this CPU): {caps}\n" if caps else "")
     if "backends" in parts:
         peaks = result["matmul_peak_gflops"]
         print(f"Default: {result['default_choice']}. {result['mean_tokens']} tokens per text on average, ")
@@ -354,6 +459,18 @@ def main() -> None:
                     f"| {pair[0]} {pair[1]} | {cells} | {result[f'{name}_tune_short_queries']}/"
                     f"{result[f'{name}_holdout_short_queries']} |"
                 )
+    if "embed_stage" in parts:
+        print(
+            f"\nEmbed stage of run_ingest, {result['stage_records']} real records, "
+            f"{result['stage_rounds']} ingests each:"
+        )
+        print("| encoder | embed stage s | records/s |\n|---|---:|---:|")
+        print(
+            f"| default ({result['stage_default']}) | {result['stage_default_embed_s']} | "
+            f"{result['stage_default_records_per_s']} |"
+        )
+        print(f"| torch fp32 | {result['stage_torch_embed_s']} | {result['stage_torch_records_per_s']} |")
+        print(f"\ndefault / torch fp32 = {result['stage_ratio']}x")
     if "celery" in parts:
         from scale_celery import table
 

@@ -253,6 +253,32 @@ def _render_query(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _embedding_check(args: argparse.Namespace) -> dict[str, Any]:
+    """The table that 'auto' measured on this machine (from the model cache, or measured now), and what
+    the settings make the encoder use."""
+    from patientinsight.embedding.encoder import Embedder, make_embedder
+
+    settings = get_settings()
+    auto = Embedder(
+        settings.embedding_model, batch_size=settings.embed_batch_size, threads=settings.embed_threads,
+        cache_dir=settings.model_cache,
+    )  # fmt: skip
+    found = auto.measured(again=args.again).as_dict()  # first: the settings' own embedder may reuse it
+    return {"settings": make_embedder(settings).requested.line(), **found}
+
+
+def _render_embedding_check(result: dict[str, Any]) -> str:
+    how = "measured now" if result["fresh"] else f"measured {result['measured_at']}"
+    lines = [f"auto: {result['backend']} {result['precision']} ({how}; {result['cache']})", result["settings"], ""]
+    lines.append(f"{'backend':<9} {'precision':<9} {'texts/s':>8} {'rounds':>6} {'cos min':>8} {'cos mean':>8}  rule")
+    for row in result["table"]:
+        lines.append(
+            f"{row['backend']:<9} {row['precision']:<9} {row['texts_per_s']:>8} {row['rounds']:>6} "
+            f"{row['cosine_min']:>8.4f} {row['cosine_mean']:>8.4f}  {row['note']}"
+        )
+    return "\n".join(lines)
+
+
 def _k(value: str) -> int:
     k = int(value)
     if not 1 <= k <= 50:
@@ -311,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--no-generate", action="store_true", help="the cases only, no analysis")
     query.add_argument("--json", action="store_true", help="print the API's JSON")
     query.set_defaults(func=_query, render=_render_query)
+
+    check = sub.add_parser("embedding-check", help="the encoder backends and precisions measured on this machine")
+    check.add_argument("--again", action="store_true", help="measure again (and rewrite the cached choice)")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(func=_embedding_check, render=_render_embedding_check)
     return parser
 
 

@@ -260,18 +260,21 @@ class Settings(BaseSettings):
     )
     embedding_backend: Literal["auto", "openvino", "onnx", "torch"] = Field(
         default="auto",
-        description="'auto': the fastest exact backend installed here (OpenVINO, then ONNX Runtime, then torch; torch "
-        "on a GPU), chosen and logged at start (docs/PERFORMANCE.md, 'Embedding backends'). 'openvino' and 'onnx' run "
-        "an export of the model cached in model_cache_dir and fall back to torch fp32, logged, when it cannot be made "
-        "or loaded. fp32 and bf16 vectors of every backend agree to cosine > 0.999, so switching does not re-embed.",
+        description="'auto' (with embedding_precision 'auto'): every installed backend and precision is measured on "
+        "this machine on first use, a few seconds on generated texts, and the fastest that meets the quality rule is "
+        "kept, cached in model_cache_dir per CPU, flags, threads and library versions (docs/PERFORMANCE.md, 'The "
+        "measured choice'; `patientinsight embedding-check` prints the table); torch on a GPU. 'openvino' and 'onnx' "
+        "run an export of the model cached in model_cache_dir and fall back to torch fp32, logged, when it cannot be "
+        "made or loaded. fp32 and bf16 vectors of every backend agree to cosine > 0.999, so switching does not "
+        "re-embed.",
     )
     embedding_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
         default="auto",
-        description="'auto': int8 where the CPU has int8 dot-product instructions (VNNI, AMX) and the backend can "
-        "quantize (OpenVINO with NNCF, ONNX Runtime); else bf16 where the CPU computes it natively (AVX512_BF16, AMX) "
-        "and the backend has bf16 kernels; else fp32. int8 vectors differ from fp32 (lowest cosine about 0.98) but "
-        "the default retriever's MRR stayed within 0.005 (docs/PERFORMANCE.md); the version records the precision, "
-        "and switching to or from int8 re-embeds.",
+        description="'auto': measured with the backend (see embedding_backend); bf16 is a candidate only where the CPU "
+        "computes it natively (AVX512_BF16, AMX), int8 everywhere, allowed only where its vectors of the check texts "
+        "stay as close to fp32 as the int8 models whose retrieval MRR was measured to hold (embedding.quality). Set "
+        "both settings to force a pair. int8 vectors differ from fp32; the version records the precision, and "
+        "switching to or from int8 re-embeds.",
     )
     model_cache_dir: Path | None = Field(
         default=None, description="Where exported and converted models are kept; default PATIENTINSIGHT_HOME/models."

@@ -1,6 +1,7 @@
 """Sentence-transformers embeddings: the model loaded once per process, texts cut into token windows,
-encoded by the backend and precision chosen for this machine (embedding.hardware): OpenVINO or ONNX
-Runtime on an export of the same model, or torch, which is also the fallback.
+encoded by the backend and precision set in the settings or, for 'auto', measured on this machine
+(embedding.choice): OpenVINO or ONNX Runtime on an export of the same model, or torch, which is also
+the fallback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.hardware import Backend, Choice, Precision, choose
+from patientinsight.embedding import choice as choice_cache
+from patientinsight.embedding import measure
+from patientinsight.embedding.hardware import Backend, Choice, Pair, Precision, candidates, forced
 from patientinsight.embedding.onnx import OnnxRunner, export_onnx, export_path, onnx_providers, quantize_onnx
 from patientinsight.embedding.tokens import TokenEncoder
 from patientinsight.settings import Settings
@@ -98,8 +101,8 @@ class Embedder:
         self.chunk_tokens = chunk_tokens
         self.chunk_overlap = chunk_overlap
         self.batch_size = batch_size
-        self.requested: Choice = choose(backend, precision)  # raises on an unknown or unsupported pair
-        self.backend: Backend = self.requested.backend
+        self.setting = (backend, precision)
+        self._forced = forced(backend, precision)  # raises on an unknown or unsupported pair; None: measure
         self.threads = threads or default_threads()
         self._cache_dir = cache_dir
         self._tokens: TokenEncoder | None = None
@@ -115,6 +118,48 @@ class Embedder:
 
             self._cache_dir = get_settings().model_cache
         return self._cache_dir
+
+    @property
+    def requested(self) -> Choice:
+        """The pair to encode with: the settings' own, or the one measured on this machine for 'auto'
+        (read from the model cache; measured on first use there)."""
+        return self._forced or self.measured().choice
+
+    @property
+    def backend(self) -> Backend:
+        return self.requested.backend
+
+    def measured(self, again: bool = False) -> choice_cache.Measured:
+        """The measured choice for these settings on this machine, cached in the model cache."""
+        pairs = candidates(*self.setting)
+        spec = choice_cache.key_spec(self.model_name, pairs, self.threads, self.batch_size)
+        return choice_cache.measured_choice(self.cache_dir, spec, lambda: self._measure(pairs), again)
+
+    def _measure(self, pairs: list[Pair]) -> list[measure.Row]:
+        """Each candidate started (made once per model cache: export, conversion, int8 calibration) and
+        warmed on the path it runs (several batches: OpenVINO's pipelined model), then timed. One that
+        falls back to torch (logged) is no candidate; where none starts, torch fp32 is measured alone."""
+        encoders: dict[Pair, measure.Encode] = {}
+        for pair in pairs:
+            started = self._candidate(pair)
+            if started is not None:
+                encoders[pair] = started.encode
+        if not encoders:
+            encoders[("torch", "fp32")] = self._candidate(("torch", "fp32")).encode  # type: ignore[union-attr]
+        try:
+            return measure.round_robin(encoders, measure.check_texts())
+        finally:
+            encoders.clear()
+            _release_runtimes()  # the losers' models (the chosen one is loaded again on its own)
+
+    def _candidate(self, pair: Pair) -> Embedder | None:
+        candidate = Embedder(
+            self.model_name, "truncate", batch_size=self.batch_size, backend=pair[0], precision=pair[1],
+            threads=self.threads, cache_dir=self.cache_dir,
+        )  # fmt: skip
+        candidate._forced = Choice(*pair, "cpu", "a candidate being measured")
+        candidate.encode(["warm-up"] * (self.batch_size + 1))
+        return candidate if candidate.active.pair == pair else None
 
     @property
     def active(self) -> Choice:
@@ -296,6 +341,16 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+
+def _release_runtimes() -> None:
+    """Drop the per-process caches of the torch bf16 copy and the ONNX Runtime sessions (embedders that
+    hold one keep it). OpenVINO's compiled models stay: destroying one from Python joins its stream
+    threads while holding the GIL, which one of them may be waiting for (a deadlock seen here)."""
+    from patientinsight.embedding import onnx
+
+    bf16_model.cache_clear()
+    onnx._session.cache_clear()
 
 
 def make_embedder(settings: Settings) -> Embedder:

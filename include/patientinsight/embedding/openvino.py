@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.hardware import BF16_FLAGS, Precision, cpu_flags
+from patientinsight.embedding.hardware import Precision, native_bf16
 
 Feeds = dict[str, np.ndarray]
 # int8 is calibrated on generated case reports (ingest/sample.py), never on the records being indexed
@@ -95,7 +95,7 @@ def convert(onnx_path: Path, int8: bool, calibration: Callable[[], Iterator[Feed
     return _write_atomically(folder, write) / "model.xml"
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=32)  # never evicts in practice: destroying a compiled model can deadlock (encoder.py)
 def compiled(path: str, precision: Precision, threads: int, hint: str = "LATENCY") -> Any:
     """One compiled model per process, path, precision and hint. LATENCY: one stream on every thread,
     for one query at a time. THROUGHPUT: several streams of fewer threads each, for many batches in
@@ -103,8 +103,7 @@ def compiled(path: str, precision: Precision, threads: int, hint: str = "LATENCY
     import openvino as ov
 
     # int8 models run their float parts (softmax, norms) in bf16 where the CPU has it, else in f32.
-    native_bf16 = any(flag in cpu_flags() for flag in BF16_FLAGS)
-    precision_hint = "bf16" if precision == "bf16" or (precision == "int8" and native_bf16) else "f32"
+    precision_hint = "bf16" if precision == "bf16" or (precision == "int8" and native_bf16()) else "f32"
     config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision_hint}
     return ov.Core().compile_model(path, "CPU", config)
 

@@ -1,6 +1,7 @@
 """The exported backends (ONNX Runtime, OpenVINO) and precisions against torch fp32: the same vectors
 for every exact precision, int8 recorded as a different embedding, an export made once and reused,
-torch as the fallback, the choice by CPU features, and length batching in input order."""
+torch as the fallback, the candidates a setting allows, and length batching in input order (the measured
+choice of 'auto': test_choice.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from patientinsight.embedding import encoder
 from patientinsight.embedding import onnx as onnx_export
 from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches, make_embedder, same_embedding
-from patientinsight.embedding.hardware import choose
+from patientinsight.embedding.hardware import candidates, forced
 from patientinsight.embedding.tokens import UnsupportedModel, model_head
 from patientinsight.settings import Settings
 
@@ -103,22 +104,30 @@ def test_versions_from_before_precisions_were_recorded(torch_embedder: Embedder)
     assert not same_embedding({**old, "quantize": "int8"}, torch_embedder.describe())
 
 
-def test_the_choice_follows_the_cpu_and_the_settings() -> None:
-    zen4 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni"})
-    bf16_only = frozenset({"avx512f", "avx512_bf16"})
-    older = frozenset({"avx2", "avx512f"})
-    chosen = choose("auto", "auto", zen4)
-    assert (chosen.backend, chosen.precision) == ("openvino", "int8")  # VNNI, NNCF installed
-    assert "AVX512_BF16, AVX512_VNNI" in chosen.line() and "int8" in chosen.line()
-    assert choose("auto", "auto", bf16_only).precision == "bf16"
-    assert choose("auto", "auto", older).precision == "fp32"  # emulated bf16 or int8 is slower than fp32
-    assert choose("torch", "auto", zen4).precision == "bf16"  # torch has no int8 path here
-    assert choose("onnx", "auto", bf16_only).precision == "fp32"  # ONNX Runtime has no bf16 CPU kernels
-    assert choose("openvino", "int8", older).precision == "int8"  # set: kept
+def test_the_candidates_follow_the_cpu_and_the_settings() -> None:
+    zen4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
+    avx2 = frozenset({"avx2", "fma"})
+    every = candidates("auto", "auto", zen4)
+    # every installed backend and precision, int8 included (NNCF installed here)
+    assert set(every) == {
+        ("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"),
+        ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+    }  # fmt: skip
+    # no bf16 instructions: bf16 would be emulated, so it is no candidate; int8 stays (AVX2 has int8 kernels)
+    assert set(candidates("auto", "auto", avx2)) == {
+        ("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")
+    }  # fmt: skip
+    assert candidates("onnx", "auto", zen4) == [("onnx", "fp32"), ("onnx", "int8")]  # no bf16 CPU kernels
+    assert candidates("auto", "int8", avx2) == [("onnx", "int8"), ("openvino", "int8")]
+    assert candidates("openvino", "bf16", avx2) == [("openvino", "bf16")]  # both set: kept as set
+    # both set: nothing to measure; one set: measured among the pairs that fit it
+    kept = forced("openvino", "int8")
+    assert kept is not None and kept.pair == ("openvino", "int8") and "set in the settings" in kept.line()
+    assert forced("auto", "auto") is None and forced("openvino", "auto") is None
     with pytest.raises(ValueError, match="not available with backend 'onnx'"):
-        choose("onnx", "bf16", zen4)
+        forced("onnx", "bf16")
     with pytest.raises(ValueError, match="not available with backend 'torch'"):
-        choose("torch", "int8", zen4)
+        forced("torch", "int8")
 
 
 def test_queries_agree_and_rank_alike(torch_embedder: Embedder, onnx_embedder: Embedder) -> None:

@@ -23,8 +23,10 @@ def test_the_image_build_prepares_the_model_cache(repo_root: Path, tmp_path: Pat
     done = subprocess.run(
         [sys.executable, *PREPARE.split()[1:]], env=env, capture_output=True, text=True, timeout=600, check=True
     )
-    assert "onnx fp32, openvino fp32, openvino int8" in done.stderr
-    assert len(list((tmp_path / "models").glob("*.onnx"))) == 1
+    assert "onnx fp32, onnx int8, openvino fp32, openvino int8, choice " in done.stderr
+    assert len(list((tmp_path / "models").glob("*.onnx"))) == 2  # fp32 and its int8 quantization
+    # the measured choice of 'auto' for this machine, so that a process of the image reads it
+    assert len(list((tmp_path / "models" / "embedding-choice").glob("*.json"))) == 1
     assert len(list((tmp_path / "models").glob("*.openvino/model.xml"))) == 1
     assert len(list((tmp_path / "models").glob("*.openvino-int8-*/model.xml"))) == 1
     assert not list((tmp_path / "models").glob(".*.tmp"))  # every temporary file or folder renamed or removed
