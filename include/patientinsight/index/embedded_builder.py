@@ -101,14 +101,17 @@ class EmbeddedBuilder:
         if self._writer is not None:
             self._writer.close()
         base_path = self.versions.path(self.base) if self.base is not None else None
-        segments = version_segments(base_path, read_manifest(base_path)) if base_path is not None else []
+        base_manifest = read_manifest(base_path) if base_path is not None else None
+        segments = (
+            version_segments(base_path, base_manifest) if base_path is not None and base_manifest is not None else []
+        )
         replaced = self._deletes | self._upserted
         segments = [
             dataclasses.replace(s, dead=np.union1d(s.dead, rows_of(s, replaced)).astype(np.int64)) for s in segments
         ]
         dim = self._dim if self._dim is not None else int(self.manifest.get("dim", 0))
-        if self._dim is None and base_path is not None:
-            dim = int(read_manifest(base_path).get("dim", dim))
+        if self._dim is None and base_manifest is not None:
+            dim = int(base_manifest.get("dim", dim))
         added = 1 if self._writer is not None else 0
         start = merge_plan(segments, added)
         entries = []

@@ -108,9 +108,8 @@ def _postings(batches: list[_Terms], vocab_size: int) -> dict[str, np.ndarray]:
     term_docs = np.empty(len(doc_terms), dtype=np.int32)
     term_tf = np.empty(len(doc_terms), dtype=np.float32)
     free = term_indptr[:-1].copy()  # next free slot of each term's postings
-    first_doc = start = 0
+    first_doc = 0
     for b in batches:
-        end = start + len(b.terms)
         docs = np.repeat(np.arange(first_doc, first_doc + len(b.lengths), dtype=np.int64), b.per_doc)
         order = np.argsort(b.terms, kind="stable")
         terms = b.terms[order]
@@ -121,7 +120,6 @@ def _postings(batches: list[_Terms], vocab_size: int) -> dict[str, np.ndarray]:
         term_tf[slots] = b.counts[order]
         free[terms[starts]] += sizes
         first_doc += len(b.lengths)
-        start = end
     doc_indptr = np.zeros(len(per_doc) + 1, dtype=np.int64)
     np.cumsum(per_doc, out=doc_indptr[1:])
     return {
@@ -177,12 +175,18 @@ def write_index(
     (folder / PARAMS_FILE).write_text(json.dumps(_params_of(params)))
 
 
-def _has_segment_index(segment: Path, title_weight: int) -> bool:
+def _segment_fields(segment: Path) -> dict[str, Any] | None:
+    """The segment's lexical fields when it has an index of this release's format, else None."""
     try:
         fields = json.loads((segment / LEXICAL_DIR / "fields.json").read_text())
     except FileNotFoundError:
-        return False
-    return bool(fields.get("format") == FORMAT and fields.get("title_weight") == title_weight)
+        return None
+    return fields if isinstance(fields, dict) and fields.get("format") == FORMAT else None
+
+
+def _has_segment_index(segment: Path, title_weight: int) -> bool:
+    fields = _segment_fields(segment)
+    return fields is not None and fields.get("title_weight") == title_weight
 
 
 def lexical_index_hook(params: Bm25Params = PLAIN_BM25) -> Callable[[Path], None]:
@@ -231,10 +235,7 @@ class _SegmentTerms:
     @classmethod
     def load(cls, folder: Path, offset: int, dead: np.ndarray) -> _SegmentTerms:
         lexical = folder / LEXICAL_DIR
-        if (
-            not (lexical / "fields.json").exists()
-            or json.loads((lexical / "fields.json").read_text()).get("format") != FORMAT
-        ):
+        if _segment_fields(folder) is None:
             raise FileNotFoundError(f"{lexical} is not a lexical index of format {FORMAT}")
         arrays = {n: np.load(lexical / f"{n}.npy", mmap_mode="r") for n in _ARRAYS}
         terms = (lexical / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]

@@ -141,8 +141,8 @@ class VersionRecords:
 
     def hashes(self) -> dict[str, str]:
         """uid -> content hash of the live records, read from the lake (two columns)."""
-        uids, hashes = self.live_column("uid").to_pylist(), self.live_column("content_hash").to_pylist()
-        return dict(zip(uids, hashes, strict=True))
+        frame = self.frame(["uid", "content_hash"])
+        return dict(zip(frame["uid"].tolist(), frame["content_hash"].tolist(), strict=True))
 
     def records(self, uids: list[str]) -> pd.DataFrame:
         """The stored records of these uids (all META_COLUMNS), in the order asked; a uid the version
