@@ -14,23 +14,34 @@ How a record is made, and what it keeps of the real sample:
 - articles: a real article is drawn (812 for 1,000 patients, 1 to 11 patients each) and becomes a new
   article of as many patients, sharing one title, PMID and PMC number; its patients link to each other
   in similar_patients with score 2, as in-article links do in the real data. The real record's score-1
-  links (all to patients outside the sample) and relevant_articles (real PMIDs) are kept, and the new
-  PMID is added with score 2, as each real record lists its own. PMC numbers start at 60,000,000 and
-  PMIDs at 90,000,000, far above any real one; both come from the index of the article's first record.
+  links (all to patients outside the sample, so never in the corpus) and relevant_articles (real PMIDs)
+  are kept, and the new PMID is added with score 2, as each real record lists its own. PMC numbers
+  start at 60,000,000 and PMIDs at 90,000,000, far above any real one; both come from the index of the
+  article's first record, so batches with different `start` never share one.
 - patients: each real patient of the drawn article leads one new patient: its sex, and its age moved
   within its unit and age band (up to 4 years for adults, 1 unit for children); the opening sentence is
-  the lead's own with the age rewritten (or, where it states no age, the opening of another real
-  patient of the same sex, band and unit). The length is drawn from the real lengths (+-3%) and filled
-  with whole real sentences, in order, from the lead and 1 to 3 real patients of the same sex and age
-  band (animals with animals): a record reads like one case told by a few reports.
-- vocabulary: rare words of the sample (a stem seen at most twice, 8 letters or more, or a proper noun)
-  are replaced, consistently within an article, by new words from a character model of the sample's
-  long words, at the rate of Heaps' law V(n) = K * n^beta fitted on the sample (project tokenizer), so
-  the vocabulary keeps growing past 1,000 records; the rest reuse earlier new words or keep the real one.
-- streaming and deterministic: memory does not grow with the number of records; the same (n, seed,
-  start) give the same file; a batch that starts at `start` begins a new article there.
-`--stats` prints how it compares (characters and distinct terms per summary, vocabulary by size); no
-record text is ever printed.
+  the lead's own with the age rewritten ("A 78-year-old" -> "An 80-year-old"), or, where it states no
+  age, the opening of another real patient of the same sex, band and unit. The length is drawn from the
+  real lengths (+-3%) and filled with whole real sentences, in order, from the lead and 1 to 3 donors:
+  the real records of the same sex and age band (animals with animals) that share most terms with the
+  lead, so a record reads like one case. Sentences that restate the donor's own age are left out.
+- vocabulary: rare words of the sample (a stem seen at most twice, with a medical root or ending, or a
+  proper noun) are spelled anew, consistently within an article (title included), with words from a
+  character model of the sample's rare and long words, at the rate of Heaps' law V(n) = K * n^beta
+  fitted on sub-samples of 100 to 1,000 real records (project tokenizer): the vocabulary keeps growing
+  past 1,000 records instead of saturating. Where no new word is due, a rare word keeps its real
+  spelling or takes an earlier new word. Plain rare words ("destined") are spelled anew only in the
+  first thousand records or so, where new terms are due faster than the medical ones can take them.
+- streaming and deterministic: the process stays near 290 MB at 20,000 records and 335 MB at 250,000
+  (all that grows is a 64-bit digest per record, which keeps every summary distinct); the same
+  (n, seed, start) give the same file, and a shorter n gives the first records of a longer one (but for
+  the cut last article). A batch that starts at `start` begins a new article there.
+
+Measured with --stats (100,000 generated records against the 1,000 real ones, docs/PERFORMANCE.md):
+characters per summary mean 2,938 against 2,976 (p10/p50/p90 1,134/2,678/4,975 against
+1,104/2,689/5,096); distinct terms per summary 211 against 206; vocabulary 17,720 / 55,112 / 171,379 at
+1k / 10k / 100k records against 17,564 measured at 1k and 55,195 / 172,057 by the fitted law (beta 0.494
+real, 0.493 generated from 1k up); no summary twice. `--stats` prints counts only, never record text.
 """
 
 from __future__ import annotations
@@ -91,14 +102,29 @@ ANIMAL = re.compile(
 )
 BANDS = ("neonate", "infant", "child", "adolescent", "adult", "older adult")
 AGE_SPREAD = {"adult": 4, "older adult": 4}  # years an adult's age may move; 1 unit otherwise
+# Donors per patient: 1, a second one half the time, one more per 6,000 characters of summary.
 DONORS_BASE, DONORS_EXTRA, DONOR_PER_CHARS = 1, 0.5, 6000
-LEAD_SHARE = (0.4, 0.7)
-MIN_DONORS = 6
-NEAREST_DONORS = 8  # a donor pool smaller than this borrows from the neighbouring age bands
+LEAD_SHARE = (0.4, 0.7)  # how much of the summary the lead tells
+MIN_DONORS = 6  # a donor pool smaller than this borrows from the neighbouring age bands
+NEAREST_DONORS = 8  # donors are the most alike records of the pool: mixed cases still read as one
+DRAWS = 20  # tries at a summary that no earlier record of the batch has
 
 RARE_COUNT = 2  # "seen once or twice in the sample"
-RARE_MIN_LETTERS = 8  # long rare words are drug names, genes, procedures; short ones are plain English
-SPARE_COUNT, SPARE_MIN_LETTERS = 5, 5
+# A rare word is taken for a medical one (a drug, a gene, a procedure) when it has a medical root or
+# ending; the others ("destined", "hobby") are plain English and are spelled anew only when needed.
+MEDICAL_MIN_LETTERS = 6
+MEDICAL = re.compile(
+    r"itis|osis|oses|ectom|otom|ostom|a?emia|omas?$|olog|plast|scop|graph|gram|path|cyt|derm|neur|cardi|hepat|"
+    r"nephr|gastr|haem|hema|hemo|myo|myel|oste|pneum|pulmon|bronch|trache|laryn|phary|o?esoph|enter|angi|arter|"
+    r"thromb|embol|lymph|leuk|erythr|plasm|immun|toxi|bacter|viru|fung|myc|cocc|bacill|mab$|nib$|pril$|olol$|"
+    r"sartan|statin|azol|cillin|cyclin|floxacin|tide$|parin|dipin|prazol|azepam|zolam|idine$|azine$|amine$|"
+    r"amide$|uria|algia|penia|phil|phob|plegi|paresis|troph|megal|ptosis|rrh|scler|steno|crani|cephal|mening|"
+    r"ocul|ophthalm|retin|kerat|otic$|rhin|gingiv|stomat|gloss|thyr|adren|pancrea|splen|chole|cyst|ureter|"
+    r"urethr|prostat|orchi|ovar|hyster|salping|mamm|pelv|spondyl|arthr|chondr|tendin|fasci|sarc|carcin|onco|"
+    r"tumou?r|genic|genom|chrom|somat|hydro|hypo|hyper|endo|intra|supra|infra|poly|dys|micro|macro|histo|"
+    r"electro|echo|radio|tomo|sono|melan|glyc|prote|pept|estr|andr|gonad|lact"
+)
+SPARE_COUNT, SPARE_MIN_LETTERS = 5, 5  # plain words that may be spelled anew: seen up to 5 times, 5+ letters
 KEEP_REAL_WORD = 0.25  # share of rare words that keep their real spelling where no new word is due
 
 WORD_BITS = 20  # 1,048,576 new words: enough for about 3.9 million records at the sample's rate
@@ -128,9 +154,9 @@ class _Text:
     between them, each slot a rare real word that the article may spell anew."""
 
     text: str
-    parts: tuple[Any, ...] | None  # literal, (stem id, style, surface), literal, ...; None: no slot
+    parts: tuple[Any, ...] | None  # literal, (term id, style, surface, plain), literal, ...; None: no slot
     base: tuple[int, ...]  # the term ids it brings as they are (what the vocabulary saturates on)
-    restates_age: bool = False  # "the 60-year-old patient": not after an opening with a new age
+    restates_age: bool = False  # "the 60-year-old patient": left out, the new opening may say 62
     names_case: bool = False  # "Case 2 was ...": only in its own report's story
 
 
@@ -146,8 +172,6 @@ class _Opening:
 
 @dataclass(slots=True)
 class _Real:
-    uid: str
-    pmid: str
     title: _Text
     sentences: list[_Text]
     age: list[tuple[float, str]]
@@ -169,11 +193,15 @@ class _Sample:
     donors: list[list[int]]  # per real record: the most alike records of its group, its donors
     openings: dict[tuple[str, str, str], list[int]]
     terms: int  # distinct terms in the sample's summaries
-    base_terms: int  # of them, those never replaced
     heaps_k: float
     heaps_beta: float
     heaps_curve: dict[int, float]
     model: dict[str, _Continuations]
+
+
+def _escaped(sentence: str, at: int) -> bool:
+    """A word right after a backslash: the sample's literal "\\n" glued to it ("\\nHistory")."""
+    return at > 0 and sentence[at - 1] == "\\"
 
 
 def _split_sentences(text: str) -> list[str]:
@@ -239,7 +267,7 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
     split = [_split_sentences(row["patient"]) for row in rows]
     counts: Counter[str] = Counter()
     proper: set[str] = set()
-    long_form: set[str] = set()
+    medical: set[str] = set()
     plain: set[str] = set()
     for sentences in split:
         for sentence in sentences:
@@ -250,15 +278,15 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
                     continue
                 term = stem(low)
                 counts[term] += 1
-                if not word.isalpha():
+                if not word.isalpha() or _escaped(sentence, match.start()):
                     continue
                 if len(word) >= SPARE_MIN_LETTERS:
                     plain.add(term)
-                if len(word) >= RARE_MIN_LETTERS:
-                    long_form.add(term)
+                if len(word) >= MEDICAL_MIN_LETTERS and MEDICAL.search(low):
+                    medical.add(term)
                 if k > 0 and word[0].isupper() and not word.isupper():
                     proper.add(term)  # a capital inside a sentence: a name, a place, a brand
-    rare = {t for t, c in counts.items() if c <= RARE_COUNT and (t in long_form or t in proper)}
+    rare = {t for t, c in counts.items() if c <= RARE_COUNT and (t in medical or t in proper)}
     # Plain rare words ("hobby", "vicious") are spelled anew only while new words are due faster than
     # the rare medical words can take them (the first couple of thousand records); else they stay.
     spare = {t for t, c in counts.items() if c <= SPARE_COUNT and t in plain} - rare
@@ -273,7 +301,12 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
             if low in stop:
                 continue
             term = stem(low)
-            if replace and (term in rare or term in spare) and match.group().isalpha():
+            if (
+                replace
+                and (term in rare or term in spare)
+                and match.group().isalpha()
+                and not _escaped(sentence, match.start())
+            ):
                 word = match.group()
                 style = 2 if word.isupper() else 1 if word[0].isupper() else 0
                 parts += [sentence[last : match.start()], (ids[term], style, word, term in spare)]
@@ -318,8 +351,6 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
         by_pmid.setdefault(row["PMID"], []).append(len(records))
         records.append(
             _Real(
-                uid=row["patient_uid"],
-                pmid=row["PMID"],
                 title=text_of(row["title"]),
                 sentences=texts,
                 age=age,
@@ -343,11 +374,11 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
     curve = heaps_curve(docs, HEAPS_SIZES, HEAPS_DRAWS)
     heaps_k, heaps_beta = _fit_heaps(curve)
     # Words that teach the character model what a rare medical word looks like: the rare ones and the
-    # long ones (plain short English words would make new words read like two of them run together).
+    # medical-looking ones (plain English would make new words read like two words run together).
     training = {
         low
         for low, term in stems.items()
-        if low.isascii() and low.isalpha() and len(low) >= MIN_WORD and (term in rare or len(low) >= RARE_MIN_LETTERS)
+        if low.isascii() and low.isalpha() and len(low) >= MIN_WORD and (term in rare or term in medical)
     }
     sample = _Sample(
         columns=columns,
@@ -357,7 +388,6 @@ def load_sample(path: Path = REAL_CSV) -> _Sample:
         donors=donors,
         openings=dict(openings),
         terms=len(counts),
-        base_terms=len(counts) - len(rare) - len(spare),
         heaps_k=heaps_k,
         heaps_beta=heaps_beta,
         heaps_curve=curve,
@@ -406,7 +436,7 @@ def _nearest_donors(
     records: list[_Real], docs: list[set[str]], pools: dict[tuple[str, str], list[int]]
 ) -> list[list[int]]:
     """For each record, the NEAREST_DONORS records of its pool that share the most of its terms
-    (Jaccard): sentences of alike cases (the other patients of its article first) read as one story,
+    (Jaccard): sentences of alike cases (often the other patients of its article) read as one story,
     and bring about as many new terms as the rest of one real report would."""
     vocab: dict[str, int] = {}
     rows, cols = [], []
@@ -547,6 +577,9 @@ class _Generator:
         self.seen_count = 0
         self.quota = 0
         self.spare_quota = 0
+        # The one state that grows with the batch: a 64-bit digest per summary (about 60 bytes each,
+        # 15 MB at 250,000 records), so that no summary is written twice.
+        self.digests: set[int] = set()
 
     # -- vocabulary control
     def _target(self, index: int) -> int:
@@ -674,10 +707,29 @@ class _Generator:
             return self._render(opening, spelled)
         template, value = opening
         article = ""
-        if template.article:  # "A 60-year-old" becomes "An 80-year-old"
+        if template.article:  # "A 78-year-old" becomes "An 80-year-old"
             article = ("An " if _article_word(value) else "A ") if template.article == "A" else ""
             article = article or ("an " if _article_word(value) else "a ")
         return self._render(template.prefix, spelled) + article + str(value) + self._render(template.suffix, spelled)
+
+    def _written(self, lead_index: int, index: int, spelled: dict[int, str | None]) -> tuple[str, str]:
+        """(summary, age literal) of the new patient at `index`, led by a real one."""
+        age_raw, opening, body = self._patient(lead_index)
+        if isinstance(opening, _Text):
+            planned = [opening, *body]
+        else:
+            planned = [opening[0].prefix, opening[0].suffix, *body] if opening is not None else body
+        if self.seen is not None:
+            for t in planned:
+                self._see(t.base)
+            self.quota = self._target(index) - self.seen_count - self.fresh_used
+        else:
+            self.quota = self._target(index) - self.fresh_base - self.fresh_used
+        # New words go to the rare medical words first; plain ones take only what those leave.
+        medical = {p[0] for t in planned if t.parts for p in t.parts[1::2] if not p[3] and p[0] not in spelled}
+        self.spare_quota = self.quota - len(medical)
+        parts = [self._opening_text(opening, spelled)] + [self._render(t, spelled) for t in body]
+        return " ".join(p for p in parts if p), age_raw
 
     # -- articles
     def records(self, n: int) -> Iterator[dict[str, str]]:
@@ -697,22 +749,14 @@ class _Generator:
         spelled: dict[int, str | None] = {}  # one spelling per rare term in the whole article
         texts, ages = [], []
         for k, lead_index in enumerate(leads):
-            age_raw, opening, body = self._patient(lead_index)
-            if isinstance(opening, _Text):
-                planned = [opening, *body]
-            else:
-                planned = [opening[0].prefix, opening[0].suffix, *body] if opening is not None else body
-            if self.seen is not None:
-                for t in planned:
-                    self._see(t.base)
-                self.quota = self._target(first + k) - self.seen_count - self.fresh_used
-            else:
-                self.quota = self._target(first + k) - self.fresh_base - self.fresh_used
-            # New words go to the rare medical words first; plain ones take only what those leave.
-            medical = {p[0] for t in planned if t.parts for p in t.parts[1::2] if not p[3] and p[0] not in spelled}
-            self.spare_quota = self.quota - len(medical)
-            parts = [self._opening_text(opening, spelled)] + [self._render(t, spelled) for t in body]
-            texts.append(" ".join(p for p in parts if p))
+            for _ in range(DRAWS):
+                text, age_raw = self._written(lead_index, first + k, spelled)
+                # A lead with few sentences and no rare word can give the same summary twice: draw again.
+                digest = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+                if digest not in self.digests:
+                    self.digests.add(digest)
+                    break
+            texts.append(text)
             ages.append(age_raw)
         lead = s.records[leads[0]]
         title = self._render(lead.title, spelled, assign=False)
@@ -788,6 +832,7 @@ def corpus_stats(records: int = 100_000, seed: int = 0) -> dict[str, Any]:
     with REAL_CSV.open(newline="", encoding="utf-8") as f:
         real_texts = [row["patient"] for row in csv.DictReader(f)]
     real_docs = [set(d) for d in tokenize(real_texts)]
+    checkpoints = sorted({c for c in (100, 200, 500, 1000, 10_000, 100_000, 250_000) if c <= records} | {records})
     real = {
         "records": len(real_texts),
         "chars": _spread([len(t) for t in real_texts]),
@@ -796,10 +841,9 @@ def corpus_stats(records: int = 100_000, seed: int = 0) -> dict[str, Any]:
         "heaps_k": round(sample.heaps_k, 1),
         "heaps_beta": round(sample.heaps_beta, 3),
         "heaps_extrapolated": {
-            str(n): round(sample.heaps_k * n**sample.heaps_beta) for n in (10_000, 100_000, 250_000)
+            str(n): round(sample.heaps_k * n**sample.heaps_beta) for n in sorted({*checkpoints, 250_000}) if n > 1000
         },
     }
-    checkpoints = sorted({c for c in (100, 200, 500, 1000, 10_000, 100_000, 250_000) if c <= records} | {records})
     lengths: list[int] = []
     distinct: list[int] = []
     vocabulary: set[str] = set()
@@ -889,7 +933,7 @@ def _table(stats: dict[str, Any]) -> str:
     sizes = sorted({int(k) for k in real["vocabulary"]} | {int(k) for k in gen["vocabulary"]})
     for size in sizes:
         measured = real["vocabulary"].get(str(size))
-        fitted = round(real["heaps_k"] * size ** real["heaps_beta"])
+        fitted = real["heaps_extrapolated"].get(str(size), round(real["heaps_k"] * size ** real["heaps_beta"]))
         shown = f"{measured:,}" if measured is not None else f"({fitted:,} by the fitted Heaps' law)"
         generated = gen["vocabulary"].get(str(size))
         lines.append(f"| vocabulary at {size:,} records | {shown} | {'-' if generated is None else f'{generated:,}'} |")

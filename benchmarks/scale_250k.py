@@ -2,10 +2,14 @@
 
     python benchmarks/scale_250k.py --json                  # 250,000 generated records
     python benchmarks/scale_250k.py --records 20000 --json  # a smaller rehearsal
-    python benchmarks/scale_250k.py --index pinecone --json # into Pinecone (the stand-in), from the repo root
+    python benchmarks/scale_250k.py --index pinecone --corpus realistic --json  # into Pinecone (the stand-in)
 
 Phases, each in its own process so that its peak resident memory (ru_maxrss) is its own:
-1. generate: a v1 CSV of N records, the real records repeated with new uids (text reused: fine for size);
+1. generate: a v1 CSV of N records. `--corpus copies` (the default): the real records repeated with new
+   uids (text reused: fine for size; no similar-patient link resolves, so the evaluation has no
+   queries); `linked`: the same with each copy's links to the same copy of the real ones (the
+   evaluation runs, as on real data); `realistic`: benchmarks/realistic_corpus.py (real lengths, a
+   growing vocabulary, in-article links), as the full-size numbers use;
 2. seed: the whole ingest (run_ingest) into an empty index, with a STAND-IN embedder that returns
    deterministic random unit vectors of the model's shape (384 float32) instead of running the model
    (embedding 250,000 real texts takes about 3 hours here). Everything else is real: validation,
@@ -13,13 +17,18 @@ Phases, each in its own process so that its peak resident memory (ru_maxrss) is 
 3. rerun: run_ingest again over the same unchanged source with the REAL embedder configured; nothing
    may be embedded (asserted);
 4. model: the real model's own resident memory while encoding 1,000 real texts (embedding runs part by
-   part, so its memory does not grow with the input).
+   part, so its memory does not grow with the input);
+5. update (`--update K`, with `--corpus realistic`): run_ingest of K new realistic records into the
+   published version with the real embedder, evaluation and gate included; the new version's manifest
+   says how many vectors it wrote (`vectors_written`).
 
 With `--index pinecone` the seed and the re-run write to the Pinecone stand-in (tests/pinecone_standin.py,
 Pinecone's HTTP protocol through the official SDK) instead of the embedded index. The stand-in runs in a
 process of its own (it holds every vector it is sent), so the measured ingest process's peak is its own;
 the stand-in's peak is printed beside it, not counted. The model phase is the same for both and is
 skipped. Run it from the repository root (the stand-in is imported from tests/).
+Reading the re-run: it embeds nothing and builds nothing; its evaluation (up to `eval_max_queries`
+queries per mode against the published version) is the part that grows with the corpus.
 
 Prints one JSON object (--json) or a Markdown table. No record text is printed.
 """
@@ -27,6 +36,7 @@ Prints one JSON object (--json) or a Markdown table. No record text is printed.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import json
@@ -60,9 +70,11 @@ def current_rss_mb() -> float:
     return 0.0
 
 
-def generate_source(path: Path, n: int) -> Path:
+def generate_source(path: Path, n: int, linked: bool = False) -> Path:
     """n records in the v1 CSV format (the sample's columns), written block by block: copy k of the
-    real records gets uids '<uid>.r<k>' and a varied first word, as benchmarks/scale.py does."""
+    real records gets uids '<uid>.r<k>' and a varied first word, as benchmarks/scale.py does. With
+    `linked`, copy k's similar patients are the copies k of the real ones, so the evaluation has queries
+    (about 28% of the records) as on real data; without, no link resolves and the evaluation is empty."""
     with REAL_CSV.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
@@ -78,10 +90,17 @@ def generate_source(path: Path, n: int) -> Path:
                 copy["patient_id"] = str(written + len(block))
                 copy["patient_uid"] = f"{row['patient_uid']}.r{k}"
                 copy["patient"] = f"Copy {k}. {row['patient']}"
+                if linked:
+                    copy["similar_patients"] = _linked_copy(row["similar_patients"], k)
                 block.append(copy)
             writer.writerows(block)
             written += len(block)
     return path
+
+
+def _linked_copy(similar: str, k: int) -> str:
+    links = ast.literal_eval(similar) if similar.strip() else {}
+    return repr({f"{uid}.r{k}": grade for uid, grade in links.items()})
 
 
 def settings_for(home: Path) -> Any:
@@ -123,7 +142,15 @@ def _timed_steps(run: Any, marks: dict[str, dict[str, float]]) -> None:
         setattr(run, step, wrapped)
 
 
-def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int | None) -> dict[str, Any]:
+def realistic_source(path: Path, n: int, start: int = 0) -> Path:
+    from realistic_corpus import write_csv  # benchmarks/, beside this script
+
+    return write_csv(path, n, start=start)
+
+
+def phase_ingest(
+    source: Path, home: Path, stand_in: bool, eval_max_queries: int | None, run_id: str | None = None
+) -> dict[str, Any]:
     """One run_ingest in this process; the step marks and the peak RSS of the whole run."""
     from patientinsight.ingest import run
 
@@ -143,12 +170,13 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
     marks: dict[str, dict[str, float]] = {}
     _timed_steps(run, marks)
     started = time.perf_counter()
-    report = run.run_ingest(str(source), settings, run_id="stand-in-seed" if stand_in else "unchanged-rerun")
+    run_id = run_id or ("stand-in-seed" if stand_in else "unchanged-rerun")
+    report = run.run_ingest(str(source), settings, run_id=run_id)
     total = time.perf_counter() - started
     from patientinsight.index.versions import VersionStore
 
     version = report["staged_version"]
-    vectors = VersionStore(settings.index_dir).manifest(version)["vectors"] if version else 0
+    manifest = VersionStore(settings.index_dir).manifest(version) if version else {}
     return {
         "total_s": round(total, 1),
         "peak_rss_mb": peak_rss_mb(),
@@ -159,9 +187,17 @@ def phase_ingest(source: Path, home: Path, stand_in: bool, eval_max_queries: int
         "index_records": report["index_records"],
         "published": report["published"],
         "version": version,
-        "vectors": vectors,
+        "vectors": manifest.get("vectors", 0),
+        "vectors_written": manifest.get("vectors_written"),  # Pinecone: what this version sent
+        "eval_queries": _eval_queries(report),
         "steps": marks,
     }
+
+
+def _eval_queries(report: dict[str, Any]) -> int:
+    """The queries the run's evaluation ran, over its comparisons and modes."""
+    modes = report.get("evaluation", {}).get("comparison", {}).get("modes", {})
+    return sum(int(check.get("queries", 0)) for checks in modes.values() for check in checks.values())
 
 
 def phase_model(texts: int) -> dict[str, Any]:
@@ -242,10 +278,16 @@ def measure_250k(
     eval_max_queries: int | None = 100,
     index: str = "embedded",
     rerun_too: bool = True,
+    corpus: str = "copies",
+    update: int = 0,
 ) -> dict[str, Any]:
     """Generate, seed (stand-in vectors), re-run unchanged (real embedder), model memory: flat numbers.
-    `index="pinecone"`: seed and re-run into the Pinecone stand-in, in a process of its own; no model phase."""
-    source = generate_source(tmp / f"generated-{records}.csv", records)
+    `index="pinecone"`: seed and re-run into the Pinecone stand-in, in a process of its own; no model phase.
+    `update`: then that many new records of the realistic corpus, ingested into the published version."""
+    if corpus == "realistic":
+        source = realistic_source(tmp / f"realistic-{records}.csv", records)
+    else:
+        source = generate_source(tmp / f"generated-{records}.csv", records, linked=corpus == "linked")
     home = tmp / "home"
     home.mkdir(parents=True, exist_ok=True)
     eval_args = [] if eval_max_queries is None else ["--eval-max-queries", str(eval_max_queries)]
@@ -260,11 +302,16 @@ def measure_250k(
                     "seed_peak_rss_mb": seed["peak_rss_mb"], "seed_indexed": seed["indexed"],
                     "seed_vectors": seed["vectors"], **standin}  # fmt: skip
         rerun = _child(["--phase", "rerun", "--source", str(source), "--home", str(home)], env)
+        updated: dict[str, Any] = {}
+        if update:
+            new = realistic_source(tmp / f"update-{update}.csv", update, start=records)
+            updated = _child(["--phase", "update", "--source", str(new), "--home", str(home)], env)
     if rerun["embedded"] != 0:
         raise AssertionError(f"the unchanged re-run embedded {rerun['embedded']} records")
     model = _child(["--phase", "model", "--texts", "1000"]) if index == "embedded" else {}
     out: dict[str, Any] = {
         "index": index,
+        "corpus": corpus,
         "generated_rows": records,
         "file_mb": round(source.stat().st_size / MB, 1),
         "stand_in_embedder": 1,  # the seed's vectors are random unit vectors, not the model's
@@ -279,8 +326,17 @@ def measure_250k(
         "rerun_unchanged": rerun["unchanged"],
         "rerun_index_records": rerun["index_records"],
         "rerun_same_version": int(rerun["version"] == seed["version"]),  # an unchanged re-run adds no version
+        "rerun_eval_queries": rerun["eval_queries"],
     }
-    for phase, result in (("seed", seed), ("rerun", rerun)):
+    if updated:
+        out.update({
+            "update_records": update, "update_s": updated["total_s"], "update_peak_rss_mb": updated["peak_rss_mb"],
+            "update_embedded": updated["embedded"], "update_published": int(updated["published"]),
+            "update_vectors": updated["vectors"], "update_vectors_written": updated["vectors_written"],
+            "update_eval_queries": updated["eval_queries"],
+        })  # fmt: skip
+    phases = (("seed", seed), ("rerun", rerun), *((("update", updated),) if updated else ()))
+    for phase, result in phases:
         for step, mark in result["steps"].items():
             out[f"{phase}_{step}_s"] = mark["s"]
             out[f"{phase}_{step}_peak_rss_mb"] = mark["peak_rss_mb"]
@@ -299,7 +355,11 @@ def main() -> None:
         "--index", choices=["embedded", "pinecone"], default="embedded", help="where the vectors go (default embedded)"
     )
     parser.add_argument("--seed-only", action="store_true", help="only the first ingest (its peak memory)")
-    parser.add_argument("--phase", choices=["seed", "rerun", "model"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--corpus", choices=["copies", "linked", "realistic"], default="copies", help="the source (see above)"
+    )
+    parser.add_argument("--update", type=int, default=0, help="new realistic records ingested after the re-run")
+    parser.add_argument("--phase", choices=["seed", "rerun", "update", "model"], help=argparse.SUPPRESS)
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--texts", type=int, default=1000, help=argparse.SUPPRESS)
@@ -308,15 +368,24 @@ def main() -> None:
     if args.phase == "model":
         print(json.dumps(phase_model(args.texts)))
         return
-    if args.phase in ("seed", "rerun"):
+    if args.phase in ("seed", "rerun", "update"):
         queries = args.eval_max_queries if args.phase == "seed" else None
-        print(json.dumps(phase_ingest(args.source, args.home, args.phase == "seed", queries)))
+        run_id = {"update": "update"}.get(args.phase)
+        print(json.dumps(phase_ingest(args.source, args.home, args.phase == "seed", queries, run_id)))
         return
     with tempfile.TemporaryDirectory(prefix="scale250k-", dir=args.tmp) as name:
         result = {
             "machine": machine(),
             "date": stamp(),
-            **measure_250k(Path(name), args.records, args.eval_max_queries, args.index, not args.seed_only),
+            **measure_250k(
+                Path(name),
+                args.records,
+                args.eval_max_queries,
+                args.index,
+                rerun_too=not args.seed_only,
+                corpus=args.corpus,
+                update=args.update,
+            ),
         }
     if args.json:
         print(json.dumps(result))

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Fewest shared queries the gate judges on; with fewer it is skipped, and the report says so.",
     )
+    gate_small_change_queries: int = Field(
+        default=100,
+        ge=0,
+        description="Most queries per mode the gate runs where the new version changes at most 1% of the "
+        "published version's records (a small upload into a large index: the versions then rank nearly alike, "
+        "and a broken build still shows on this many queries); 0: eval_max_queries, whatever the change.",
+    )
     serve_host: str = Field(default="127.0.0.1", description="Address the query service binds to.")
     serve_port: int = Field(default=8000, ge=1, le=65535, description="Port of the query service.")
     dev_mode: bool = Field(

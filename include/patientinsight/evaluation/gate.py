@@ -17,6 +17,11 @@ Where the published version cannot be compared (there is none yet, it was embedd
 model, or it has no lexical index), the configured retriever is held against BM25 on the new version
 itself instead. With fewer than `min_queries` queries a comparison is not judged, and the reason
 says so. Only BM25's document frequencies still count the records a version hides.
+
+Queries: the first `eval_max_queries` of each list; where the new version changes at most 1% of the
+published version's records (a small upload into a large index), the first `gate_small_change_queries`,
+so that the gate's cost follows the change rather than the corpus. The report says which cap it used and
+how many records changed.
 """
 
 from __future__ import annotations
@@ -35,13 +40,28 @@ from patientinsight.settings import Settings
 
 MODES = ("short", "full")
 BASELINE = "lexical"
+SMALL_CHANGE = 0.01  # a change of at most this share of the published records is judged on fewer queries
 
 
-def _reciprocal_ranks(
-    searcher: Searcher, queries: list[Query], retriever: str, hidden: frozenset[str], vectors: dict[str, np.ndarray]
-) -> np.ndarray:
-    rows = per_query(queries, ranker(searcher, retriever, vectors, hidden))
-    return np.array([r["mrr"] for r in rows], dtype=np.float64)
+def _reciprocal_rank(
+    searcher: Searcher, query: Query, retriever: str, hidden: frozenset[str], vectors: dict[str, np.ndarray]
+) -> float:
+    return float(per_query([query], ranker(searcher, retriever, vectors, hidden))[0]["mrr"])
+
+
+def query_cap(new: IndexReader, published: IndexReader | None, settings: Settings) -> tuple[int | None, int | None]:
+    """The most queries per mode, and how many records the new version changes against the published one
+    (None without one): `gate_small_change_queries` where that is at most SMALL_CHANGE of the published
+    records, else `eval_max_queries`."""
+    cap = settings.eval_max_queries or None
+    if published is None:
+        return cap, None
+    old, now = published.hashes(), new.hashes()
+    changed = sum(1 for uid, digest in now.items() if old.get(uid) != digest) + len(old.keys() - now.keys())
+    small = settings.gate_small_change_queries
+    if small and changed <= SMALL_CHANGE * len(old):
+        cap = min(cap, small) if cap else small
+    return cap, changed
 
 
 def _paired(new: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
@@ -74,10 +94,10 @@ def compare(new: IndexReader, published: IndexReader | None, embedder: Embedder,
     the new version's own queries."""
 
     retriever = settings.retriever
-    cap = settings.eval_max_queries or None
     new_searcher = Searcher.for_settings(new, embedder, settings)
     new_links = links_of(new)
     new_uids = set(new_links["uid"])
+    cap, changed = query_cap(new, published, settings)
     same_vectors = published is not None and same_embedding(published.manifest, embedder.describe())
     checks: list[tuple[str, str]] = []  # (check, the retriever it runs)
     lexical_in_both = published is not None and _has_lexical(published) and _has_lexical(new)
@@ -91,30 +111,42 @@ def compare(new: IndexReader, published: IndexReader | None, embedder: Embedder,
         shared = new_uids & set(old_links["uid"])
         old_searcher = Searcher.for_settings(published, embedder, settings)
         only_new, only_old = frozenset(new_uids - shared), frozenset(set(old_links["uid"]) - shared)
-        candidates = build_queries(old_links[old_links["uid"].isin(shared)], split="holdout")[:cap]
+        candidates = build_queries(old_links[old_links["uid"].isin(shared)], split="holdout", limit=cap)
         for mode in MODES:  # the published version's texts, asked of both versions alike
             shared_queries[mode] = with_texts(published, candidates, mode)
-    out: dict[str, Any] = {"retriever": retriever, "protocol": PROTOCOL, "modes": {}}
+    out: dict[str, Any] = {"retriever": retriever, "protocol": PROTOCOL, "modes": {}, "max_queries": cap}
+    if changed is not None:
+        out["changed_records"] = changed
     for mode in MODES:
         row: dict[str, Any] = {}
         queries = shared_queries.get(mode, [])
         # Against BM25 on the new version's own queries: judged only where the published version cannot
         # be compared ("own"); otherwise measured for the approver to read ("bm25", not judged).
-        own = with_texts(new, build_queries(new_links, mode=mode, split="holdout")[:cap], mode)
+        own = with_texts(new, build_queries(new_links, mode=mode, split="holdout", limit=cap), mode)
         vectors = query_vectors(embedder, own, retriever)
-        own_rr = _reciprocal_ranks(new_searcher, own, retriever, frozenset(), vectors)
-        base_rr = _reciprocal_ranks(new_searcher, own, BASELINE, frozenset(), vectors)
-        judged_here = not any(check == "published" for check, _ in checks)
-        row["own" if judged_here else "bm25"] = (
-            {"queries": len(own), **_paired(own_rr, base_rr)} if own else {"queries": 0}
-        )
         # One encoding of the shared queries serves both versions and both checks (the same texts).
         needs_vectors = queries and any(name in DENSE_RETRIEVERS for _, name in checks)
         shared_vectors = query_vectors(embedder, queries, "dense") if needs_vectors else {}
-        for check, name in checks if queries else []:
-            # Each version hides what the other lacks: both rank the same candidates.
-            on_new = _reciprocal_ranks(new_searcher, queries, name, only_new, shared_vectors)
-            on_old = _reciprocal_ranks(old_searcher, queries, name, only_old, shared_vectors)
+        ranks: dict[str, list[float]] = {
+            key: [] for key in ("own", "base", *[f"{c}:{v}" for c, _ in checks for v in ("new", "old")])
+        }
+        # Query by query, every search of a query in turn: a version's LexicalIndex keeps the last query's
+        # BM25 scores, so BM25 runs once per query and version, not once per retriever (hybrid_rerank and
+        # BM25 on the own queries, the published check on the same text).
+        for i in range(max(len(own), len(queries))):
+            if i < len(own):
+                ranks["own"].append(_reciprocal_rank(new_searcher, own[i], retriever, frozenset(), vectors))
+                ranks["base"].append(_reciprocal_rank(new_searcher, own[i], BASELINE, frozenset(), vectors))
+            for check, name in checks if i < len(queries) else []:
+                # Each version hides what the other lacks: both rank the same candidates.
+                ranks[f"{check}:new"].append(_reciprocal_rank(new_searcher, queries[i], name, only_new, shared_vectors))
+                ranks[f"{check}:old"].append(_reciprocal_rank(old_searcher, queries[i], name, only_old, shared_vectors))
+        judged_here = not any(check == "published" for check, _ in checks)
+        row[("own" if judged_here else "bm25")] = (
+            {"queries": len(own), **_paired(np.array(ranks["own"]), np.array(ranks["base"]))} if own else {"queries": 0}
+        )
+        for check, _ in checks if queries else []:
+            on_new, on_old = np.array(ranks[f"{check}:new"]), np.array(ranks[f"{check}:old"])
             row[check] = {"queries": len(queries), **_paired(on_new, on_old)}
         out["modes"][mode] = row
     if published is not None and not same_vectors:
@@ -171,4 +203,7 @@ def flat_metrics(comparison: dict[str, Any]) -> dict[str, float]:
                 out[f"{reference}_{mode}_mrr"] = result["mrr"]
                 out[f"{reference}_{mode}_reference_mrr"] = result["reference_mrr"]
                 out[f"{reference}_{mode}_difference"] = result["difference"]
+    for key in ("max_queries", "changed_records"):  # the query budget, and the change that chose it
+        if comparison.get(key) is not None:
+            out[key] = float(comparison[key])
     return out

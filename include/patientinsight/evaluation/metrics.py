@@ -45,14 +45,21 @@ def query_text(text: str, mode: str) -> str:
     return first_sentences(text) if mode == "short" else text
 
 
-def build_queries(records: pd.DataFrame, mode: str = "short", split: str | None = "holdout") -> list[Query]:
-    """Every record whose annotated similar patients are in the corpus becomes a query."""
+def build_queries(
+    records: pd.DataFrame, mode: str = "short", split: str | None = "holdout", limit: int | None = None
+) -> list[Query]:
+    """Every record whose annotated similar patients are in the corpus becomes a query; with `limit`,
+    the first `limit` of them (read no further: 250,000 records' links take seconds to parse)."""
     corpus = set(records["uid"])
-    queries = []
+    queries: list[Query] = []
     for row in records.itertuples(index=False):
+        if limit is not None and len(queries) >= limit:
+            break
+        if split is not None and split_of(str(row.pmid)) != split:
+            continue
         links = json.loads(row.similar_patients) if isinstance(row.similar_patients, str) else {}
         relevant = {uid: int(g) for uid, g in links.items() if uid in corpus and uid != row.uid}
-        if not relevant or (split is not None and split_of(str(row.pmid)) != split):
+        if not relevant:
             continue
         text = query_text(row.text, mode)
         sex = getattr(row, "sex", None)

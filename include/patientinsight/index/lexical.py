@@ -23,6 +23,7 @@ import bm25s
 import numpy as np
 import pyarrow.parquet as pq
 from bm25s import scoring
+from scipy import sparse
 
 from patientinsight.index.segments import RECORDS_FILE, SEGMENTS_DIR, Segment, version_segments
 from patientinsight.index.versions import read_manifest
@@ -279,6 +280,12 @@ class LexicalIndex:
         avg_len = float(lengths[self.live_rows].astype(np.int64).mean()) if self.documents else 1.0
         # BM25's length normalization per stored row, with the version's mean length (Robertson's tf part).
         self._norm = (self.k1 * ((1 - self.b) + self.b * lengths / avg_len)).astype(np.float32)
+        # The last query's scores: the gate asks two retrievers that both start from BM25 in turn.
+        self._last: tuple[str, np.ndarray] | None = None
+        # BM25's tf part of every posting, computed once with this version's mean length and kept
+        # (float32, one per posting: 207 MiB of heap and 1.5 s at 250,000 realistic records), so that a
+        # query only sums: BM25 of a short query in 7 ms instead of 15 there.
+        self._tf_parts = [self._tf_part_matrix(s) for s in self.segments]
 
     def _idf(self, doc_freq: int) -> float:
         return float(scoring._select_idf_scorer(METHOD)(doc_freq, N=self.documents))
@@ -287,35 +294,46 @@ class LexicalIndex:
         return int(sum(s.doc_freqs[s.vocab[term]] for s in self.segments if term in s.vocab))
 
     def _weighted(self, term_weights: dict[str, float]) -> np.ndarray:
-        """Sum over the terms of weight x BM25 score, for every live record in position order. A term's
-        postings name each document once, so its scores are added in place, term by term (no sort, no
-        concatenation of every posting: a short query's common terms reach most of the corpus)."""
-        stored = np.zeros(self.stored_rows, dtype=np.float32)
+        """Sum over the terms of weight x BM25 score, for every live record in position order: per
+        segment, the query terms' rows of its tf-part matrix summed with the terms' weights in one sparse
+        product (scipy): a short query's common terms reach 1.9 million postings at 250,000 records, which
+        numpy's term-by-term adding took 4x as long to sum."""
+        factors = {}
         for term, weight in term_weights.items():
             doc_freq = self._doc_freq(term)
-            if doc_freq <= 0:
+            if doc_freq > 0:
+                factors[term] = weight * self._idf(doc_freq)
+        stored = np.zeros(self.stored_rows, dtype=np.float32)
+        for k, s in enumerate(self.segments):
+            local = [(s.vocab[t], f) for t, f in factors.items() if t in s.vocab]
+            if not local:
                 continue
-            factor = np.float32(weight * self._idf(doc_freq))
-            for s in self.segments:
-                local = s.vocab.get(term)
-                if local is None:
-                    continue
-                start, end = int(s.term_indptr[local]), int(s.term_indptr[local + 1])
-                docs = s.term_docs[start:end]
-                if s.offset:
-                    docs = docs + np.int32(s.offset)
-                tf = s.term_tf[start:end]
-                stored[docs] += factor * tf / (self._norm[docs] + tf)
+            rows = self._tf_parts[k][np.array([i for i, _ in local], dtype=np.int64)]
+            stored[s.offset : s.offset + rows.shape[1]] += rows.T @ np.array([f for _, f in local], dtype=np.float32)
         if self._live is None:
             return stored
         return np.where(self._live, stored, np.float32(0.0))[self.live_rows]
+
+    def _tf_part_matrix(self, s: _SegmentTerms) -> sparse.csr_matrix:
+        """Terms x the segment's stored rows: each posting's tf / (tf + k1 (1 - b + b len / avgdl)). The
+        postings' document numbers and offsets stay memory-mapped."""
+        norm = self._norm[s.offset : s.offset + len(s.lengths)]
+        parts = s.term_tf / (norm[s.term_docs] + s.term_tf)
+        shape = (len(s.term_indptr) - 1, len(s.lengths))
+        return sparse.csr_matrix((parts, s.term_docs, s.term_indptr), shape=shape, copy=False)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every record for the query (0 where no query term occurs); a term the query
         repeats counts each time, as in bm25s."""
         if self.documents == 0:
             return np.zeros(0, dtype=np.float32)
-        return self._weighted({t: float(n) for t, n in Counter(tokenize([query])[0]).items()})
+        last = self._last
+        if last is not None and last[0] == query:
+            return last[1]
+        scores = self._weighted({t: float(n) for t, n in Counter(tokenize([query])[0]).items()})
+        scores.flags.writeable = False  # shared with the next caller asking the same query
+        self._last = (query, scores)
+        return scores
 
     def _term_scores(self, position: int) -> dict[str, float]:
         """Every term of one record with its BM25 score there."""

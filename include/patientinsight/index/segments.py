@@ -69,6 +69,28 @@ class Segment:
             return ipc.open_file(pa.memory_map(str(arrow))).read_all()
         return pq.read_table(self.path / RECORDS_FILE)
 
+    @cached_property
+    def _batches(self) -> tuple[list[pa.RecordBatch], np.ndarray]:
+        batches = self.table.to_batches()
+        return batches, np.cumsum([0, *(b.num_rows for b in batches)])
+
+    def take(self, rows: np.ndarray, columns: list[str]) -> pa.Table:
+        """These stored rows (in the order given) of `columns`, taken batch by batch: a take over the
+        whole table would first join its batches into one copy of every text (seconds and hundreds of
+        MB per call at 250,000 records), where a batch's own take reads only the rows' pages."""
+        rows = np.asarray(rows, dtype=np.int64)
+        batches, offsets = self._batches
+        which = np.searchsorted(offsets, rows, side="right") - 1
+        parts, order = [], []
+        for i in np.unique(which):
+            picked = np.flatnonzero(which == i)
+            parts.append(batches[int(i)].select(columns).take(pa.array(rows[picked] - offsets[i])))
+            order.append(picked)
+        if not parts:
+            return self.table.select(columns).slice(0, 0)
+        joined = pa.Table.from_batches(parts).combine_chunks()  # small: only the rows taken
+        return joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every stored row, read from the parquet file (cheap: one column)."""
         return pq.read_table(self.path / RECORDS_FILE, columns=[name]).column(name)

@@ -24,9 +24,10 @@ def first_sentences(text: str, n: int = 2) -> str:
 _FILLER = frozenset({"patient", "year", "old", "present", "histori", "admit", "day"})
 
 
-def _terms(text: str) -> set[str]:
-    # The lexical index's own tokens (stop words out, Snowball stems), so passages match as ranking does.
-    return set(tokenize([text])[0]) - _FILLER
+def _terms(texts: list[str]) -> list[set[str]]:
+    # The lexical index's own tokens (stop words out, Snowball stems), so passages match as ranking does;
+    # one call for many texts (each call costs a fixed ~0.3 ms).
+    return [set(tokens) - _FILLER for tokens in tokenize(texts)]
 
 
 def scored_sentences(query: str, text: str, ignore: frozenset[str] = frozenset()) -> list[tuple[int, float, str]]:
@@ -34,10 +35,10 @@ def scored_sentences(query: str, text: str, ignore: frozenset[str] = frozenset()
     first). The score divides the overlap by the root of the sentence's length, so that a short sentence
     on the point beats a long one that mentions it in passing. `ignore`: query terms that do not count."""
     sentences = split_sentences(text)
-    wanted = _terms(query) - ignore
+    wanted, *terms = _terms([query, *sentences])
+    wanted -= ignore
     scored = []
-    for position, sentence in enumerate(sentences):
-        words = _terms(sentence)
+    for position, (sentence, words) in enumerate(zip(sentences, terms, strict=True)):
         overlap = len(wanted & words)
         scored.append((-(overlap / math.sqrt(len(words) + 1.0)), position, overlap, sentence))
     scored.sort()

@@ -12,6 +12,7 @@ hidden records; tests bound that difference.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import get_args
@@ -20,10 +21,14 @@ import numpy as np
 
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.lexical import LexicalIndex
+from patientinsight.index.records import largest
 from patientinsight.index.types import Exclusion, Filters, Hit, IndexReader
 from patientinsight.settings import RetrieverName, Settings
 
 RETRIEVERS: tuple[str, ...] = get_args(RetrieverName)
+# hybrid_rerank encodes the query here while BM25 runs in the caller's thread: both release the GIL, so
+# on two cores one query's latency is the longer of the two, not their sum.
+_ENCODING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-encoding")
 DENSE_RETRIEVERS = frozenset({"dense", "hybrid", "hybrid_rerank"})  # those that encode the query
 
 
@@ -125,27 +130,39 @@ class Searcher:
         pool = self.config.rerank_candidates
         if len(matching) <= pool:
             return matching, np.empty(0, dtype=np.int64), lexical
-        # A partition, not a sort: a short query can match most of 250,000 records.
-        chosen = np.zeros(len(matching), dtype=bool)
-        chosen[np.argpartition(-lexical[matching], pool - 1)[:pool]] = True
-        return matching[chosen], matching[~chosen], lexical
+        # A partition, not a sort: a short query can match most of 250,000 records. More records match
+        # than the pool holds, so the pool's records all score above 0 (hidden ones score 0).
+        best = largest(lexical, pool)
+        chosen = np.zeros(len(lexical), dtype=bool)
+        chosen[best] = True
+        return np.flatnonzero(chosen), matching[~chosen[matching]], lexical
 
     def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
+        return self._reranked_pool(query, vector, hidden)[0]
+
+    def _reranked_pool(
+        self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The pool (`rerank_pool`) rescored by dense and BM25 z-scores taken over it (the dense side
         reads only the pool's vectors); the other matching records follow in BM25 order, so the top
         of the ranking is the same whatever k a caller asks for. A query no visible record shares a
-        term with is ranked by the dense scores alone. `scores` hides the hidden records."""
+        term with is ranked by the dense scores alone. `scores` hides the hidden records. Also returns
+        the pool: every score outside it is lower than any inside."""
+        encoding = _ENCODING.submit(self.query_vector, query) if vector is None else None
         pool, rest, lexical = self.rerank_pool(query, hidden)
+        if encoding is not None:
+            vector = encoding.result()
+        assert vector is not None  # given, or encoded while BM25 ran
         if len(pool) == 0:
-            return self.reader.scores(self._vector(query, vector))[0]
-        dense = self.reader.scores_at(self._vector(query, vector), pool)
+            return self.reader.scores(vector)[0], pool
+        dense = self.reader.scores_at(vector, pool)
         w = self.config.rerank_weight
         fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[pool], None)
         out = np.full(len(lexical), -np.inf, dtype=np.float32)
         out[pool] = fused
         if len(rest):  # below every candidate, in BM25 order
             out[rest] = float(fused.min()) - 2.0 + lexical[rest] / float(lexical[rest].max())
-        return out
+        return out, pool
 
     def search(
         self,
@@ -160,5 +177,21 @@ class Searcher:
         retriever = retriever or self.config.retriever
         if retriever == "dense":  # keeps the best chunk of each hit, for passages
             return self.reader.search(self._vector(query, vector), k, filters, exclude)
+        if retriever == "hybrid_rerank":
+            return self._reranked_top(query, k, vector, self.reader.hidden(exclude, filters))
         scores = self.scores(retriever, query, vector, exclude, filters)  # filtered out: -inf already
         return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(scores, k)]
+
+    def _reranked_top(self, query: str, k: int, vector: np.ndarray | None, hidden: np.ndarray | None) -> list[Hit]:
+        """hybrid_rerank's k best, taken from its pool alone when the pool holds k (nothing outside it
+        scores as high, and no hidden record enters it): 100 scores sorted instead of 250,000
+        partitioned."""
+        if k <= 0:
+            return []
+        out, pool = self._reranked_pool(query, vector, hidden)
+        if len(pool) >= k:
+            best = pool[np.argsort(-out[pool], kind="stable")[:k]]
+            return [Hit(self.reader.uid_at(int(i)), float(out[i]), 0) for i in best]
+        if hidden is not None:
+            out = np.where(hidden, -np.inf, out).astype(np.float32)
+        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(out, k)]

@@ -4,6 +4,7 @@ loses, vectors that break the bound are refused, the choice is logged, cached an
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -206,3 +207,15 @@ def test_vectors_that_break_the_bound_are_refused(faked_clock: dict[str, Any], p
     row = next(r for r in found.rows if r.pair == ("openvino", "int8"))
     assert quality.INT8_MIN_COSINE <= row.cosine_min < 0.999  # close to fp32, and not the fp32 vectors
     assert real_int8.describe()["numerics"] == "int8"  # the version records what encoded
+
+
+def test_embedding_check_prints_the_table(model_cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from patientinsight import cli
+
+    assert cli.main(["embedding-check"]) == 0  # the session's prepared choice: read, not measured
+    out = capsys.readouterr().out
+    assert out.startswith("auto: ") and "backend   precision  texts/s" in out and "the fp32 reference" in out
+    assert cli.main(["embedding-check", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert not found["fresh"] and found["cache"].startswith(str(model_cache))
+    assert {row["backend"] for row in found["table"]} >= {"torch"} and found["settings"].startswith("embedding ")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from patientinsight.embedding.encoder import make_embedder
-from patientinsight.evaluation.gate import decide
+from patientinsight.evaluation.gate import decide, query_cap
 from patientinsight.index.factory import make_index
 from patientinsight.index.lexical import bm25_params, lexical_index_hook
 from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
@@ -88,11 +88,23 @@ def test_growth_publishes_and_broken_vectors_wait(real_data_dir: Path, tmp_path:
     assert not grown["gate"]["skipped"] and "against the published version" in grown["gate"]["reason"]
     for mode in ("short", "full"):
         assert grown["evaluation"]["comparison"]["modes"][mode]["published"]["queries"] >= settings.gate_min_queries
+    # Doubling the records is no small change: the gate runs its full query budget.
+    assert grown["evaluation"]["comparison"]["max_queries"] == settings.eval_max_queries
+    assert grown["evaluation"]["comparison"]["changed_records"] == grown["embedded"]
 
     index = make_index(settings)
     for broken in (shuffled, random_model):
         version = rebuilt_with(settings, broken)
         evaluation = evaluate_candidate(index, version, make_embedder(settings), settings)
         decision = gate_decision(evaluation, settings.gate_max_mrr_drop, settings.gate_min_queries)
+        # The same records with other vectors change no content: judged on the small-change budget, where
+        # broken vectors must still show.
+        assert evaluation["comparison"]["changed_records"] == 0
+        assert evaluation["comparison"]["max_queries"] == settings.gate_small_change_queries
         assert decision["needs_approval"] is True, (broken.__name__, decision)
         assert "MRR fell" in decision["reason"]
+    published, rebuilt = index.open(index.published() or ""), index.open(version)
+    assert query_cap(rebuilt, published, settings) == (settings.gate_small_change_queries, 0)
+    no_small_budget = settings.model_copy(update={"gate_small_change_queries": 0})
+    assert query_cap(rebuilt, published, no_small_budget) == (settings.eval_max_queries, 0)
+    assert query_cap(published, None, settings) == (settings.eval_max_queries, None)

@@ -222,3 +222,45 @@ def test_staged_extras_build_the_lexical_index_from_the_staged_records(tmp_path:
     for query in ("title u-2", "text of u-3", "zebra"):
         a = LexicalIndex(tmp_path / "lists").scores(query)
         assert np.array_equal(a, LexicalIndex(index.versions_dir / staged).scores(query))
+
+
+def test_the_last_query_scores_are_shared_read_only(tmp_path: Path) -> None:
+    """The gate asks two retrievers the same query in turn: the second gets the first one's BM25 scores,
+    which no caller can change."""
+    titles, texts = corpus(120, seed=5)
+    write_index(tmp_path, titles, texts, batch=17)
+    lexical = LexicalIndex(tmp_path)
+    for query in QUERIES:
+        first = lexical.scores(query)
+        again = lexical.scores(query)
+        assert again is first and not again.flags.writeable
+        with pytest.raises(ValueError):
+            again[0] = 1.0
+    assert np.array_equal(LexicalIndex(tmp_path).scores(QUERIES[0]), lexical.scores(QUERIES[0]))
+
+
+def test_delta_versions_take_texts_batch_by_batch_and_share_base_scans(tmp_path: Path) -> None:
+    """Records taken from a version of several segments come back in the order asked; a delta version's
+    dense scores equal its base's on the rows they share (the base file's scan is reused)."""
+    index = EmbeddedIndex(tmp_path)
+    builder = index.builder(None, {"dim": 3})
+    builder.upsert(batch([f"u-{i}" for i in range(1, 8)], [1] * 7))
+    base = builder.commit()
+    builder = index.builder(base, {"dim": 3})
+    builder.upsert(batch(["u-8", "u-3"], [1, 1], tag="new"))
+    version = builder.commit()
+    reader = index.open(version)
+    asked = ["u-8", "u-1", "u-3", "u-7", "u-2"]
+    assert reader.records(asked)["title"].tolist() == [
+        "title u-8new",
+        "title u-1",
+        "title u-3new",
+        "title u-7",
+        "title u-2",
+    ]
+    query = np.array([0.6, 0.8, 0.0], dtype=np.float32)
+    on_base, on_delta = index.open(base).scores(query)[0], reader.scores(query)[0]
+    shared = [i for i in range(reader.count()) if reader.uid_at(i) not in ("u-3", "u-8")]
+    base_positions = index.open(base).positions([reader.uid_at(i) for i in shared])
+    assert np.array_equal(on_delta[shared], on_base[base_positions])
+    assert np.array_equal(on_delta, np.asarray(reader.vectors) @ query)  # what a scan from scratch gives

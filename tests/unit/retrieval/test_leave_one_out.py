@@ -74,7 +74,10 @@ def test_an_excluded_record_is_invisible_to_every_retriever(
             assert query.uid not in [h.uid for h in honest]
             shared, gap = differences(honest, truth)
             if retriever == "dense":  # dense scores do not depend on the rest of the corpus
-                assert [(h.uid, h.score) for h in honest] == [(h.uid, h.score) for h in truth]
+                # (up to float32 rounding: BLAS blocks a matrix-vector product by the matrix's shape, so
+                # one row's dot product can round differently in 999 rows than in 1,000 on some CPUs)
+                assert [h.uid for h in honest] == [h.uid for h in truth]
+                assert np.allclose([h.score for h in honest], [h.score for h in truth], rtol=0, atol=1e-5)
             assert shared >= 9 and gap <= SCORE_BOUND, (query.uid, retriever, shared, gap)
             # The old protocol: retrieve with the record in sight, drop it afterwards.
             dropped = [h for h in with_all.search(text, 11, None, retriever) if h.uid != query.uid][:10]

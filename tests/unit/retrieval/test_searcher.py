@@ -104,3 +104,21 @@ def test_benchmark_evaluation_follows_the_judgments(repo_root: Path, embedder: E
     rows = evaluate_benchmark(repo_root / "tests" / "fixtures" / "beir", "test", embedder, Settings(), ("lexical",))
     (row,) = rows
     assert row["retriever"] == "lexical" and row["queries"] == 2 and row["mrr"] == 1.0
+
+
+def test_largest_finds_the_same_values_as_a_full_partition() -> None:
+    """The sampled threshold never loses one of the n largest: ties, -inf and short arrays included."""
+    from patientinsight.index.records import largest
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        values = rng.standard_normal(int(rng.integers(50, 60_000))).astype(np.float32)
+        if trial % 3 == 0:
+            values = np.round(values, 1)  # many ties at the edge
+        if trial % 4 == 0:
+            values[rng.random(len(values)) < 0.5] = -np.inf
+        n = int(rng.integers(1, 120))
+        n = min(n, len(values))
+        expected = np.sort(np.partition(values, len(values) - n)[len(values) - n :])
+        assert np.array_equal(np.sort(values[largest(values, n)]), expected), trial
+        assert len(set(largest(values, n).tolist())) == n
