@@ -1,24 +1,30 @@
 """A stand-in for a paid service: Pinecone's REST API (version 2026-07) as the official `pinecone` SDK
-10.2.0 sends it, in memory, for the contract tests and the upsert benchmark. Not Pinecone: no ANN,
-no eventual consistency, exact cosine scores.
+10.2.0 sends it, in memory, for the contract tests and the benchmarks. Not Pinecone: no ANN, exact
+cosine scores (ties broken by id), eventual consistency only when asked for.
 
 One server plays both planes; the index host it reports is its own address.
 Control plane: GET /indexes, GET /indexes/{name}, POST /indexes (schema + deployment), DELETE /indexes/{name}.
 Data plane: POST /vectors/upsert, POST /query (topK, vector, namespace, metadata filter), GET /vectors/fetch,
-POST /vectors/delete (ids or deleteAll), POST /describe_index_stats, GET /vectors/list (prefix, limit,
-paginationToken).
+POST /vectors/delete (ids or deleteAll; 404 for a namespace it does not hold).
 Every request needs the `Api-Key` header. Faults: `fail(path, status, times)` answers the next `times`
 requests to `path` with `status` (times=None: for ever), with a Retry-After header when asked.
 `latency_s` delays every data-plane answer, to stand for the network in the benchmark.
-`visible_after_s` makes upserted vectors visible to query and describe_index_stats only after that
-long, as Pinecone's eventual consistency does (0: at once).
+`visible_after_s` makes upserted vectors visible to query only after that long, as Pinecone's eventual
+consistency does (0: at once).
+Log positions, as Pinecone reports them for read-your-writes: every upsert and delete answer carries
+the position it was committed at (`x-pinecone-lsn-committed`), every query answer the highest position
+whose writes are all visible (`x-pinecone-lsn-reconciled`); `report_lsn=False` leaves them out.
+Each namespace keeps its vectors as rows of one float32 matrix, so a query costs one matrix-vector
+product, as a real service's search does not cost a Python loop over every vector.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -39,6 +45,75 @@ class Fault:
     after: int = 0  # requests let through before the fault starts
 
 
+class StoredNamespace(Mapping[str, tuple[np.ndarray, dict[str, Any]]]):
+    """One namespace's vectors: rows of a growing float32 matrix, with their ids, metadata, norms and
+    write times; a deleted row is dead until the matrix is compacted. Reads as id -> (values, metadata)."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self.row_of: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.metas: list[dict[str, Any]] = []
+        self.values = np.empty((0, dimension), dtype=np.float32)
+        self.norms = np.empty(0, dtype=np.float32)
+        self.written = np.empty(0, dtype=np.float64)
+        self.alive = np.empty(0, dtype=bool)
+
+    def __getitem__(self, vid: str) -> tuple[np.ndarray, dict[str, Any]]:
+        row = self.row_of[vid]
+        return self.values[row], self.metas[row]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.row_of))
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    def put(self, rows: dict[str, tuple[np.ndarray, dict[str, Any]]], now: float) -> None:
+        fresh = [vid for vid in rows if vid not in self.row_of]
+        self._reserve(len(self.ids) + len(fresh))
+        for vid in fresh:
+            self.row_of[vid] = len(self.ids)
+            self.ids.append(vid)
+            self.metas.append({})
+        for vid, (values, meta) in rows.items():
+            row = self.row_of[vid]
+            self.values[row], self.metas[row] = values, meta
+            self.norms[row] = np.linalg.norm(values)
+            self.written[row], self.alive[row] = now, True
+
+    def drop(self, vids: list[str]) -> None:
+        for vid in vids:
+            row = self.row_of.pop(vid, None)
+            if row is not None:
+                self.alive[row] = False
+        if len(self.ids) > 1024 and len(self.row_of) < len(self.ids) // 2:
+            self._compact()
+
+    def _reserve(self, rows: int) -> None:
+        if rows <= len(self.values):
+            return
+        size = max(rows, int(len(self.values) * 1.5), 1024)
+        for name in ("values", "norms", "written", "alive"):
+            old = getattr(self, name)
+            grown = np.zeros((size, *old.shape[1:]), dtype=old.dtype)
+            grown[: len(old)] = old
+            setattr(self, name, grown)
+
+    def _compact(self) -> None:
+        keep = sorted(self.row_of.values())
+        self.ids = [self.ids[r] for r in keep]
+        self.metas = [self.metas[r] for r in keep]
+        self.values, self.norms = self.values[keep], self.norms[keep]
+        self.written, self.alive = self.written[keep], self.alive[keep]
+        self.row_of = {vid: row for row, vid in enumerate(self.ids)}
+
+    def visible(self, before: float) -> np.ndarray:
+        """The rows alive and written before `before`."""
+        used = len(self.ids)
+        return np.flatnonzero(self.alive[:used] & (self.written[:used] <= before))
+
+
 @dataclass
 class StoredIndex:
     name: str
@@ -46,7 +121,7 @@ class StoredIndex:
     metric: str
     cloud: str
     region: str
-    namespaces: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]] = field(default_factory=dict)
+    namespaces: dict[str, StoredNamespace] = field(default_factory=dict)
 
 
 def _compare(value: Any, op: str, operand: Any) -> bool:
@@ -97,11 +172,19 @@ def matches(metadata: dict[str, Any], flt: dict[str, Any] | None) -> bool:
 
 
 class PineconeStandIn(LocalServer):
-    def __init__(self, api_key: str = "pcsk-standin", latency_s: float = 0.0, visible_after_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        api_key: str = "pcsk-standin",
+        latency_s: float = 0.0,
+        visible_after_s: float = 0.0,
+        report_lsn: bool = True,
+    ) -> None:
         self.api_key = api_key
         self.latency_s = latency_s
         self.visible_after_s = visible_after_s
-        self.written_at: dict[tuple[str, str], float] = {}  # (namespace, id) -> when upserted
+        self.report_lsn = report_lsn
+        self.lsn = 0  # the last write's log position
+        self.lsn_times: list[float] = []  # when each position was written (index lsn - 1)
         self.indexes: dict[str, StoredIndex] = {}
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.api_versions: set[str] = set()
@@ -123,7 +206,7 @@ class PineconeStandIn(LocalServer):
         with self.lock:
             return sum(1 for _, p, s in self.requests if p == path and (status is None or s == status))
 
-    def namespace(self, index: str, namespace: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    def namespace(self, index: str, namespace: str) -> Mapping[str, tuple[np.ndarray, dict[str, Any]]]:
         return self.indexes[index].namespaces.get(namespace, {})
 
     # -- the HTTP side ---------------------------------------------------------------------------
@@ -145,29 +228,40 @@ class PineconeStandIn(LocalServer):
         (index,) = self.indexes.values()
         return index
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any, dict[str, str]]:
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[0] == "indexes":
-            return self._control(method, parts, body)
+            return (*self._control(method, parts, body), {})
         if self.latency_s:
             time.sleep(self.latency_s)
         if not self.indexes:
-            return 404, {"code": 5, "message": "Index not found", "details": []}
+            return 404, {"code": 5, "message": "Index not found", "details": []}, {}
         index = self._data_index()
         with self.lock:
             if (method, path) == ("POST", "/vectors/upsert"):
-                return self._upsert(index, body)
+                return self._committed(*self._upsert(index, body))
             if (method, path) == ("POST", "/query"):
-                return self._query(index, body)
+                return self._reconciled(*self._query(index, body))
             if (method, path) == ("GET", "/vectors/fetch"):
-                return self._fetch(index, query)
+                return (*self._fetch(index, query), {})
             if (method, path) == ("POST", "/vectors/delete"):
-                return self._delete(index, body)
-            if (method, path) == ("POST", "/describe_index_stats"):
-                return self._stats(index)
-            if (method, path) == ("GET", "/vectors/list"):
-                return self._list(index, query)
-        return 404, {"code": 5, "message": f"no route {method} {path}", "details": []}
+                return self._committed(*self._delete(index, body))
+        return 404, {"code": 5, "message": f"no route {method} {path}", "details": []}, {}
+
+    # -- log positions (called under the lock) ----------------------------------------------------
+    def _committed(self, status: int, payload: Any) -> tuple[int, Any, dict[str, str]]:
+        if status != 200:
+            return status, payload, {}
+        self.lsn += 1
+        self.lsn_times.append(time.monotonic())
+        return status, payload, {"x-pinecone-lsn-committed": str(self.lsn)} if self.report_lsn else {}
+
+    def _reconciled(self, status: int, payload: Any) -> tuple[int, Any, dict[str, str]]:
+        if status != 200 or not self.report_lsn:
+            return status, payload, {}
+        # Write times only grow: the positions visible now are a prefix.
+        visible = bisect.bisect_right(self.lsn_times, time.monotonic() - self.visible_after_s)
+        return status, payload, {"x-pinecone-lsn-reconciled": str(visible)}
 
     def _control(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
         with self.lock:
@@ -233,41 +327,35 @@ class PineconeStandIn(LocalServer):
                 }
             rows[v["id"]] = (values, meta)
         namespace = body.get("namespace", "__default__")
-        index.namespaces.setdefault(namespace, {}).update(rows)
-        now = time.monotonic()
-        self.written_at.update({(namespace, vid): now for vid in rows})
+        if namespace not in index.namespaces:
+            index.namespaces[namespace] = StoredNamespace(index.dimension)
+        index.namespaces[namespace].put(rows, time.monotonic())
         return 200, {"upsertedCount": len(rows)}
 
     def _query(self, index: StoredIndex, body: dict[str, Any]) -> tuple[int, Any]:
         namespace = body.get("namespace", "__default__")
-        stored = index.namespaces.get(namespace, {})
         query = np.asarray(body["vector"], dtype=np.float32)
         if len(query) != index.dimension:
             return 400, {"code": 3, "message": "Query vector dimension does not match the index", "details": []}
-        flt = body.get("filter")
-        scored = []
-        for vid, (values, meta) in stored.items():
-            if self._visible(namespace, vid) and matches(meta, flt):
-                denom = float(np.linalg.norm(values) * np.linalg.norm(query)) or 1.0
-                scored.append((float(values @ query) / denom, vid))
-        scored.sort(key=lambda s: (-s[0], s[1]))
+        stored = index.namespaces.get(namespace) or StoredNamespace(index.dimension)
+        rows = stored.visible(time.monotonic() - self.visible_after_s)
+        used = len(stored.ids)  # the product over the matrix's view: `values[rows]` would copy all of it
+        denom = stored.norms[:used] * np.linalg.norm(query)
+        scores = ((stored.values[:used] @ query) / np.where(denom > 0, denom, 1.0))[rows]
         out = []
-        for score, vid in scored[: int(body["topK"])]:
+        for score, row in _best(scores, rows, stored, int(body["topK"]), body.get("filter")):
+            vid = stored.ids[row]
             match: dict[str, Any] = {"id": vid, "score": score, "values": []}
             if body.get("includeValues"):
-                match["values"] = stored[vid][0].tolist()
+                match["values"] = stored.values[row].tolist()
             if body.get("includeMetadata"):
-                match["metadata"] = stored[vid][1]
+                match["metadata"] = stored.metas[row]
             out.append(match)
         return 200, {"matches": out, "namespace": namespace, "usage": {"readUnits": 1 + len(stored) // 1000}}
 
-    def _visible(self, namespace: str, vid: str) -> bool:
-        written = self.written_at.get((namespace, vid), 0.0)
-        return time.monotonic() - written >= self.visible_after_s
-
     def _fetch(self, index: StoredIndex, query: dict[str, list[str]]) -> tuple[int, Any]:
         namespace = query.get("namespace", ["__default__"])[0]
-        stored = index.namespaces.get(namespace, {})
+        stored = index.namespaces.get(namespace) or StoredNamespace(index.dimension)
         vectors = {
             vid: {"id": vid, "values": stored[vid][0].tolist(), "metadata": stored[vid][1]}
             for vid in query.get("ids", [])
@@ -277,53 +365,49 @@ class PineconeStandIn(LocalServer):
 
     def _delete(self, index: StoredIndex, body: dict[str, Any]) -> tuple[int, Any]:
         namespace = body.get("namespace") or "__default__"
+        stored = index.namespaces.get(namespace)
+        if stored is None:  # as Pinecone answers a delete in a namespace it does not hold
+            return 404, {"code": 5, "message": "Namespace not found", "details": []}
         if body.get("deleteAll"):
             index.namespaces.pop(namespace, None)
         elif "ids" in body:
-            stored = index.namespaces.get(namespace, {})
-            for vid in body["ids"]:
-                stored.pop(vid, None)
+            stored.drop(list(body["ids"]))
         elif body.get("filter"):
-            stored = index.namespaces.get(namespace, {})
-            for vid in [v for v, (_, meta) in stored.items() if matches(meta, body["filter"])]:
-                del stored[vid]
+            stored.drop([v for v, (_, meta) in stored.items() if matches(meta, body["filter"])])
         else:
             return 400, {"code": 3, "message": "Delete request must have ids, deleteAll or filter", "details": []}
         return 200, {}
 
-    def _stats(self, index: StoredIndex) -> tuple[int, Any]:
-        counts = {ns: sum(self._visible(ns, vid) for vid in rows) for ns, rows in index.namespaces.items()}
-        namespaces = {ns: {"vectorCount": n} for ns, n in counts.items() if n}
-        return 200, {
-            "namespaces": namespaces,
-            "dimension": index.dimension,
-            "indexFullness": 0.0,
-            "totalVectorCount": sum(n["vectorCount"] for n in namespaces.values()),
-            "metric": index.metric,
-            "vectorType": "dense",
-        }
 
-    def _list(self, index: StoredIndex, query: dict[str, list[str]]) -> tuple[int, Any]:
-        namespace = query.get("namespace", [""])[0] or "__default__"
-        prefix = query.get("prefix", [""])[0]
-        limit = int(query.get("limit", ["100"])[0])
-        start = int(query.get("paginationToken", ["0"])[0])
-        ids = sorted(v for v in index.namespaces.get(namespace, {}) if v.startswith(prefix))
-        page = ids[start : start + limit]
-        payload: dict[str, Any] = {
-            "vectors": [{"id": v} for v in page],
-            "namespace": namespace,
-            "usage": {"readUnits": 1},
-        }
-        if start + limit < len(ids):
-            payload["pagination"] = {"next": str(start + limit)}
-        return 200, payload
+def _best(
+    scores: np.ndarray, rows: np.ndarray, stored: StoredNamespace, top_k: int, flt: dict[str, Any] | None
+) -> list[tuple[float, int]]:
+    """The top_k (score, row) pairs that pass the filter, best first, equal scores in id order."""
+    if top_k <= 0 or len(rows) == 0:
+        return []
+    if flt:  # walk down the ranking until top_k pass (and the ties of the last one)
+        chosen: list[tuple[float, int]] = []
+        for i in np.argsort(-scores, kind="stable"):
+            score = float(scores[i])
+            if len(chosen) >= top_k and score < chosen[-1][0]:
+                break
+            if matches(stored.metas[rows[i]], flt):
+                chosen.append((score, int(rows[i])))
+    else:  # the top_k by partition, and every score tied with the last of them
+        k = min(top_k, len(scores))
+        floor = scores[np.argpartition(-scores, k - 1)[k - 1]]
+        chosen = [(float(scores[i]), int(rows[i])) for i in np.flatnonzero(scores >= floor)]
+    chosen.sort(key=lambda pair: (-pair[0], stored.ids[pair[1]]))
+    return chosen[:top_k]
 
 
 class _Handler(JsonHandler):
     """The HTTP side of the stand-in: the API key, the request size limit and the faults, then its routes."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects
+    # TCP_NODELAY: an answer goes out as headers, then body; with Nagle's algorithm on, the body waits for
+    # the client's delayed ACK, about 40 ms a request on Linux, which Pinecone's own API does not cost.
+    disable_nagle_algorithm = True
     standin: PineconeStandIn
 
     def _serve(self, method: str) -> None:
@@ -362,8 +446,7 @@ class _Handler(JsonHandler):
                 headers,
             )
         body = json.loads(raw) if raw else {}
-        status, payload = standin.handle(method, path, query, body)
-        return status, payload, {}
+        return standin.handle(method, path, query, body)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server calls it so)
         self._serve("GET")

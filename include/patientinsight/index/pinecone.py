@@ -1,6 +1,7 @@
 """The production vector index: Pinecone serverless, behind the interface of index.types. This module
-holds the backend's design and the index (connections, versions, batched writes); its reader, builder,
-retries and vocabulary are the pinecone_* modules beside it.
+holds the backend's design and the index (connections, versions, batched writes and reads); its
+reader, builder, vector sources (parts), keys, pruning (gc), freshness, retries and vocabulary
+(support) are the pinecone_* modules beside it.
 
 Design
 ------
@@ -13,26 +14,51 @@ What lives where.
     lake as before, and only dense scoring goes over the network. `<index_dir>/CURRENT` is the same
     pointer file, replaced atomically with os.replace: both backends keep their version folders, the
     pointer and the pruning with index.versions, and the per-record metadata with index.records.
+    `<index_dir>/pinecone/` holds the lake's id and the builds' write lock and journals
+    (index.pinecone_gc).
 
-One version = one namespace.
-    Pinecone has no snapshots of a namespace and no transactions, so a version is made immutable by
-    writing it into a namespace of its own (named by the version id) that nothing writes to after the
-    commit. Readers of the published version never see a half-applied upsert, a rollback is a pointer
-    switch, and removing a version is one `deleteAll` on its namespace (serverless namespaces cost
-    nothing when empty). The price: unchanged records of the base version are copied into the new
-    namespace (fetch from the base namespace, or from the base's vectors.npy when the base was built
-    by the embedded index, then upsert). A copy costs read and write units per vector; in-place
-    updates of one live namespace would cost less but would make the gate's "evaluate before
-    publishing" and atomic switching impossible. Old namespaces go with their lake folders, beyond
-    `keep_versions` (the version store's release hook; a namespace that cannot be emptied keeps its
-    folder, and the next publish tries again).
+One shared namespace per lake and embedding, content-addressed vectors.
+    A record's vectors have ids `<uid>#<first 16 hex of its content hash>#<chunk>` and live in the one
+    namespace of the version's lake and embedding (`vectors-<lake id>-<digest of model, chunking,
+    numerics>`): the lake's id keeps lakes that share a Pinecone index apart, since each prunes by its
+    own versions only. A vector is written once and never changed: the same id always means the same
+    contents embedded the same way, so every version that holds a record's contents shares its
+    vectors, and a new version writes only what no kept version of the namespace holds. A 100-record
+    update into 250,000 records writes its ~100 records' vectors, not 250,000 copies
+    (docs/PERFORMANCE.md, "Into Pinecone").
+Why this and not the alternatives.
+    A namespace per version (this backend's first layout) made a version immutable, but every version
+    copied all of its base's vectors: the cost of a small update grew with the corpus. Updating one
+    live namespace in place would break the gate (it evaluates a version before what the published one
+    serves changes) and rollback. A version label in each vector's metadata would need a metadata
+    update of every kept vector per version. Delta namespaces (a version = its base's namespaces plus
+    a small one) would cost one query per namespace and merges to bound them.
+What each guarantee rests on.
+    - A version is its lake folder (records with uid and content hash, lexical index, manifest with
+      `"vector_layout": "shared"` and the namespace): it names exactly the vectors it needs, and no
+      other version's write can change them (content addressing; and a build skips what kept versions
+      hold, so it never even rewrites them).
+    - Readers drop the matches of other versions (index.pinecone_reader): a match counts only when its
+      uid and hash are the version's own. `search` asks for more until it has k of its own records, so
+      the k best are exact; the rerank pool is scored from the records' own vectors, fetched by id.
+    - Atomic publish and the gate: the commit waits until searches see every vector it wrote (log
+      positions, index.pinecone_freshness) before the folder appears; publishing switches CURRENT;
+      nothing the published version reads is written or deleted meanwhile. Rollback is the same switch
+      to any kept version: its vectors are kept with it.
+    - Pruning (index.pinecone_gc) deletes a pruned version's vectors that no kept version references,
+      never while a build writes; the last version of a namespace takes the namespace with it. A build
+      lists what it writes in a journal first, so what a failed or killed build wrote is deleted by the
+      next prune, unless a kept version references it.
+Versions of the earlier layout.
+    A version without `vector_layout` keeps a namespace of its own (named by its id, ids
+    `<uid>#<chunk>`): it is still read, rolled back to and pruned (its namespace emptied) as before. A
+    build on such a base copies its kept vectors into the shared namespace once, as a build on an
+    embedded base reads them from the lake's vectors.npy: nothing is re-embedded.
 
 Records and chunks.
-    A record owns `chunk_count` vectors, with ids `<uid>#<chunk>` and metadata `uid`, `chunk`,
-    `content_hash`, and `age_years` / `sex` when known (never text: no patient text leaves the lake).
-    A record's score is its best chunk's cosine, as in the embedded index: the reader asks for the top
-    chunks and keeps each record's first (best) one, asking for more until it has k records or the
-    namespace is exhausted, so the k best records are exact.
+    A record owns `chunk_count` vectors with metadata `uid`, `chunk`, `content_hash`, and `age_years` /
+    `sex` when known (never text: no patient text leaves the lake). A record's score is its best chunk's
+    cosine, as in the embedded index.
 
 Metric.
     Dense only, cosine: the embeddings are normalized sentence-transformer vectors and the embedded
@@ -47,20 +73,19 @@ Filters.
     any age filter, exactly like NaN in the embedded index.
 
 Content hashes.
-    They are in each vector's metadata and in records.parquet, written by the same commit. `hashes()`
-    reads the lake (one file instead of listing and fetching every vector), so incremental ingestion
-    skips unchanged records exactly as with the embedded index; `remote_hashes()` reads them back
-    from Pinecone to check that the namespace holds what the lake says.
+    They are in each vector's id and metadata and in records.parquet, written by the same commit.
+    `hashes()` reads the lake, so incremental ingestion skips unchanged records exactly as with the
+    embedded index; `remote_hashes()` fetches the version's vectors back by id to check that Pinecone
+    holds what the lake says.
 
 Writes and failures.
     Upserts go in batches (`batch_size` vectors) on `concurrency` threads. Every call is retried in
     one layer, ours (index.pinecone_retries has the why): the SDK's own retries are off, and each
     batch, query or fetch is tried up to `max_retries + 1` times on 408, 429, 5xx, connection errors
     and timeouts, with exponential backoff, full jitter and Retry-After respected. A batch that still
-    fails raises `PineconeIndexError` naming the index, namespace and last error; the namespace is
-    emptied and no version folder appears, so nothing can be published. Pinecone is eventually
-    consistent: the commit waits until describe_index_stats counts every vector of the namespace
-    before the version appears, so the gate's evaluation sees the whole version.
+    fails raises `PineconeIndexError` naming the index, namespace and last error; no version folder
+    appears, so nothing can be published, and what the build wrote goes at once (or at the next
+    prune) unless a kept version references it.
 
 Credentials.
     The API key comes from the Airflow connection (`pinecone_default`, its password) when Airflow and
@@ -70,19 +95,31 @@ Credentials.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from patientinsight.index import pinecone_gc
 from patientinsight.index.pinecone_builder import PineconeBuilder
+from patientinsight.index.pinecone_cache import VectorCache
 from patientinsight.index.pinecone_reader import PineconeReader
 from patientinsight.index.pinecone_retries import disable_sdk_retries, no_sdk_retries, with_retries
-from patientinsight.index.pinecone_support import VECTOR_FIELD, PineconeIndexError, PineconeOptions
+from patientinsight.index.pinecone_support import (
+    DELETE_IDS,
+    VECTOR_FIELD,
+    PineconeIndexError,
+    PineconeOptions,
+    is_shared,
+    shared_namespace,
+)
 from patientinsight.index.versions import VersionStore
 
 if TYPE_CHECKING:
@@ -93,10 +130,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+LAKE_ID = "lake-id"  # in <root>/pinecone/: part of the shared namespaces' names
+
 
 class PineconeIndex:
-    """Versions as namespaces of one Pinecone serverless index; records, lexical index, manifests and
-    the CURRENT pointer in the lake under `root` (see the module docstring)."""
+    """Versions as sets of content-addressed vectors in one Pinecone serverless index; records, lexical
+    index, manifests and the CURRENT pointer in the lake under `root` (see the module docstring)."""
 
     def __init__(self, root: Path, options: PineconeOptions, keep_versions: int = 5) -> None:
         self.versions = VersionStore(root, keep_versions, release=self._release)
@@ -108,6 +147,8 @@ class PineconeIndex:
         self._api_key = ""
         self._data: Index | None = None
         self._dimension: int | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self.vector_cache = VectorCache(options.cache_vectors)
 
     # -- the VectorIndex interface ---------------------------------------------------------------
     def published(self) -> str | None:
@@ -123,13 +164,19 @@ class PineconeIndex:
         return PineconeBuilder(self, base, manifest)
 
     def publish(self, version: str) -> None:
+        """Switch CURRENT, prune (index.versions, releasing what pruned versions alone held), and delete
+        what builds that did not finish left in Pinecone."""
         self.versions.publish(version)
+        pinecone_gc.collect_orphans(self)
 
     def _release(self, version: str, manifest: dict[str, Any] | None) -> bool:
-        """An old version's namespace goes with its folder (a version from the embedded index has none)."""
-        namespace = manifest.get("namespace") if manifest else None
-        if not namespace:
+        """A pruned version's vectors that no kept version uses go with its folder (the shared layout);
+        a version of the earlier layout takes its namespace; one from the embedded index has none."""
+        if manifest is None or not manifest.get("namespace"):
             return True
+        if is_shared(manifest):
+            return pinecone_gc.release(self, version, manifest)
+        namespace = str(manifest["namespace"])
         try:
             self.drop_namespace(namespace)
         except PineconeIndexError as exc:  # published already: the next publish retries
@@ -228,9 +275,58 @@ class PineconeIndex:
 
     def drop_namespace(self, namespace: str) -> None:
         data = self.data_plane()
-        what = f"delete namespace {namespace} of {self.options.index_name}"
-        self.retried(lambda: data.delete(delete_all=True, namespace=namespace), what)
+        self._delete(lambda: data.delete(delete_all=True, namespace=namespace), f"delete namespace {namespace}")
         log.info("removed namespace %s from Pinecone index %s", namespace, self.options.index_name)
+
+    def delete_ids(self, namespace: str, ids: Sequence[str]) -> int:
+        """Delete these vectors, DELETE_IDS a request; how many were asked for (Pinecone ignores ids it
+        does not hold)."""
+        data = self.data_plane()
+
+        def delete(chunk: list[str]) -> int:
+            self._delete(lambda: data.delete(ids=chunk, namespace=namespace), f"delete of {len(chunk)} vectors")
+            return len(chunk)
+
+        tasks = [partial(delete, list(ids[i : i + DELETE_IDS])) for i in range(0, len(ids), DELETE_IDS)]
+        return self.run_batches(tasks, f"delete from {self.options.index_name}/{namespace}") if tasks else 0
+
+    def _delete(self, call: Callable[[], object], what: str) -> None:
+        """A delete under the retry layer. Pinecone answers 404 for a namespace it does not hold (emptied
+        before, or never written): nothing is left to delete, so that is done too."""
+        from pinecone.errors.exceptions import NotFoundError
+
+        try:
+            self.retried(call, f"{what} of {self.options.index_name}")
+        except PineconeIndexError as exc:
+            if not isinstance(exc.__cause__, NotFoundError):
+                raise
+
+    def namespace_for(self, manifest: dict[str, Any]) -> str:
+        """The shared namespace of this lake's versions embedded as `manifest` says (pinecone_support)."""
+        return shared_namespace(manifest, self.lake_id())
+
+    def lake_id(self) -> str:
+        """This lake's id, made by its first build and kept in `<root>/pinecone/` (travels with the lake)."""
+        path = self.root / pinecone_gc.FOLDER / LAKE_ID
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made = path.with_name(f".{LAKE_ID}.{uuid.uuid4().hex}")
+            made.write_text(uuid.uuid4().hex[:12])
+            with contextlib.suppress(FileExistsError):  # another build made it first: its id stands
+                os.link(made, path)
+            made.unlink()
+        return path.read_text().strip()
+
+    def parallel(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The calls' results, in order; several run on `concurrency` reader threads kept by the index
+        (a reranker's fetches: a query waits for the slowest of them, not for their sum)."""
+        if len(calls) <= 1:
+            return [call() for call in calls]
+        with self._lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="pinecone-read")
+            readers = self._readers
+        return list(readers.map(lambda call: call(), calls))
 
     def retried(self, call: Callable[[], T], what: str) -> T:
         """`call()` under the one retry layer (index.pinecone_retries), with this index's retry options."""

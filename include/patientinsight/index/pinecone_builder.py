@@ -1,5 +1,8 @@
-"""Commits a Pinecone index version: a namespace of its own (the base's kept vectors copied, the upserts
-written), counted complete before its folder appears in the lake (index.pinecone has the design).
+"""Commits a Pinecone index version in the shared layout (index.pinecone has the design): only the
+vectors that no kept version of its namespace holds are written (an update's changed records; a first
+build, or a base of another layout, everything), each under its content-addressed id, and the version
+folder appears once searches see them all. A journal (index.pinecone_gc) names what is written first,
+so what a failed or killed build leaves is collected by the next prune.
 
 Memory stays bounded as in the embedded builder (index.embedded_builder): each upsert goes straight
 to a spill folder beside the versions (records to a parquet file, vectors to a raw float32 file), and
@@ -8,16 +11,14 @@ The requests are then sent from disk: each one reads its `batch_size` vectors wh
 most `concurrency` requests' vectors are in memory at once, whatever the number of records. What is
 held for the whole build is per record and small: the upserted uids (as the embedded builder holds
 them) and, while the commit sends, the metadata columns of the vectors (uid, content hash, age, sex,
-chunk count; never the text).
+chunk count; never the text) and the record keys its namespace's kept versions hold.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -28,95 +29,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from patientinsight.index.pinecone_support import FETCH_IDS, PineconeIndexError, vector_id, vector_metadata
+from patientinsight.index import pinecone_gc
+from patientinsight.index.pinecone_freshness import PROBES, wait_until_searchable
+from patientinsight.index.pinecone_keys import referenced, versions_in
+from patientinsight.index.pinecone_parts import VECTOR_META, Items, VectorPart
+from patientinsight.index.pinecone_support import (
+    FETCH_IDS,
+    LAYOUT,
+    SHARED,
+    PineconeIndexError,
+    is_shared,
+)
 from patientinsight.index.segments import RECORDS_FILE, version_segments
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
 from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, new_version_id, read_manifest
 
 if TYPE_CHECKING:
-    from pinecone import Index
-
     from patientinsight.index.pinecone import PineconeIndex
 
 log = logging.getLogger(__name__)
 
 COPY_ROWS = 10_000  # base records copied into the staged records.parquet at a time
-VECTOR_META = ("uid", "content_hash", "age_years", "sex", "chunk_count")  # what a vector's metadata needs
 UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"  # the spill folder's files
-
-Items = list[dict[str, Any]]
-
-
-@dataclass
-class _Part:
-    """Records of the new version whose vectors come from one place, in staged order: `meta` holds their
-    VECTOR_META columns, record i's vectors are rows `first_rows[i]`... of the raw float32 file `source`
-    (after `offset` header bytes, `dim` wide), or, with no source, ids in the base `namespace`."""
-
-    meta: pa.Table
-    first_rows: np.ndarray
-    source: Path | None = None
-    offset: int = 0
-    dim: int = 0
-    namespace: str | None = None
-    counts: np.ndarray = field(init=False)  # each record's chunk count
-    ends: np.ndarray = field(init=False)  # the vector after each record's last, counted within the part
-
-    def __post_init__(self) -> None:
-        self.counts = self.meta.column("chunk_count").to_numpy().astype(np.int64)
-        self.ends = np.cumsum(self.counts)
-
-    @property
-    def vectors(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def _locate(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, dict[str, list[Any]], int]:
-        """For vectors [start, stop) of the part: each one's record, its chunk, and the records' columns."""
-        wanted = np.arange(start, stop, dtype=np.int64)
-        record = np.searchsorted(self.ends, wanted, side="right")
-        chunk = wanted - (self.ends[record] - self.counts[record])
-        first = int(record[0])
-        columns = self.meta.slice(first, int(record[-1]) - first + 1).to_pydict()
-        return record, chunk, columns, first
-
-    def ids(self, start: int, stop: int) -> list[str]:
-        record, chunk, columns, first = self._locate(start, stop)
-        return [vector_id(str(columns["uid"][r - first]), int(c)) for r, c in zip(record, chunk, strict=True)]
-
-    def items(self, start: int, stop: int) -> Items:
-        """Vectors [start, stop) of the part as upsert items, their values read from `source` now."""
-        assert self.source is not None
-        record, chunk, columns, first = self._locate(start, stop)
-        rows = self.first_rows[record] + chunk
-        values = _read_rows(self.source, self.offset, self.dim, rows)
-        out = []
-        for i, (r, c) in enumerate(zip(record - first, chunk, strict=True)):
-            uid = str(columns["uid"][r])
-            out.append({
-                "id": vector_id(uid, int(c)),
-                "values": values[i].tolist(),
-                "metadata": vector_metadata(
-                    uid, int(c), columns["content_hash"][r], columns["age_years"][r], columns["sex"][r]
-                ),
-            })  # fmt: skip
-        return out
-
-
-def _read_rows(path: Path, offset: int, dim: int, rows: np.ndarray) -> np.ndarray:
-    """Rows of a raw float32 matrix on disk, read into memory; the map is closed at once, so its pages
-    stop counting as resident."""
-    total = (path.stat().st_size - offset) // (4 * dim)
-    matrix = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=(total, dim))
-    try:
-        return np.array(matrix[rows], dtype=np.float32)
-    finally:
-        del matrix
 
 
 class PineconeBuilder:
-    """Collects upserts and deletes against a base version; the commit writes a new namespace (base
-    minus deletes and replaced records, plus the upserts) and then the version folder in the lake.
-    Upserts are spilled to disk, never held (see the module docstring)."""
+    """Collects upserts and deletes against a base version; the commit writes what its namespace lacks
+    (see the module docstring) and then the version folder in the lake. Upserts are spilled to disk,
+    never held."""
 
     def __init__(self, index: PineconeIndex, base: str | None, manifest: dict[str, Any]) -> None:
         self.index = index
@@ -127,8 +67,8 @@ class PineconeBuilder:
         self._spill: tempfile.TemporaryDirectory[str] | None = None
         self._spill_claim: BuildClaim | None = None
         self._writer: pq.ParquetWriter | None = None
-        self._upserted_vectors = 0
         self._dim: int | None = None
+        self._positions: list[int | None] = []  # each upsert answer's log position (index.pinecone_freshness)
 
     def upsert(self, batch: EmbeddedBatch) -> None:
         """Write the batch to the spill folder: its records as one row group, its vectors appended."""
@@ -143,14 +83,13 @@ class PineconeBuilder:
             self._dim = int(vectors.shape[1])
         with (spill / UPSERT_VECTORS).open("ab") as f:
             vectors.tofile(f)
-        self._upserted_vectors += len(vectors)
         self._upserted.update(batch.records["uid"])
 
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
 
     def commit(self, staged_extras: StagedExtras | None = None) -> str:
-        """Write the new namespace, wait until Pinecone counts it whole, then let the version folder
+        """Write what the namespace lacks, wait until searches see it, then let the version folder
         appear; `staged_extras` adds files (the lexical index) from the staged records.parquet, as in
         the embedded builder."""
         index, opts = self.index, self.index.options
@@ -158,41 +97,50 @@ class PineconeBuilder:
             self._writer.close()
         dim = int(self.manifest.get("dim", 0))
         version = new_version_id()
-        namespace = version
+        namespace = index.namespace_for(self.manifest)
         try:
             data = index.data_plane(dimension=dim)
         except BaseException:
             self._drop_spill()
             raise
         try:
-            with index.versions.staging(self.base) as staging:
+            with index.versions.staging(self.base) as staging, pinecone_gc.writing(index.root) as journal:
                 parts = self._stage_records(staging / "records.parquet")
-                vectors = sum(part.vectors for part in parts)
                 records = sum(part.meta.num_rows for part in parts)
-                tasks = [task for part in parts for task in self._tasks(part, namespace)]
+                vectors = sum(part.vectors for part in parts)
+                # What a kept version of the namespace holds is there, and stays while this build writes.
+                held = referenced(versions_in(index.versions, namespace))
+                sent = [p for p in (part.without(held) for part in parts) if p.meta.num_rows]
+                del parts, held
+                journal.record(namespace, [part.meta for part in sent])
+                expected = sum(part.vectors for part in sent)
+                tasks = [task for part in sent for task in self._tasks(part, namespace)]
                 written = index.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
-                if written != vectors:
-                    raise PineconeIndexError(f"wrote {written} vectors into {namespace}, expected {vectors}")
-                self._wait_until_counted(data, namespace, vectors)
-                del parts, tasks  # the metadata columns: not needed by the lexical index built next
+                if written != expected:
+                    raise PineconeIndexError(f"wrote {written} vectors into {namespace}, expected {expected}")
+                wait_until_searchable(index, data, namespace, dim, self._positions, _sample(sent))
+                del sent, tasks  # the metadata columns: not needed by the lexical index built next
                 manifest = {
                     **self.manifest,
                     "backend": "pinecone",
                     "pinecone_index": opts.index_name,
+                    LAYOUT: SHARED,
                     "namespace": namespace,
                     "metric": "cosine",
                     "version": version,
                     "parent": self.base,
                     "records": records,
                     "vectors": vectors,
+                    "vectors_written": written,
                     "created_at": datetime.now(UTC).isoformat(),
                 }
                 index.versions.commit(staging, manifest, staged_extras)
         except BaseException as exc:
+            # What this build wrote and no version references goes now, or at the next prune.
             try:
-                index.drop_namespace(namespace)
-            except Exception as cleanup:  # the namespace is unreferenced either way; say so and go on
-                log.warning("could not empty namespace %s after a failed commit: %s", namespace, cleanup)
+                pinecone_gc.collect_orphans(index)
+            except Exception as cleanup:
+                log.warning("could not remove what the failed commit wrote to %s: %s", namespace, cleanup)
             if isinstance(exc, PineconeIndexError):
                 raise PineconeIndexError(
                     f"Pinecone index {opts.index_name}: version {version} not committed, nothing published: {exc}"
@@ -200,7 +148,10 @@ class PineconeBuilder:
             raise
         finally:
             self._drop_spill()
-        log.info("committed version %s to Pinecone %s/%s: %d records", version, opts.index_name, namespace, records)
+        log.info(
+            "committed version %s to Pinecone %s/%s: %d records, %d of their %d vectors written",
+            version, opts.index_name, namespace, records, written, vectors,
+        )  # fmt: skip
         return version
 
     # -- the spill folder ----------------------------------------------------------------------------
@@ -224,10 +175,10 @@ class PineconeBuilder:
         self._spill = self._writer = self._spill_claim = None
 
     # -- the staged records, and where each one's vectors come from -----------------------------------
-    def _stage_records(self, path: Path) -> list[_Part]:
+    def _stage_records(self, path: Path) -> list[VectorPart]:
         """Write the new version's records.parquet (the base's kept records, then the upserts), COPY_ROWS
         or one upserted batch at a time; the parts that say where their vectors come from."""
-        parts: list[_Part] = []
+        parts: list[VectorPart] = []
         with pq.ParquetWriter(path, STORED_RECORD) as writer:
             if self.base is not None:
                 parts.extend(self._stage_base(writer))
@@ -235,7 +186,7 @@ class PineconeBuilder:
                 parts.append(self._stage_upserts(writer))
         return [part for part in parts if part.meta.num_rows]
 
-    def _stage_base(self, writer: pq.ParquetWriter) -> list[_Part]:
+    def _stage_base(self, writer: pq.ParquetWriter) -> list[VectorPart]:
         """The base's kept records, one part per place their vectors come from: a Pinecone base's
         namespace, or each segment's vectors.npy of a base built by the embedded index."""
         assert self.base is not None
@@ -267,12 +218,13 @@ class PineconeBuilder:
                 mapped = np.load(matrix, mmap_mode="r")
                 offset, dim = int(mapped.offset), int(mapped.shape[1])
                 del mapped
-                parts.append(_Part(meta, first_rows, source=matrix, offset=offset, dim=dim))
-            else:
-                parts.append(_Part(meta, first_rows, namespace=str(manifest["namespace"])))
+                parts.append(VectorPart(meta, first_rows, source=matrix, offset=offset, dim=dim))
+            else:  # kept records of a shared base in this namespace are dropped by the commit: held already
+                namespace = str(manifest["namespace"])
+                parts.append(VectorPart(meta, first_rows, namespace=namespace, shared=is_shared(manifest)))
         return parts
 
-    def _stage_upserts(self, writer: pq.ParquetWriter) -> _Part:
+    def _stage_upserts(self, writer: pq.ParquetWriter) -> VectorPart:
         spill = self._spill_dir()
         upserts = pq.ParquetFile(spill / UPSERT_RECORDS)
         metas = []
@@ -283,19 +235,18 @@ class PineconeBuilder:
         meta = pa.concat_tables(metas).combine_chunks() if metas else STORED_RECORD.empty_table().select(VECTOR_META)
         counts = meta.column("chunk_count").to_numpy().astype(np.int64)
         first_rows = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return _Part(meta, first_rows, source=spill / UPSERT_VECTORS, dim=self._dim or 0)
+        return VectorPart(meta, first_rows, source=spill / UPSERT_VECTORS, dim=self._dim or 0)
 
     # -- the requests ----------------------------------------------------------------------------------
-    def _tasks(self, part: _Part, namespace: str) -> list[Callable[[], int]]:
+    def _tasks(self, part: VectorPart, namespace: str) -> list[Callable[[], int]]:
         """One task per request, each holding only its range of the part: the vectors are read (or, from
-        a Pinecone base, fetched) when the task runs."""
+        a base's namespace, fetched) when the task runs."""
         size = self.index.options.batch_size
         if part.source is None:
             size = min(size, FETCH_IDS)
         ranges = [(start, min(start + size, part.vectors)) for start in range(0, part.vectors, size)]
         if part.source is None:
-            assert part.namespace is not None
-            return [self._copy_call(part, part.namespace, namespace, start, stop) for start, stop in ranges]
+            return [self._copy_call(part, namespace, start, stop) for start, stop in ranges]
         return [self._upsert_call(namespace, partial(part.items, start, stop)) for start, stop in ranges]
 
     def _upsert_call(self, namespace: str, items: Callable[[], Items]) -> Callable[[], int]:
@@ -307,42 +258,45 @@ class PineconeBuilder:
                 lambda: data.upsert(vectors=vectors, namespace=namespace),
                 f"upsert of {len(vectors)} vectors into {opts.index_name}/{namespace}",
             )
+            info = response.response_info
+            self._positions.append(info.lsn_committed if info is not None else None)
             return int(response.upserted_count)
 
         return send
 
-    def _copy_call(self, part: _Part, source: str, namespace: str, start: int, stop: int) -> Callable[[], int]:
-        """Copy vectors [start, stop) of the part from the base namespace into the new one."""
+    def _copy_call(self, part: VectorPart, namespace: str, start: int, stop: int) -> Callable[[], int]:
+        """Copy vectors [start, stop) of the part from its base's namespace, under shared-layout ids."""
         data, opts = self.index.data_plane(), self.index.options
+        source = part.namespace
+        assert source is not None
 
         def fetch() -> Items:
-            ids = part.ids(start, stop)
+            renamed = dict(zip(part.ids(start, stop, part.shared), part.ids(start, stop), strict=True))
             fetched = self.index.retried(
-                lambda: data.fetch(ids=ids, namespace=source),
-                f"fetch of {len(ids)} vectors from {opts.index_name}/{source}",
+                lambda: data.fetch(ids=list(renamed), namespace=source),
+                f"fetch of {len(renamed)} vectors from {opts.index_name}/{source}",
             )
-            missing = len(ids) - len(fetched.vectors)
+            missing = len(renamed) - len(fetched.vectors)
             if missing:
-                raise PineconeIndexError(f"base namespace {source} lacks {missing} of {len(ids)} vectors")
-            return [{"id": v.id, "values": list(v.values), "metadata": v.metadata} for v in fetched.vectors.values()]
+                raise PineconeIndexError(f"base namespace {source} lacks {missing} of {len(renamed)} vectors")
+            return [
+                {"id": renamed[v.id], "values": list(v.values), "metadata": v.metadata}
+                for v in fetched.vectors.values()
+            ]
 
         return self._upsert_call(namespace, fetch)
 
-    def _wait_until_counted(self, data: Index, namespace: str, expected: int) -> None:
-        """Pinecone is eventually consistent: wait until the namespace counts every vector."""
-        opts = self.index.options
-        deadline = time.monotonic() + opts.ready_timeout_s
-        delay = 0.1
-        while True:
-            stats = self.index.retried(lambda: data.describe_index_stats(), f"stats of {opts.index_name}")
-            summary = stats.namespaces.get(namespace)
-            counted = summary.vector_count if summary is not None else 0
-            if counted == expected:
-                return
-            if time.monotonic() > deadline:
-                raise PineconeIndexError(
-                    f"namespace {namespace} counts {counted} vectors, expected {expected}, after "
-                    f"{opts.ready_timeout_s:.0f}s"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+def _sample(parts: list[VectorPart]) -> list[str]:
+    """At most PROBES ids spread over all that is sent, the first and the last among them
+    (index.pinecone_freshness)."""
+    ends = np.cumsum([part.vectors for part in parts])
+    if not len(ends) or not ends[-1]:
+        return []
+    picks = np.unique(np.linspace(0, ends[-1] - 1, num=min(PROBES, int(ends[-1]))).astype(np.int64))
+    ids = []
+    for pick in picks.tolist():
+        part = int(np.searchsorted(ends, pick, side="right"))
+        start = pick - int(ends[part] - parts[part].vectors)  # the pick within its part
+        ids.extend(parts[part].ids(start, start + 1))
+    return ids

@@ -5,12 +5,14 @@ layer), through the pipeline's own steps."""
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ import pytest
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.factory import make_index
 from patientinsight.index.pinecone import PineconeIndex
+from patientinsight.index.pinecone_keys import vector_ids, version_keys
 from patientinsight.index.pinecone_reader import PineconeReader
 from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
 from patientinsight.index.types import (
@@ -57,11 +60,15 @@ class Backend:
     standin: PineconeStandIn | None
 
     def stored_versions(self) -> set[str]:
-        """The versions whose vectors the backend still holds: folders, or non-empty namespaces."""
+        """The versions whose vectors the backend still holds: folders; or, in Pinecone, the kept versions
+        whose every vector is there, and "unreferenced" when it holds a vector that none of them names."""
         if self.standin is None:
             return {p.name for p in self.index.versions_dir.iterdir() if list(p.glob("segments/*/vectors.npy"))}
         (stored,) = self.standin.indexes.values()
-        return {ns for ns, rows in stored.namespaces.items() if rows}
+        held = {vid for rows in stored.namespaces.values() for vid in rows}
+        named = {p.name: set(vector_ids(version_keys(p))) for p in self.index.versions_dir.iterdir()}
+        whole = {name for name, ids in named.items() if ids <= held}
+        return whole | ({"unreferenced"} if held - set().union(*named.values()) else set())
 
 
 @pytest.fixture(params=["embedded", "pinecone"])
@@ -81,8 +88,14 @@ def batch(
     return EmbeddedBatch(frame, np.stack(vectors), np.array(counts or [1] * len(uids), dtype=np.int64))
 
 
-def build(index: VectorIndex, base: str | None, new: EmbeddedBatch | None = None, deletes: tuple = ()) -> str:
-    builder = index.builder(base, MANIFEST)
+def build(
+    index: VectorIndex,
+    base: str | None,
+    new: EmbeddedBatch | None = None,
+    deletes: tuple = (),
+    manifest: dict[str, Any] = MANIFEST,
+) -> str:
+    builder = index.builder(base, manifest)
     if new is not None:
         builder.upsert(new)
     builder.delete(list(deletes))
@@ -270,15 +283,15 @@ def test_index_is_created_dense_cosine_and_vectors_carry_hashes(tmp_path: Path, 
     reader = index.open(version)
     assert reader.remote_hashes() == reader.hashes() == {"a": "h-a", "b": "h-b"}
     assert reader.remote_count() == 2
-    meta = {vid: m for vid, (_, m) in standin.namespace("patientinsight", version).items()}
-    assert meta["a#0"] == {"uid": "a", "chunk": 0, "content_hash": "h-a", "age_years": 40.0, "sex": "F"}
-    assert "age_years" not in meta["b#0"] and all("text" not in m for m in meta.values())
+    meta = {vid: m for vid, (_, m) in standin.namespace("patientinsight", index.manifest(version)["namespace"]).items()}
+    assert meta["a#h-a#0"] == {"uid": "a", "chunk": 0, "content_hash": "h-a", "age_years": 40.0, "sex": "F"}
+    assert "age_years" not in meta["b#h-b#0"] and all("text" not in m for m in meta.values())
     # a second model of another dimension is refused, not mixed in
     with pytest.raises(PineconeIndexError, match="dimension 3"):
         PineconeIndex(tmp_path / "other", index.options).builder(None, {"dim": 384}).commit()
 
 
-def test_commit_waits_until_pinecone_counts_every_vector(tmp_path: Path) -> None:
+def test_commit_waits_until_searches_see_every_vector(tmp_path: Path) -> None:
     with PineconeStandIn(visible_after_s=0.5) as standin:  # eventual consistency, as in Pinecone
         index = pinecone_index(tmp_path, standin)
         version = build(index, None, batch(["a", "b", "c"], [unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)]))
@@ -361,7 +374,8 @@ def test_persistent_failure_fails_clearly_and_publishes_nothing(
     standin.heal()
     assert index.published() == good == (index.root / "CURRENT").read_text().strip()
     assert [p.name for p in index.versions_dir.iterdir()] == [good]  # no version, no staging folder
-    assert set(standin.indexes["patientinsight"].namespaces) == {good}  # the half-written namespace is gone
+    held = {vid for rows in standin.indexes["patientinsight"].namespaces.values() for vid in rows}
+    assert held == set(vector_ids(version_keys(index.versions.path(good))))  # what the failed build wrote is gone
 
 
 def test_one_retry_layer_governs_the_attempts(tmp_path: Path, standin: PineconeStandIn) -> None:
@@ -397,7 +411,7 @@ def test_retry_after_is_respected(tmp_path: Path, standin: PineconeStandIn) -> N
 
 
 def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(
-    sample_csv: Path, standin: PineconeStandIn, pinecone_settings: Settings
+    tmp_path: Path, sample_csv: Path, standin: PineconeStandIn, pinecone_settings: Settings
 ) -> None:
     first = run_ingest(str(sample_csv), pinecone_settings, run_id="first")
     index = make_index(pinecone_settings)
@@ -412,13 +426,21 @@ def test_ingest_on_pinecone_is_a_setting_and_an_outage_publishes_nothing(
         first["index_version"],
     )
 
+    # Five records changed (a delete-only update writes nothing to Pinecone): their upserts meet an outage.
+    changed = tmp_path / "changed.csv"
+    with sample_csv.open(newline="", encoding="utf-8") as f, changed.open("w", newline="", encoding="utf-8") as out:
+        rows = list(csv.DictReader(f))
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{**row, "patient": row["patient"] + " Revised."} for row in rows[:5]])
     standin.fail("/vectors/upsert", 500, times=None, retry_after="0")
     settings = pinecone_settings.model_copy(update={"pinecone_max_retries": 1})
     with pytest.raises(PineconeIndexError, match=r"nothing published: upsert of \d+ vectors .* failed after 2"):
-        run_ingest(str(sample_csv), settings, full_refresh=True, limit=5, run_id="outage")
+        run_ingest(str(changed), settings, run_id="outage")
     assert make_index(settings).published() == first["index_version"]
     assert (settings.index_dir / "CURRENT").read_text().strip() == first["index_version"]
-    assert set(standin.indexes["patientinsight"].namespaces) == {first["index_version"]}
+    held = {vid for rows in standin.indexes["patientinsight"].namespaces.values() for vid in rows}
+    assert held == set(vector_ids(version_keys(settings.index_dir / "versions" / first["index_version"])))
 
 
 def test_api_key_from_the_airflow_connection(
@@ -444,5 +466,6 @@ def test_records_of_a_version_are_the_lake_copy(tmp_path: Path, standin: Pinecon
     folder = index.versions_dir / version
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "records.parquet"]
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["backend"] == "pinecone" and manifest["namespace"] == version and manifest["vectors"] == 1
+    assert manifest["backend"] == "pinecone" and manifest["vector_layout"] == "shared" and manifest["vectors"] == 1
+    assert manifest["namespace"] == index.namespace_for(MANIFEST)  # one per lake and embedding
     assert pd.read_parquet(folder / "records.parquet")["uid"].tolist() == ["a"]

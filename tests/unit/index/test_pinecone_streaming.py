@@ -23,7 +23,8 @@ import pytest
 import tests
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.pinecone import PineconeIndex
-from patientinsight.index.pinecone_builder import _Part
+from patientinsight.index.pinecone_keys import vector_ids, version_keys
+from patientinsight.index.pinecone_parts import VectorPart
 from patientinsight.index.pinecone_support import PineconeOptions, vector_id, vector_metadata
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch
 from patientinsight.index.versions import BUILD_PREFIX, OWNER_FILE, owned_by_live_build
@@ -56,7 +57,7 @@ def held_items(batches: list[EmbeddedBatch]) -> dict[str, tuple[list[float], dic
             for chunk in range(int(count)):
                 values = np.asarray(batch.vectors[row], dtype=np.float32).tolist()
                 meta = vector_metadata(rec.uid, chunk, rec.content_hash, rec.age_years, rec.sex)
-                out[vector_id(rec.uid, chunk)] = (values, meta)
+                out[vector_id(rec.uid, chunk, rec.content_hash)] = (values, meta)
                 row += 1
     return out
 
@@ -68,9 +69,11 @@ def held_records(batches: list[EmbeddedBatch]) -> pd.DataFrame:
 
 
 def stored(standin: PineconeStandIn, index: PineconeIndex, version: str) -> dict[str, tuple[list[float], Any]]:
-    namespace = index.manifest(version)["namespace"]
-    rows = standin.namespace(index.options.index_name, namespace)
-    return {vid: (values.tolist(), meta) for vid, (values, meta) in rows.items()}
+    """The version's vectors as Pinecone holds them: those its records name, in its namespace."""
+    rows = standin.namespace(index.options.index_name, index.manifest(version)["namespace"])
+    return {
+        vid: (rows[vid][0].tolist(), rows[vid][1]) for vid in vector_ids(version_keys(index.versions.path(version)))
+    }
 
 
 @pytest.fixture
@@ -117,13 +120,18 @@ def test_streamed_commit_equals_the_held_one(tmp_path: Path, standin: PineconeSt
     assert standin.count("/vectors/upsert") - upserts_before == math.ceil(len(expected) / 3)  # as many requests
     pd.testing.assert_frame_equal(pd.read_parquet(index.versions.path(v1) / "records.parquet"), held_records(first))
 
-    # r3 and r8 replaced, r4 and r12 deleted: the rest of v1 is copied from its namespace.
+    # r3 and r8 replaced, r4 and r12 deleted: the rest of v1 is shared with it, not written again.
     second = make_batch(3, 1, 8, chunks=4, seed=9), make_batch(8, 1, 8, seed=9)
+    for b in second:
+        b.records["content_hash"] = [f"h2-{u}" for u in b.records["uid"]]
     builder = index.builder(v1, {"dim": 8, "model": "test"})
     for b in second:
         builder.upsert(b)
     builder.delete(["r4", "r12"])
+    upserts_before = standin.count("/vectors/upsert")
     v2 = builder.commit()
+    assert index.manifest(v2)["vectors_written"] == 2  # r3's and r8's (odd uids own one chunk)
+    assert standin.count("/vectors/upsert") - upserts_before == 1 and standin.count("/vectors/fetch") == 0
     replaced = {"r3", "r4", "r8", "r12"}
     kept = [
         EmbeddedBatch(
@@ -166,9 +174,9 @@ def test_at_most_concurrency_requests_hold_vectors(
     index = pinecone(tmp_path / "index", standin.url, standin.api_key, batch_size=5, concurrency=3)
     lock = threading.Lock()
     live = {"now": 0, "most": 0, "made": 0, "made_before_run": -1}
-    real_items = _Part.items
+    real_items = VectorPart.items
 
-    def items(self: _Part, start: int, stop: int) -> list[dict[str, Any]]:
+    def items(self: VectorPart, start: int, stop: int) -> list[dict[str, Any]]:
         made = real_items(self, start, stop)
         with lock:
             live["now"] += 1
@@ -176,7 +184,7 @@ def test_at_most_concurrency_requests_hold_vectors(
             live["most"] = max(live["most"], live["now"])
         return made
 
-    monkeypatch.setattr(_Part, "items", items)
+    monkeypatch.setattr(VectorPart, "items", items)
     data = index.data_plane(dimension=8)
     real_upsert = data.upsert
 
