@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from bm25s import scoring
 from scipy import sparse
 
+from patientinsight.index.pages import unmap_pages
 from patientinsight.index.segments import RECORDS_FILE, SEGMENTS_DIR, Segment, version_segments
 from patientinsight.index.versions import read_manifest
 from patientinsight.settings import Settings
@@ -310,6 +311,7 @@ class LexicalIndex:
                 continue
             rows = self._tf_parts[k][np.array([i for i, _ in local], dtype=np.int64)]
             stored[s.offset : s.offset + rows.shape[1]] += rows.T @ np.array([f for _, f in local], dtype=np.float32)
+            unmap_pages(s.term_docs)  # the postings' rows read stay cached, out of this process (index.pages)
         if self._live is None:
             return stored
         return np.where(self._live, stored, np.float32(0.0))[self.live_rows]
@@ -319,6 +321,8 @@ class LexicalIndex:
         postings' document numbers and offsets stay memory-mapped."""
         norm = self._norm[s.offset : s.offset + len(s.lengths)]
         parts = s.term_tf / (norm[s.term_docs] + s.term_tf)
+        unmap_pages(s.term_tf)  # read once, here: queries sum `parts` (index.pages)
+        unmap_pages(s.term_docs)  # queries map the rows they read again
         shape = (len(s.term_indptr) - 1, len(s.lengths))
         return sparse.csr_matrix((parts, s.term_docs, s.term_indptr), shape=shape, copy=False)
 

@@ -16,6 +16,7 @@ A version of an earlier release has no `segments` in its manifest: it reads as o
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import uuid
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from patientinsight.index.pages import open_mapped, unmap_pages
 from patientinsight.index.types import STORED_RECORD
 
 SEGMENTS_DIR, DELETED_DIR = "segments", "deleted"
@@ -64,10 +66,14 @@ class Segment:
         """Every stored column of the segment, memory-mapped (records.arrow) where it exists: taking a few
         rows touches only their pages, so a serving process does not hold the texts. Otherwise (a version
         of an earlier release) read from the parquet file."""
-        arrow = self.path / ARROW_FILE
-        if arrow.exists():
-            return ipc.open_file(pa.memory_map(str(arrow))).read_all()
+        if self._mapped is not None:
+            return ipc.open_file(pa.py_buffer(self._mapped)).read_all()
         return pq.read_table(self.path / RECORDS_FILE)
+
+    @cached_property
+    def _mapped(self) -> mmap.mmap | None:
+        arrow = self.path / ARROW_FILE
+        return open_mapped(arrow) if arrow.exists() else None
 
     @cached_property
     def _batches(self) -> tuple[list[pa.RecordBatch], np.ndarray]:
@@ -89,7 +95,10 @@ class Segment:
         if not parts:
             return self.table.select(columns).slice(0, 0)
         joined = pa.Table.from_batches(parts).combine_chunks()  # small: only the rows taken
-        return joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        taken = joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))  # a copy
+        if self._mapped is not None:
+            unmap_pages(self._mapped)  # the pages read stay cached, out of this process (index.pages)
+        return taken
 
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every stored row, read from the parquet file (cheap: one column)."""
