@@ -25,7 +25,8 @@ def open_mapped(path: Path) -> mmap.mmap:
 def unmap_pages(mapped: mmap.mmap | np.ndarray) -> None:
     """Drop the resident pages of a map, or of the map under a memory-mapped array (np.load with
     mmap_mode); an array that is not memory-mapped is left alone."""
-    while isinstance(mapped, np.ndarray):
-        mapped = mapped.base
-    if isinstance(mapped, mmap.mmap) and len(mapped):
-        mapped.madvise(mmap.MADV_DONTNEED)
+    under: object = mapped
+    while isinstance(under, np.ndarray):
+        under = under.base
+    if isinstance(under, mmap.mmap) and len(under):
+        under.madvise(mmap.MADV_DONTNEED)
