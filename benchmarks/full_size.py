@@ -19,6 +19,9 @@ Phases:
    the new version added on disk;
 5. switches under load: a rollback and a re-publish while the service answers two queries at a time:
    failed requests and the service's peak resident memory.
+With `--index pinecone`: the seed, an unchanged re-run and the 100-record upload into the Pinecone
+stand-in (tests/pinecone_standin.py, its own process) through benchmarks/scale_250k.py, in DIR/pinecone;
+`pinecone_rerun_s` and `pinecone_update_100_s` are the whole `run_ingest` of each (no service).
 
 DIR keeps the home, so the service can be started on it again. Prints one JSON object (--json) or the
 table lines for docs/PERFORMANCE.md. No record text is printed.
@@ -198,12 +201,29 @@ def switches_under_load(home: Path, url: str, pid: int, texts: list[str]) -> dic
     }
 
 
+def pinecone(folder: Path, records: int) -> dict[str, Any]:
+    """Into the Pinecone stand-in, through benchmarks/scale_250k.py: the seed (stand-in vectors), the
+    unchanged re-run (the real embedder: nothing may be embedded) and the upload of UPDATE new records."""
+    from scale_250k import measure_250k
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = measure_250k(folder, records, index="pinecone", corpus="realistic", update=UPDATE)
+    out = {"pinecone_rerun_s": done["rerun_s"], "pinecone_update_100_s": done["update_s"]}
+    keys = ("seed_s", "seed_peak_rss_mb", "rerun_embedded", "rerun_eval_queries", "update_embedded",
+            "update_vectors_written", "update_eval_queries", "update_published", "standin_peak_rss_mb")  # fmt: skip
+    out.update({key: done[key] for key in keys})
+    out.update({k: v for k, v in done.items() if k.startswith(("rerun_", "update_")) and k.endswith("_s")})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=250_000)
     parser.add_argument("--keep", type=Path, required=True, help="folder kept: corpus, home, logs")
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--index", choices=["embedded"], default="embedded")
+    parser.add_argument(
+        "--index", choices=["embedded", "pinecone"], default="embedded", help="pinecone: the stand-in (see above)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-update", action="store_true", help="serve only (a kept home): no upload, no switches")
     args = parser.parse_args()
@@ -214,6 +234,11 @@ def main() -> None:
     env = service_env(home)
     result: dict[str, Any] = {"machine": machine(), "date": stamp(), "records": args.records, "index": args.index}
     result["load_before"] = os.getloadavg()
+    if args.index == "pinecone":
+        result.update(pinecone(args.keep / "pinecone", args.records))
+        result["load_after"] = os.getloadavg()
+        print(json.dumps(result, indent=None if args.json else 2))
+        return
 
     source, extra = args.keep / f"source-{args.records}.csv", args.keep / f"update-{UPDATE}.csv"
     started = time.perf_counter()

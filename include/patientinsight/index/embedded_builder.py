@@ -5,6 +5,7 @@ cost grows with the change, not the corpus.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -100,65 +101,19 @@ class EmbeddedBuilder:
         """The new version's segments, into `staging`; its manifest."""
         if self._writer is not None:
             self._writer.close()
-        base_path = self.versions.path(self.base) if self.base is not None else None
-        base_manifest = read_manifest(base_path) if base_path is not None else None
-        segments = (
-            version_segments(base_path, base_manifest) if base_path is not None and base_manifest is not None else []
-        )
-        replaced = self._deletes | self._upserted
-        segments = [
-            dataclasses.replace(s, dead=np.union1d(s.dead, rows_of(s, replaced)).astype(np.int64)) for s in segments
-        ]
+        spill = self._spill_dir() if self._writer is not None else None
         dim = self._dim if self._dim is not None else int(self.manifest.get("dim", 0))
-        if self._dim is None and base_manifest is not None:
-            dim = int(base_manifest.get("dim", dim))
-        added = 1 if self._writer is not None else 0
-        start = merge_plan(segments, added)
-        entries = []
-        for segment in segments[:start]:
-            name = segment.name if segment.name != "." else new_segment_name()
-            target = link_segment(segment, staging, name)
-            if not (target / ARROW_FILE).exists():  # a base of an earlier release
-                write_records_arrow(target)
-            write_dead(staging, name, segment.dead)
-            entries.append(segment_entry(name, segment.rows, segment.vectors))
-        merged = segments[start:]
-        if merged or added:
-            name = new_segment_name()
-            rows, vectors = self._write_segment(staging / SEGMENTS_DIR / name, merged, dim)
-            if rows:  # everything merged was hidden and nothing added: no segment
-                entries.append(segment_entry(name, rows, vectors))
-            else:
-                shutil.rmtree(staging / SEGMENTS_DIR / name)
-        live_records = sum(e["records"] for e in entries) - sum(len(s.dead) for s in segments[:start])
-        live_vectors = sum(e["vectors"] for e in entries) - sum(_dead_vectors(s) for s in segments[:start])
+        if self._dim is None and self.base is not None:
+            dim = int(self.versions.manifest(self.base).get("dim", dim))
+        replaced = self._deletes | self._upserted
+        written = write_segments(self.versions, self.base, staging, replaced, spill, dim, self._upserted_vectors)
         return {
             **self.manifest,
             "version": new_version_id(),
             "parent": self.base,
-            "segments": entries,
-            "records": int(live_records),
-            "vectors": int(live_vectors),
+            **written,
             "created_at": datetime.now(UTC).isoformat(),
         }
-
-    def _write_segment(self, folder: Path, merged: list[Segment], dim: int) -> tuple[int, int]:
-        """One new segment: the live rows of the merged segments, then the upserts; (rows, vectors)."""
-        folder.mkdir(parents=True)
-        total = sum(s.vectors - _dead_vectors(s) for s in merged) + self._upserted_vectors
-        with (
-            pq.ParquetWriter(folder / RECORDS_FILE, STORED_RECORD) as writer,
-            (folder / VECTORS_FILE).open("wb") as matrix,
-        ):
-            # The .npy header first, then the rows as they come: written, never held or mapped.
-            header = {"descr": npy_format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
-            npy_format.write_array_header_1_0(matrix, {**header, "shape": (total, dim)})
-            for segment in merged:
-                _copy_live(segment, dim, writer, matrix)
-            if self._writer is not None:
-                _copy_upserts(self._spill_dir(), dim, writer, matrix)
-        write_records_arrow(folder)
-        return pq.ParquetFile(folder / RECORDS_FILE).metadata.num_rows, total
 
     def _spill_dir(self) -> Path:
         if self._spill is None:
@@ -168,6 +123,73 @@ class EmbeddedBuilder:
             self._spill = tempfile.TemporaryDirectory(prefix=BUILD_PREFIX, dir=self.versions.root)
             self._spill_claim = BuildClaim(Path(self._spill.name))
         return Path(self._spill.name)
+
+
+def write_segments(
+    versions: VersionStore,
+    base: str | None,
+    staging: Path,
+    replaced: set[str],
+    spill: Path | None,
+    dim: int,
+    upserted_vectors: int = 0,
+    with_vectors: bool = True,
+) -> dict[str, Any]:
+    """The segments of a new version into `staging`: the base's linked, with `replaced` uids hidden, and one
+    new segment of what the size policy merges and the spilled upserts (`spill`: upserts.parquet and
+    upserts.f32 with `upserted_vectors` rows, or None). `with_vectors=False`: no vectors.npy (vectors that
+    live elsewhere: Pinecone's). The manifest's `segments`, `records` (live) and `vectors` (live, stored)."""
+    base_path = versions.path(base) if base is not None else None
+    segments = version_segments(base_path, read_manifest(base_path)) if base_path is not None else []
+    segments = [
+        dataclasses.replace(s, dead=np.union1d(s.dead, rows_of(s, replaced)).astype(np.int64)) for s in segments
+    ]
+    added = 1 if spill is not None else 0
+    start = merge_plan(segments, added)
+    entries = []
+    for segment in segments[:start]:
+        name = segment.name if segment.name != "." else new_segment_name()
+        target = link_segment(segment, staging, name)
+        if not (target / ARROW_FILE).exists():  # a base of an earlier release
+            write_records_arrow(target)
+        write_dead(staging, name, segment.dead)
+        entries.append(segment_entry(name, segment.rows, segment.vectors))
+    merged = segments[start:]
+    if merged or added:
+        name = new_segment_name()
+        folder = staging / SEGMENTS_DIR / name
+        rows, vectors = _write_segment(folder, merged, spill, upserted_vectors, dim if with_vectors else None)
+        if rows:  # everything merged was hidden and nothing added: no segment
+            entries.append(segment_entry(name, rows, vectors))
+        else:
+            shutil.rmtree(folder)
+    live_records = sum(e["records"] for e in entries) - sum(len(s.dead) for s in segments[:start])
+    live_vectors = sum(e["vectors"] for e in entries) - sum(_dead_vectors(s) for s in segments[:start])
+    return {"segments": entries, "records": int(live_records), "vectors": int(live_vectors)}
+
+
+def _write_segment(
+    folder: Path, merged: list[Segment], spill: Path | None, upserted: int, dim: int | None
+) -> tuple[int, int]:
+    """One new segment: the live rows of the merged segments, then the upserts; (rows, vectors stored).
+    `dim` None: records only (the vectors live elsewhere)."""
+    folder.mkdir(parents=True)
+    with contextlib.ExitStack() as files:
+        writer = files.enter_context(pq.ParquetWriter(folder / RECORDS_FILE, STORED_RECORD))
+        matrix: IO[bytes] | None = None
+        total = 0
+        if dim is not None:
+            total = sum(s.vectors - _dead_vectors(s) for s in merged) + upserted
+            matrix = files.enter_context((folder / VECTORS_FILE).open("wb"))
+            # The .npy header first, then the rows as they come: written, never held or mapped.
+            header = {"descr": npy_format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+            npy_format.write_array_header_1_0(matrix, {**header, "shape": (total, dim)})
+        for segment in merged:
+            _copy_live(segment, dim or 0, writer, matrix)
+        if spill is not None:
+            _copy_upserts(spill, dim or 0, writer, matrix)
+    write_records_arrow(folder)
+    return pq.ParquetFile(folder / RECORDS_FILE).metadata.num_rows, total
 
 
 def _dead_vectors(segment: Segment) -> int:
@@ -186,28 +208,29 @@ def read_rows(path: Path, start: int, count: int) -> np.ndarray:
     return data.reshape(count, dim)
 
 
-def _copy_live(segment: Segment, dim: int, writer: pq.ParquetWriter, out: IO[bytes]) -> None:
+def _copy_live(segment: Segment, dim: int, writer: pq.ParquetWriter, out: IO[bytes] | None) -> None:
     """A segment's live records and their vectors, COPY_ROWS records at a time."""
     live = segment.live_mask()
     start = source_row = 0
     for rows in pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(batch_size=COPY_ROWS):
         mask = live[start : start + rows.num_rows]
         chunk_mask = np.repeat(mask, rows.column("chunk_count").to_numpy().astype(np.int64))
-        if dim:
+        if dim and out is not None:
             read_rows(segment.path / VECTORS_FILE, source_row, len(chunk_mask))[chunk_mask].tofile(out)
         writer.write_batch(rows.filter(pa.array(mask)).cast(STORED_RECORD))
         start += rows.num_rows
         source_row += len(chunk_mask)
 
 
-def _copy_upserts(spill: Path, dim: int, writer: pq.ParquetWriter, out: IO[bytes]) -> None:
+def _copy_upserts(spill: Path, dim: int, writer: pq.ParquetWriter, out: IO[bytes] | None) -> None:
     """The upserted records and their vectors, one written row group at a time."""
     source_row = 0
     parquet = pq.ParquetFile(spill / "upserts.parquet")
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group)
         n = int(pc.sum(table.column("chunk_count")).as_py() or 0)
-        offset = source_row * dim * 4
-        np.fromfile(spill / "upserts.f32", dtype=np.float32, count=n * dim, offset=offset).tofile(out)
+        if out is not None:
+            offset = source_row * dim * 4
+            np.fromfile(spill / "upserts.f32", dtype=np.float32, count=n * dim, offset=offset).tofile(out)
         writer.write_table(table)
         source_row += n

@@ -5,10 +5,12 @@ folder appears once searches see them all. A journal (index.pinecone_gc) names w
 so what a failed or killed build leaves is collected by the next prune.
 
 Memory stays bounded as in the embedded builder (index.embedded_builder): each upsert goes straight
-to a spill folder beside the versions (records to a parquet file, vectors to a raw float32 file), and
-the commit streams the base's kept records and the spilled ones into the staged records.parquet.
-The requests are then sent from disk: each one reads its `batch_size` vectors when it is sent, so at
-most `concurrency` requests' vectors are in memory at once, whatever the number of records. What is
+to a spill folder beside the versions (records to a parquet file, vectors to a raw float32 file). The
+lake's side of the version is written as the embedded index writes it (index.segments): the base's
+segments hard-linked, the upserts one new segment, with no vectors.npy, so a small update costs the
+lake what it changes, not the corpus. The requests are then sent from disk: each one reads its
+`batch_size` vectors when it is sent, so at most `concurrency` requests' vectors are in memory at once,
+whatever the number of records. What is
 held for the whole build is per record and small: the upserted uids (as the embedded builder holds
 them) and, while the commit sends, the metadata columns of the vectors (uid, content hash, age, sex,
 chunk count; never the text) and the record keys its namespace's kept versions hold.
@@ -30,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patientinsight.index import pinecone_gc
+from patientinsight.index.embedded_builder import write_segments
 from patientinsight.index.pinecone_freshness import PROBES, wait_until_searchable
 from patientinsight.index.pinecone_keys import referenced, versions_in
 from patientinsight.index.pinecone_parts import VECTOR_META, Items, VectorPart
@@ -49,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COPY_ROWS = 10_000  # base records copied into the staged records.parquet at a time
+COPY_ROWS = 10_000  # base records read at a time, for where their vectors come from
 UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"  # the spill folder's files
 
 
@@ -105,9 +108,13 @@ class PineconeBuilder:
             raise
         try:
             with index.versions.staging(self.base) as staging, pinecone_gc.writing(index.root) as journal:
-                parts = self._stage_records(staging / "records.parquet")
-                records = sum(part.meta.num_rows for part in parts)
-                vectors = sum(part.vectors for part in parts)
+                # The lake's side as the embedded index writes it: the base's segments linked, one new
+                # segment of the upserts (and what the size policy merges), no vectors.npy.
+                spill = self._spill_dir() if self._writer is not None else None
+                replaced = self._deletes | self._upserted
+                lake = write_segments(index.versions, self.base, staging, replaced, spill, 0, with_vectors=False)
+                records, vectors = lake["records"], _live_vectors(staging, lake["segments"])
+                parts = self._vector_parts(namespace)
                 # What a kept version of the namespace holds is there, and stays while this build writes.
                 held = referenced(versions_in(index.versions, namespace))
                 sent = [p for p in (part.without(held) for part in parts) if p.meta.num_rows]
@@ -122,6 +129,7 @@ class PineconeBuilder:
                 del sent, tasks  # the metadata columns: not needed by the lexical index built next
                 manifest = {
                     **self.manifest,
+                    "segments": lake["segments"],
                     "backend": "pinecone",
                     "pinecone_index": opts.index_name,
                     LAYOUT: SHARED,
@@ -174,21 +182,23 @@ class PineconeBuilder:
             self._spill_claim.release()
         self._spill = self._writer = self._spill_claim = None
 
-    # -- the staged records, and where each one's vectors come from -----------------------------------
-    def _stage_records(self, path: Path) -> list[VectorPart]:
-        """Write the new version's records.parquet (the base's kept records, then the upserts), COPY_ROWS
-        or one upserted batch at a time; the parts that say where their vectors come from."""
+    # -- where the vectors to send come from -----------------------------------------------------------
+    def _vector_parts(self, namespace: str) -> list[VectorPart]:
+        """The new version's records whose vectors this namespace may lack, by where their vectors come
+        from: the upserts, and the base's kept records unless the base is in this namespace already."""
         parts: list[VectorPart] = []
-        with pq.ParquetWriter(path, STORED_RECORD) as writer:
-            if self.base is not None:
-                parts.extend(self._stage_base(writer))
-            if self._writer is not None:  # something was upserted
-                parts.append(self._stage_upserts(writer))
+        if self.base is not None:
+            manifest = read_manifest(self.index.versions.path(self.base))
+            if not (is_shared(manifest) and manifest.get("namespace") == namespace):
+                parts.extend(self._base_parts())
+        if self._writer is not None:  # something was upserted
+            parts.append(self._upserts_part())
         return [part for part in parts if part.meta.num_rows]
 
-    def _stage_base(self, writer: pq.ParquetWriter) -> list[VectorPart]:
-        """The base's kept records, one part per place their vectors come from: a Pinecone base's
-        namespace, or each segment's vectors.npy of a base built by the embedded index."""
+    def _base_parts(self) -> list[VectorPart]:
+        """The base's kept records, one part per place their vectors come from: a base's namespace (the
+        earlier layout, or another embedding's), or each segment's vectors.npy of a base built by the
+        embedded index."""
         assert self.base is not None
         base_dir = self.index.versions.path(self.base)
         manifest = read_manifest(base_dir)
@@ -197,15 +207,14 @@ class PineconeBuilder:
         for segment in version_segments(base_dir, manifest):
             metas, firsts, row, start = [], [], 0, 0
             live = segment.live_mask()
-            for rows in pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(batch_size=COPY_ROWS):
-                table = pa.Table.from_batches([rows]).select(list(STORED_RECORD.names)).cast(STORED_RECORD)
+            batches = pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(COPY_ROWS, columns=list(VECTOR_META))
+            for rows in batches:
+                table = pa.Table.from_batches([rows]).cast(_META_SCHEMA)
                 counts = table.column("chunk_count").to_numpy().astype(np.int64)
                 starts = row + np.cumsum(counts) - counts
                 keep = np.asarray(pc.invert(pc.is_in(table.column("uid"), value_set=replaced)), dtype=bool)
                 keep &= live[start : start + table.num_rows]
-                kept = table.filter(pa.array(keep))
-                writer.write_table(kept)
-                metas.append(kept.select(list(VECTOR_META)))
+                metas.append(table.filter(pa.array(keep)))
                 firsts.append(starts[keep])
                 row += int(counts.sum())
                 start += table.num_rows
@@ -219,20 +228,14 @@ class PineconeBuilder:
                 offset, dim = int(mapped.offset), int(mapped.shape[1])
                 del mapped
                 parts.append(VectorPart(meta, first_rows, source=matrix, offset=offset, dim=dim))
-            else:  # kept records of a shared base in this namespace are dropped by the commit: held already
+            else:
                 namespace = str(manifest["namespace"])
                 parts.append(VectorPart(meta, first_rows, namespace=namespace, shared=is_shared(manifest)))
         return parts
 
-    def _stage_upserts(self, writer: pq.ParquetWriter) -> VectorPart:
+    def _upserts_part(self) -> VectorPart:
         spill = self._spill_dir()
-        upserts = pq.ParquetFile(spill / UPSERT_RECORDS)
-        metas = []
-        for group in range(upserts.num_row_groups):
-            table = upserts.read_row_group(group)
-            writer.write_table(table)
-            metas.append(table.select(list(VECTOR_META)))
-        meta = pa.concat_tables(metas).combine_chunks() if metas else STORED_RECORD.empty_table().select(VECTOR_META)
+        meta = pq.read_table(spill / UPSERT_RECORDS, columns=list(VECTOR_META)).cast(_META_SCHEMA).combine_chunks()
         counts = meta.column("chunk_count").to_numpy().astype(np.int64)
         first_rows = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         return VectorPart(meta, first_rows, source=spill / UPSERT_VECTORS, dim=self._dim or 0)
@@ -285,6 +288,18 @@ class PineconeBuilder:
             ]
 
         return self._upsert_call(namespace, fetch)
+
+
+_META_SCHEMA = pa.schema([STORED_RECORD.field(name) for name in VECTOR_META])
+
+
+def _live_vectors(staging: Path, entries: list[dict[str, Any]]) -> int:
+    """The staged version's vectors: the chunk counts of its live records."""
+    total = 0
+    for segment in version_segments(staging, {"segments": entries}):
+        counts = segment.column("chunk_count").to_numpy().astype(np.int64)
+        total += int(counts[segment.live_mask()].sum())
+    return total
 
 
 def _sample(parts: list[VectorPart]) -> list[str]:

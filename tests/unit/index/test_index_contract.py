@@ -464,8 +464,17 @@ def test_records_of_a_version_are_the_lake_copy(tmp_path: Path, standin: Pinecon
     index = pinecone_index(tmp_path, standin)
     version = build(index, None, batch(["a"], [unit(1, 0, 0)]))
     folder = index.versions_dir / version
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "records.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "segments"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["backend"] == "pinecone" and manifest["vector_layout"] == "shared" and manifest["vectors"] == 1
     assert manifest["namespace"] == index.namespace_for(MANIFEST)  # one per lake and embedding
-    assert pd.read_parquet(folder / "records.parquet")["uid"].tolist() == ["a"]
+    (segment,) = manifest["segments"]  # the lake's side in segments, as the embedded index; no vectors.npy
+    files = sorted(p.name for p in (folder / "segments" / segment["name"]).iterdir())
+    assert files == ["records.arrow", "records.parquet"]
+    assert pd.read_parquet(folder / "segments" / segment["name"] / "records.parquet")["uid"].tolist() == ["a"]
+
+    grown = build(index, version, batch(["b"], [unit(0, 1, 0)]))  # the base's segment linked, one added
+    names = [s["name"] for s in index.versions.manifest(grown)["segments"]]
+    assert names[0] == segment["name"] and len(names) == 2
+    kept = index.versions_dir / grown / "segments" / names[0] / "records.parquet"
+    assert kept.stat().st_ino == (folder / "segments" / names[0] / "records.parquet").stat().st_ino

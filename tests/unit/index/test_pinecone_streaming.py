@@ -26,6 +26,7 @@ from patientinsight.index.pinecone import PineconeIndex
 from patientinsight.index.pinecone_keys import vector_ids, version_keys
 from patientinsight.index.pinecone_parts import VectorPart
 from patientinsight.index.pinecone_support import PineconeOptions, vector_id, vector_metadata
+from patientinsight.index.records import VersionRecords
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch
 from patientinsight.index.versions import BUILD_PREFIX, OWNER_FILE, owned_by_live_build
 from tests.pinecone_standin import PineconeStandIn
@@ -66,6 +67,11 @@ def held_records(batches: list[EmbeddedBatch]) -> pd.DataFrame:
     """The held builder's records.parquet: every batch's records with their chunk counts, in order."""
     frames = [b.records.loc[:, list(META_COLUMNS)].assign(chunk_count=b.chunk_counts) for b in batches]
     return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), schema=STORED_RECORD).to_pandas()
+
+
+def lake_records(index: PineconeIndex, version: str) -> pd.DataFrame:
+    """The version's live records in the lake (its segments), in position order."""
+    return VersionRecords(index.versions.path(version)).frame(list(STORED_RECORD.names))
 
 
 def stored(standin: PineconeStandIn, index: PineconeIndex, version: str) -> dict[str, tuple[list[float], Any]]:
@@ -118,7 +124,7 @@ def test_streamed_commit_equals_the_held_one(tmp_path: Path, standin: PineconeSt
     expected = held_items(first)
     assert stored(standin, index, v1) == expected
     assert standin.count("/vectors/upsert") - upserts_before == math.ceil(len(expected) / 3)  # as many requests
-    pd.testing.assert_frame_equal(pd.read_parquet(index.versions.path(v1) / "records.parquet"), held_records(first))
+    pd.testing.assert_frame_equal(lake_records(index, v1), held_records(first))
 
     # r3 and r8 replaced, r4 and r12 deleted: the rest of v1 is shared with it, not written again.
     second = make_batch(3, 1, 8, chunks=4, seed=9), make_batch(8, 1, 8, seed=9)
@@ -142,7 +148,7 @@ def test_streamed_commit_equals_the_held_one(tmp_path: Path, standin: PineconeSt
         for b in first
     ]
     assert stored(standin, index, v2) == held_items([*kept, *second])
-    records = pd.read_parquet(index.versions.path(v2) / "records.parquet")
+    records = lake_records(index, v2)
     pd.testing.assert_frame_equal(records, held_records([*kept, *second]))
     assert index.manifest(v2)["records"] == len(records) == 11
 
@@ -161,7 +167,7 @@ def test_streamed_commit_carries_an_embedded_base_from_its_file(tmp_path: Path, 
     version = carrier.commit()
     expected = {vid: item for vid, item in held_items(batches).items() if not vid.startswith("r1#")}
     assert stored(standin, index, version) == expected
-    records = pd.read_parquet(index.versions.path(version) / "records.parquet")
+    records = lake_records(index, version)
     base_records = embedded.open(base).frame(list(STORED_RECORD.names))
     pd.testing.assert_frame_equal(records, base_records[base_records["uid"] != "r1"].reset_index(drop=True))
 
