@@ -39,18 +39,28 @@ def run_answering(dag: Any, api: Any, conf: dict[str, Any], answer: str | None) 
     from airflow.utils.session import create_session
 
     answered: list[dict[str, Any]] = []
+    refused: list[str] = []  # answers not taken, and errors: asked again a second later
     done = threading.Event()
 
     def respond() -> None:
+        # Until an answer is taken: a thread that stopped after a refused answer (or an error) would leave
+        # dag.test() waiting for approval for ever (seen once in CI).
         while not done.is_set() and answer is not None and not answered:
-            with create_session() as session:
-                running = [r.run_id for r in session.query(DagRun).filter_by(dag_id="patient_ingest", state="running")]
-            for run_id in running:
-                path = f"/api/v2/dags/patient_ingest/dagRuns/{run_id}/taskInstances/approve_publish/-1/hitlDetails"
-                detail = api.get(path)
-                if detail.status_code == 200 and detail.json().get("response_received") is False:
-                    response = api.patch(path, json={"chosen_options": [answer], "params_input": {}})
-                    answered.append({"run_id": run_id, "detail": detail.json(), "status": response.status_code})
+            try:
+                with create_session() as session:
+                    query = session.query(DagRun).filter_by(dag_id="patient_ingest", state="running")
+                    running = [r.run_id for r in query]
+                for run_id in running:
+                    path = f"/api/v2/dags/patient_ingest/dagRuns/{run_id}/taskInstances/approve_publish/-1/hitlDetails"
+                    detail = api.get(path)
+                    if detail.status_code == 200 and detail.json().get("response_received") is False:
+                        response = api.patch(path, json={"chosen_options": [answer], "params_input": {}})
+                        if response.status_code == 200:
+                            answered.append({"run_id": run_id, "detail": detail.json(), "status": 200})
+                        else:
+                            refused.append(f"HTTP {response.status_code}: {response.text[:200]}")
+            except Exception as exc:  # e.g. the metadata database busy: ask again
+                refused.append(repr(exc)[:200])
             time.sleep(1)
 
     responder = threading.Thread(target=respond, daemon=True)
@@ -60,7 +70,7 @@ def run_answering(dag: Any, api: Any, conf: dict[str, Any], answer: str | None) 
     finally:
         done.set()
         responder.join(timeout=30)
-    assert all(a["status"] == 200 for a in answered), answered
+    assert answer is None or answered, refused
     return dag_run, answered
 
 
