@@ -39,6 +39,9 @@ from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatc
 from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, VersionStore, new_version_id, read_manifest
 
 VECTORS_FILE = "vectors.npy"
+# A build's spill folder: the upserted records and their vectors (raw float32), as both builders write them
+# and `write_segments` reads them.
+UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"
 
 
 @dataclass
@@ -67,12 +70,12 @@ class EmbeddedBuilder:
         frame = batch.records.loc[:, list(META_COLUMNS)].assign(chunk_count=batch.chunk_counts.astype(np.int64))
         table = pa.Table.from_pandas(frame, schema=STORED_RECORD, preserve_index=False)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(spill / "upserts.parquet", STORED_RECORD)
+            self._writer = pq.ParquetWriter(spill / UPSERT_RECORDS, STORED_RECORD)
         self._writer.write_table(table)
         vectors = np.ascontiguousarray(batch.vectors, dtype=np.float32)
         if self._dim is None:
             self._dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-        with (spill / "upserts.f32").open("ab") as f:
+        with (spill / UPSERT_VECTORS).open("ab") as f:
             vectors.tofile(f)
         self._upserted_vectors += len(vectors)
         self._upserted.update(batch.records["uid"])
@@ -225,12 +228,12 @@ def _copy_live(segment: Segment, dim: int, writer: pq.ParquetWriter, out: IO[byt
 def _copy_upserts(spill: Path, dim: int, writer: pq.ParquetWriter, out: IO[bytes] | None) -> None:
     """The upserted records and their vectors, one written row group at a time."""
     source_row = 0
-    parquet = pq.ParquetFile(spill / "upserts.parquet")
+    parquet = pq.ParquetFile(spill / UPSERT_RECORDS)
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group)
         n = int(pc.sum(table.column("chunk_count")).as_py() or 0)
         if out is not None:
             offset = source_row * dim * 4
-            np.fromfile(spill / "upserts.f32", dtype=np.float32, count=n * dim, offset=offset).tofile(out)
+            np.fromfile(spill / UPSERT_VECTORS, dtype=np.float32, count=n * dim, offset=offset).tofile(out)
         writer.write_table(table)
         source_row += n

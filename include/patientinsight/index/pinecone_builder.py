@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patientinsight.index import pinecone_gc
-from patientinsight.index.embedded_builder import write_segments
+from patientinsight.index.embedded_builder import UPSERT_RECORDS, UPSERT_VECTORS, write_segments
 from patientinsight.index.pinecone_freshness import PROBES, wait_until_searchable
 from patientinsight.index.pinecone_keys import referenced, versions_in
 from patientinsight.index.pinecone_parts import VECTOR_META, Items, VectorPart
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COPY_ROWS = 10_000  # base records read at a time, for where their vectors come from
-UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"  # the spill folder's files
 
 
 class PineconeBuilder:

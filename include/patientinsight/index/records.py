@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from patientinsight.index.segments import RECORDS_FILE, Segment, version_segments
+from patientinsight.index.segments import RECORDS_FILE, Segment, in_asked_order, version_segments
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, Exclusion, Filters
 from patientinsight.index.versions import read_manifest
 
@@ -94,8 +94,7 @@ class VersionRecords:
             order.append(picked)
         if not parts:
             return pa.table({c: pa.array([], type=STORED_RECORD.field(c).type) for c in columns})
-        joined = pa.concat_tables(parts).combine_chunks()  # small: only the rows taken
-        return joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+        return in_asked_order(parts, order)
 
     def frame(self, columns: list[str]) -> pd.DataFrame:
         """These columns of every live record, in position order."""

@@ -90,12 +90,12 @@ class Segment:
         parts, order = [], []
         for i in np.unique(which):
             picked = np.flatnonzero(which == i)
-            parts.append(batches[int(i)].select(columns).take(pa.array(rows[picked] - offsets[i])))
+            batch = batches[int(i)].select(columns).take(pa.array(rows[picked] - offsets[i]))  # a copy
+            parts.append(pa.Table.from_batches([batch]))
             order.append(picked)
         if not parts:
             return self.table.select(columns).slice(0, 0)
-        joined = pa.Table.from_batches(parts).combine_chunks()  # small: only the rows taken
-        taken = joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))  # a copy
+        taken = in_asked_order(parts, order)
         if self._mapped is not None:
             unmap_pages(self._mapped)  # the pages read stay cached, out of this process (index.pages)
         return taken
@@ -103,6 +103,15 @@ class Segment:
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every stored row, read from the parquet file (cheap: one column)."""
         return pq.read_table(self.path / RECORDS_FILE, columns=[name]).column(name)
+
+
+def in_asked_order(parts: list[pa.Table], order: list[np.ndarray]) -> pa.Table:
+    """Rows taken in groups, back in the order asked: part i's rows were asked at positions order[i]. A
+    single part asked in order is returned as it is (no second copy)."""
+    if len(parts) == 1 and np.array_equal(order[0], np.arange(len(order[0]))):
+        return parts[0].combine_chunks()
+    joined = pa.concat_tables(parts).combine_chunks()  # small: only the rows taken
+    return joined.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
 
 
 def segment_entry(name: str, rows: int, vectors: int) -> dict[str, Any]:

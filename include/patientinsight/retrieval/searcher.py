@@ -32,6 +32,11 @@ _ENCODING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-encoding
 DENSE_RETRIEVERS = frozenset({"dense", "hybrid", "hybrid_rerank"})  # those that encode the query
 
 
+def _hide(scores: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
+    """The scores with hidden records (excluded, filtered out) at -inf."""
+    return scores if hidden is None else np.where(hidden, -np.inf, scores).astype(np.float32)
+
+
 def _standardized(scores: np.ndarray, hidden: np.ndarray | None) -> np.ndarray:
     """Scores on one scale (z-scores), so dense cosines and BM25 sums can be added; the mean and the
     spread are the visible records' only."""
@@ -99,7 +104,7 @@ class Searcher:
             scores = self._reranked(query, vector, hidden)
         else:
             scores = self._corpus_scores(retriever, query, vector, hidden)
-        return scores if hidden is None else np.where(hidden, -np.inf, scores).astype(np.float32)
+        return _hide(scores, hidden)
 
     def _vector(self, query: str, vector: np.ndarray | None) -> np.ndarray:
         return self.query_vector(query) if vector is None else vector
@@ -192,6 +197,4 @@ class Searcher:
         if len(pool) >= k:
             best = pool[np.argsort(-out[pool], kind="stable")[:k]]
             return [Hit(self.reader.uid_at(int(i)), float(out[i]), 0) for i in best]
-        if hidden is not None:
-            out = np.where(hidden, -np.inf, out).astype(np.float32)
-        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(out, k)]
+        return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(_hide(out, hidden), k)]
