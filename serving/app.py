@@ -56,7 +56,10 @@ def build_state(settings: Settings) -> ServiceState:
         metrics.index_switches.inc()
 
     def warm_up() -> None:
-        embedder.embed_query("warm-up")  # loads the model before the first query needs it
+        # Loads the model before the first query needs it: the one that encodes the version's queries
+        # (Embedder.for_version), which need not be the one configured for documents.
+        current = follower.current
+        (current.searcher.embedder if current is not None else embedder).embed_query("warm-up")
 
     follower = IndexFollower(
         index,

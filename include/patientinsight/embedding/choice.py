@@ -42,7 +42,13 @@ def key_spec(model_name: str, pairs: Sequence[Pair], threads: int, batch_size: i
         "batch_size": batch_size,
         "candidates": [list(pair) for pair in pairs],
         "versions": {name: _version(name) for name in LIBRARIES},
-        "protocol": {"texts": measure.CHECK_TEXTS, "seed": measure.CHECK_SEED, "rounds": measure.ROUNDS},
+        "protocol": {
+            "texts": measure.CHECK_TEXTS,
+            "seed": measure.CHECK_SEED,
+            "rounds": measure.ROUNDS,
+            "queries": measure.QUERY_TIMINGS,
+            "query_words": measure.QUERY_WORDS,
+        },
         "rule": [quality.EXACT_MIN_COSINE, quality.INT8_MIN_COSINE, quality.INT8_MEAN_COSINE],
     }
 

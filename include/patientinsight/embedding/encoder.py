@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from patientinsight.embedding import choice as choice_cache
 from patientinsight.embedding import measure
-from patientinsight.embedding.hardware import Backend, Choice, Pair, Precision, candidates, forced
+from patientinsight.embedding.hardware import NUMERICS, SUPPORTED, Backend, Choice, Pair, Precision, candidates, forced
 from patientinsight.embedding.onnx import OnnxRunner, export_onnx, export_path, onnx_providers, quantize_onnx
 from patientinsight.embedding.tokens import TokenEncoder
 from patientinsight.settings import Settings
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
-# Vectors in one class are interchangeable (lowest cosine against torch fp32 >= 0.999 on the real
-# records: fp32 on any runtime, bf16); int8 vectors differ materially, so switching to or from int8
-# re-embeds (same_embedding).
-NUMERICS: dict[Precision, str] = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
 
 
 def resolve_model_path(name: str) -> str:
@@ -108,7 +104,7 @@ class Embedder:
         self._tokens: TokenEncoder | None = None
         self._active: Choice | None = None
         self._lock = threading.Lock()
-        self._for_versions: dict[tuple[str, str], Embedder] = {}
+        self._for_versions: dict[Any, Embedder] = {}
 
     @property
     def cache_dir(self) -> Path:
@@ -236,9 +232,8 @@ class Embedder:
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def describe(self) -> dict[str, Any]:
-        """What an index version must record so that its vectors can be reproduced and compared."""
-        precision = self.precision
+    def _identity(self) -> dict[str, Any]:
+        """What makes two vectors comparable apart from the runtime (read without starting one)."""
         return {
             "model": self.model_name,
             "dim": self.dim,
@@ -246,6 +241,13 @@ class Embedder:
             "chunk_tokens": self.chunk_tokens,
             "chunk_overlap": self.chunk_overlap,
             "max_seq_length": int(self.model.max_seq_length),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """What an index version must record so that its vectors can be reproduced and compared."""
+        precision = self.precision
+        return {
+            **self._identity(),
             # The backend is recorded but not compared: every exact backend's vectors agree to cosine
             # > 0.999. The numerics are compared: int8 vectors are a different embedding.
             "backend": self.active_backend,
@@ -254,22 +256,35 @@ class Embedder:
         }
 
     def for_version(self, manifest: dict[str, Any]) -> Embedder:
-        """The embedder whose query vectors match a version's document vectors: this one, or one with
-        the version's backend and precision where only the numerics differ (an int8 version queried
-        by an fp32 encoder, or the reverse). Made once per process and kept."""
-        mine = self.describe()
-        same_model = all(manifest.get(k) == mine[k] for k in ("model", "strategy", "max_seq_length", "dim"))
-        if not same_model or numerics(manifest) == mine["numerics"]:
+        """The embedder for a version's queries, made once per process and kept. Its numerics are the
+        version's (int8 queries for int8 documents, the exact class for exact ones); within the exact
+        class, 'auto' takes the pair measured fastest on one query (embedding.measure.query_pair), which
+        may not be the pair fastest on documents. A backend set in the settings encodes queries too."""
+        mine = self._identity()
+        if not all(manifest.get(k) == mine[k] for k in ("model", "strategy", "max_seq_length", "dim")):
             return self
-        backend, precision = str(manifest.get("backend", "auto")), str(manifest.get("precision", "fp32"))
+        version_pair = (str(manifest.get("backend", "auto")), str(manifest.get("precision", "fp32")))
+        if self._forced is not None and numerics(manifest) == NUMERICS[self._forced.precision]:
+            return self
+        chosen: Choice | None = None  # None: the version's own pair (a forced pair of other numerics)
+        if self._forced is None and version_pair[0] in SUPPORTED:
+            pair, why = measure.query_pair(self.measured().rows, cast(Pair, version_pair))
+            chosen = Choice(*pair, "cpu", f"queries of a {' '.join(version_pair)} version: {why}")
+            if pair == self.requested.pair:
+                return self
+        elif numerics(manifest) == NUMERICS[self.requested.precision]:  # written before backends were recorded
+            return self
+        key = chosen.pair if chosen is not None else version_pair
         with self._lock:
-            if (backend, precision) not in self._for_versions:
-                log.info("version embedded with %s %s: queries encoded the same way", backend, precision)
-                self._for_versions[(backend, precision)] = Embedder(
+            if key not in self._for_versions:
+                log.info("queries of versions embedded with %s %s: encoded with %s %s", *version_pair, *key)
+                queries = Embedder(
                     self.model_name, self.strategy, self.chunk_tokens, self.chunk_overlap, self.batch_size,
-                    backend, precision, self.threads, self._cache_dir,
+                    key[0], key[1], self.threads, self._cache_dir,
                 )  # fmt: skip
-            return self._for_versions[(backend, precision)]
+                queries._forced = chosen or queries._forced
+                self._for_versions[key] = queries
+            return self._for_versions[key]
 
     def split(self, texts: Sequence[str]) -> Chunks:
         """Truncate: one window per text (the model cuts it). Chunk: overlapping token windows, cut
@@ -367,10 +382,13 @@ def make_embedder(settings: Settings) -> Embedder:
     )
 
 
+EMBEDDING_KEYS = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")  # and numerics
+
+
 def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
     """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
-    keys = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
-    return all(manifest.get(k) == embedding.get(k) for k in keys) and numerics(manifest) == numerics(embedding)
+    same_keys = all(manifest.get(k) == embedding.get(k) for k in EMBEDDING_KEYS)
+    return same_keys and numerics(manifest) == numerics(embedding)
 
 
 def numerics(embedding: dict[str, Any]) -> str:

@@ -126,8 +126,9 @@ def test_the_key_measures_again_on_another_machine_or_library(monkeypatch: pytes
 @pytest.fixture
 def faked_clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The real candidates encode the real check texts; only the clock is faked: `cost[pair]` seconds per
-    check set (default 1), and `distort[pair]` may move a pair's vectors. Nothing here depends on time."""
-    plan: dict[str, Any] = {"cost": {}, "distort": {}, "measured": 0}
+    check set (default 1) and `per_call[pair]` seconds on every call (default 0), and `distort[pair]` may
+    move a pair's vectors. Nothing here depends on time."""
+    plan: dict[str, Any] = {"cost": {}, "per_call": {}, "distort": {}, "measured": 0}
     real = measure.round_robin
 
     def timed(encoders: dict[Pair, measure.Encode], texts: Sequence[str], **kwargs: Any) -> list[Row]:
@@ -136,7 +137,7 @@ def faked_clock(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
         def wrapped(pair: Pair, encode: measure.Encode) -> measure.Encode:
             def run(batch: Sequence[str]) -> np.ndarray:
-                now[0] += plan["cost"].get(pair, 1.0) * len(batch) / len(texts)
+                now[0] += plan["cost"].get(pair, 1.0) * len(batch) / len(texts) + plan["per_call"].get(pair, 0.0)
                 return plan["distort"].get(pair, lambda v: v)(encode(batch))
 
             return run
@@ -186,6 +187,33 @@ def test_a_slow_backend_loses_and_the_choice_is_logged_and_cached(
     one_thread = Embedder(PACKAGED_MODEL, "truncate", precision="fp32", threads=1, cache_dir=private_cache)
     assert one_thread.requested.pair == ("torch", "fp32") and faked_clock["measured"] == 2
     assert len(list((private_cache / choice.FOLDER).glob("*.json"))) == 2
+
+
+def test_queries_take_the_pair_fastest_on_one_query_of_the_versions_numerics(
+    faked_clock: dict[str, Any], private_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # torch: fastest on documents, but a fixed cost on every call makes it the slowest on one query
+    faked_clock["cost"] = {("torch", "fp32"): 0.5, ("onnx", "fp32"): 1.0, ("openvino", "fp32"): 2.0}
+    faked_clock["per_call"] = {("torch", "fp32"): 0.05}
+    embedder = Embedder(PACKAGED_MODEL, "truncate", precision="fp32", cache_dir=private_cache)
+    assert embedder.requested.pair == ("torch", "fp32")
+    rows = {row.pair: row for row in embedder.measured().rows}
+    assert rows[("onnx", "fp32")].query_ms < rows[("openvino", "fp32")].query_ms < rows[("torch", "fp32")].query_ms
+    assert all(row.rounds == 1 or row.query_ms is not None for row in rows.values())
+    with caplog.at_level(logging.INFO, logger="patientinsight.embedding"):
+        for_queries = embedder.for_version(embedder.describe())
+    assert for_queries.requested.pair == ("onnx", "fp32") and for_queries is embedder.for_version(embedder.describe())
+    assert any("torch fp32: encoded with onnx fp32" in r.getMessage() for r in caplog.records)
+    assert "queries of a torch fp32 version: fastest on one query of the fp32 class" in for_queries.active.line()
+    query = "fever and cough in a child"
+    assert float(for_queries.embed_query(query) @ embedder.embed_query(query)) > 0.999  # the same class
+    # int8 documents keep their own pair for queries: another runtime quantizes the model differently
+    int8_version = {**embedder.describe(), "backend": "openvino", "precision": "int8", "numerics": "int8"}
+    assert measure.query_pair(list(rows.values()), ("openvino", "int8"))[0] == ("openvino", "int8")
+    # a backend set in the settings encodes the queries of its own numerics itself
+    set_torch = Embedder(PACKAGED_MODEL, "truncate", backend="torch", precision="fp32", cache_dir=private_cache)
+    assert set_torch.for_version(embedder.describe()) is set_torch
+    assert set_torch.for_version(int8_version).requested.pair == ("openvino", "int8")
 
 
 def test_vectors_that_break_the_bound_are_refused(faked_clock: dict[str, Any], private_cache: Path) -> None:
