@@ -24,9 +24,9 @@ import pandas as pd
 from _common import machine, stamp
 
 from patientinsight.index.pinecone import PineconeIndex
-from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
+from patientinsight.index.pinecone_support import PineconeIndexError
 from patientinsight.index.types import EmbeddedBatch
-from tests.pinecone_standin import PineconeStandIn
+from tests.pinecone_standin import PineconeStandIn, standin_options
 
 
 def synthetic(n: int, dim: int) -> EmbeddedBatch:
@@ -44,15 +44,15 @@ def synthetic(n: int, dim: int) -> EmbeddedBatch:
 
 def run(batch: EmbeddedBatch, dim: int, latency_s: float, batch_size: int, concurrency: int) -> str:
     with PineconeStandIn(latency_s=latency_s) as standin, tempfile.TemporaryDirectory() as tmp:
-        options = PineconeOptions(
-            api_key=standin.api_key,
-            controller_host=standin.url,
+        options = standin_options(
+            standin.url,
+            standin.api_key,
             batch_size=batch_size,
             concurrency=concurrency,
             max_retries=0,  # one request per batch: the SDK's own retries are off too (index.pinecone_retries)
         )
         index = PineconeIndex(Path(tmp), options)
-        index.data_plane(dimension=dim)  # create the index outside the timing
+        index.client.data_plane(dimension=dim)  # create the index outside the timing
         builder = index.builder(None, {"dim": dim, "model": "benchmark"})
         builder.upsert(batch)
         started = time.perf_counter()

@@ -73,8 +73,7 @@ from _common import REAL_CSV, machine, stamp
 from bm25s.stopwords import STOPWORDS_EN
 
 from patientinsight.index.lexical import tokenize
-from patientinsight.ingest.records import YEARS_PER_UNIT
-from patientinsight.retrieval.ages import age_band
+from patientinsight.records.ages import YEARS_PER_UNIT, age_band
 
 log = logging.getLogger("realistic_corpus")
 

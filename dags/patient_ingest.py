@@ -23,10 +23,11 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from patientinsight.airflow.connections import storage_options_for
+from patientinsight.airflow.connections import pinecone_credentials, storage_options_for
 from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
 from patientinsight.ingest import run
 from patientinsight.ingest.approval import approval_body
+from patientinsight.ingest.formats import described as source_formats
 from patientinsight.ingest.sources import SourceError
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings
@@ -39,7 +40,7 @@ SETTINGS = get_settings()
 
 def _on_failure(context: Any) -> None:
     """Close the run's MLflow run as FAILED, keeping the reports written so far."""
-    run.fail(get_settings(), context["ti"].xcom_pull(task_ids="start"))
+    run.fail(get_settings(), context["ti"].xcom_pull(task_ids="begin"))
 
 
 # One run at a time: each version is built on the published one. Active once deployed: the S3 trigger's
@@ -61,7 +62,7 @@ def _on_failure(context: Any) -> None:
             type="string",
             minLength=1,
             title="Source URI",
-            description="Local path, file:// or s3:// URI of a PMC-Patients export (.csv, .json, .jsonl, .gz).",
+            description=f"Local path, file:// or s3:// URI of a PMC-Patients export ({source_formats()}).",
         ),
         "full_refresh": Param(
             False,
@@ -110,15 +111,16 @@ def _on_failure(context: Any) -> None:
     },
 )
 def patient_ingest() -> None:
+    # Task names are the step names of patientinsight.ingest.run.ORDER.
     @task
-    def start() -> dict[str, Any]:
+    def begin() -> run.State:
         context = get_current_context()
         state = run.begin(get_settings(), context["run_id"], dict(context["params"]))
         share_mlflow_link(context, state)
         return state
 
     @task
-    def validate(state: dict[str, Any]) -> dict[str, Any]:
+    def validate(state: run.State) -> dict[str, Any]:
         settings = get_settings()
         options = storage_options_for(state["source_uri"], settings.aws_conn_id)
         try:
@@ -127,35 +129,35 @@ def patient_ingest() -> None:
             raise AirflowFailException(str(exc)) from exc  # the same input fails the same way: no retry
 
     @task
-    def profile(state: dict[str, Any]) -> dict[str, Any]:
+    def profile(state: run.State) -> dict[str, Any]:
         return run.profile(get_settings(), state)
 
     @task
-    def plan(state: dict[str, Any]) -> dict[str, Any]:
-        return run.plan(get_settings(), state)
+    def plan(state: run.State) -> dict[str, Any]:
+        return run.plan(get_settings(), state, pinecone_credentials)
 
     @task
-    def shards(state: dict[str, Any], planned: dict[str, Any]) -> list[dict[str, Any]]:
+    def shards(state: run.State, planned: dict[str, Any]) -> list[dict[str, Any]]:
         return run.shards(get_settings(), state)
 
     # One task per shard: spread over the workers by the Celery or Kubernetes executor, bounded by the
     # `embedding` pool (airflow_settings.yaml) under the LocalExecutor. Vectors go to the lake.
     @task(pool=EMBEDDING_POOL, map_index_template="shard {{ shard_number }}")
-    def embed(state: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
+    def embed(state: run.State, shard: dict[str, Any]) -> dict[str, Any]:
         get_current_context()["shard_number"] = shard["shard"]  # type: ignore[typeddict-unknown-key]
         return run.embed(get_settings(), state, shard)
 
     # Runs when every shard succeeded, or when there was none to run (nothing changed).
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def build(state: dict[str, Any]) -> dict[str, Any]:
-        return run.build(get_settings(), state)
+    def build(state: run.State) -> dict[str, Any]:
+        return run.build(get_settings(), state, pinecone_credentials)
 
     @task
-    def evaluate(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
-        return run.evaluate(get_settings(), state, built["version"])
+    def evaluate(state: run.State, built: dict[str, Any]) -> dict[str, Any]:
+        return run.evaluate(get_settings(), state, built["version"], pinecone_credentials)
 
     @task.branch
-    def gate(state: dict[str, Any], evaluated: dict[str, Any]) -> str:
+    def gate(state: run.State, evaluated: dict[str, Any]) -> str:
         decision = run.gate(get_settings(), state, evaluated)
         ti = get_current_context()["ti"]
         ti.xcom_push(key="decision", value=decision)  # for the report
@@ -174,8 +176,8 @@ def patient_ingest() -> None:
     )
 
     @task(outlets=[PATIENT_INDEX], trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def publish(state: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
-        result = run.publish(get_settings(), state, built["version"])
+    def publish(state: run.State, built: dict[str, Any]) -> dict[str, Any]:
+        result = run.publish(get_settings(), state, built["version"], pinecone_credentials)
         get_current_context()["outlet_events"][PATIENT_INDEX].extra = {
             "version": built["version"],
             "records": built["records"],
@@ -183,11 +185,11 @@ def patient_ingest() -> None:
         return result
 
     @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def finish(state: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
+    def finish(state: run.State, steps: dict[str, Any]) -> dict[str, Any]:
         steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
-        return run.finish(get_settings(), state, steps)
+        return run.finish(get_settings(), state, steps, pinecone_credentials)
 
-    state = start()
+    state = begin()
     validated = validate(state)
     planned = plan(state)
     profiled = profile(state)

@@ -1,6 +1,6 @@
-"""Build the deployable Lambda zip: handler.py at the root of the archive, nothing else (boto3 is in
-the Lambda Python runtime). Reproducible: fixed timestamps and permissions, so the same source gives
-the same bytes and the same CodeSha256.
+"""Build the deployable Lambda zip: handler.py and the modules it imports at the root of the archive,
+nothing else (boto3 is in the Lambda Python runtime). Reproducible: fixed timestamps and permissions,
+so the same source gives the same bytes and the same CodeSha256.
 
     python lambda_trigger/build_zip.py [--out build/lambda_trigger.zip]
 """
@@ -15,8 +15,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FILES = ("handler.py",)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
+
+
+def modules(source_dir: Path) -> list[str]:
+    """Every module of the folder but this script, in a fixed order."""
+    return sorted(p.name for p in source_dir.glob("*.py") if p.name != Path(__file__).name)
 
 
 def build(out: Path, source_dir: Path) -> str:
@@ -24,7 +28,7 @@ def build(out: Path, source_dir: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in FILES:
+        for name in modules(source_dir):
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.external_attr = 0o644 << 16  # readable by the Lambda runtime's user
             info.compress_type = zipfile.ZIP_DEFLATED

@@ -16,9 +16,10 @@ from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from patientinsight.embedding.encoder import make_embedder
+from patientinsight.generation.factory import make_generator
+from patientinsight.generation.protocol import Generator
 from patientinsight.index.factory import make_index
 from patientinsight.retrieval.cases import CaseIndex
-from patientinsight.retrieval.generation import Generator, make_generator
 from patientinsight.settings import Settings, get_settings
 from serving.audit import AuditLog
 from serving.auth import KeyChecker
@@ -45,7 +46,7 @@ def _generator(settings: Settings) -> Generator:
 def build_state(settings: Settings) -> ServiceState:
     metrics = Metrics()
     embedder = make_embedder(settings)
-    index = make_index(settings)
+    index = make_index(settings)  # no Airflow in the serving image: Pinecone's key comes from PINECONE_API_KEY
 
     def load(version: str) -> CaseIndex:
         return CaseIndex.for_settings(index.open(version), embedder, settings)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from patientinsight.generation.protocol import Analysis, Generator
 from patientinsight.retrieval.cases import Case
-from patientinsight.retrieval.generation import Analysis, Generator
 from patientinsight.settings import Settings
 from serving.audit import AuditLog
 from serving.auth import KeyChecker

@@ -4,12 +4,18 @@ Airflow import so that every test (and dag.test()) uses them; offline model load
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="patientinsight-tests-"))
+
+# lambda_trigger/ is zipped alone, its modules at the zip's root importing each other by their plain names
+# (`import config`): the tests import them so too. Appended, so that it shadows nothing.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "lambda_trigger"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,8 +52,26 @@ def real_data_dir(repo_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def _moto_server() -> Iterator[str]:
+    from tests.moto_sagemaker import running_moto
+
+    with running_moto() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def moto_url(_moto_server: str) -> str:
+    """The one real moto server (tests/moto_sagemaker.py: ThreadedMotoServer, with the SageMaker behaviours
+    moto lacks), its URL; started once per session, and reset for each module, as a server of its own."""
+    from tests.moto_sagemaker import reset
+
+    reset(_moto_server)
+    return _moto_server
+
+
+@pytest.fixture(scope="session")
 def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from patientinsight.ingest.sample import write_sample
+    from patientinsight.records.synthetic import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample") / "pmc_patients_sample.csv")
 

@@ -1,8 +1,10 @@
-"""Small helpers shared by tests: edited copies of the sample, the real records, and MLflow read-back."""
+"""Small helpers shared by tests: edited copies of the sample, the real records, MLflow read-back, and the
+Dockerfile's stages."""
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,20 @@ def mlflow_run(tracking_uri: str, run_id: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+
+
+def dockerfile_stage(dockerfile: str, target: str) -> str:
+    """The text of one build stage (`FROM ... AS target`) of a Dockerfile."""
+    stages = re.split(r"(?m)^FROM ", dockerfile)
+    return next(s for s in stages if re.match(rf"\S+ AS {target}\n", s))
+
+
+def commit_version(
+    index: Any, base: str | None, new: Any = None, deletes: tuple[str, ...] = (), *, manifest: dict[str, Any]
+) -> str:
+    """One version of any VectorIndex on `base`: the batch `new` upserted, `deletes` deleted, committed."""
+    builder = index.builder(base, manifest)
+    if new is not None:
+        builder.upsert(new)
+    builder.delete(list(deletes))
+    return str(builder.commit())

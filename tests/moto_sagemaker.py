@@ -1,38 +1,45 @@
-"""A real moto server for the SageMaker tests, started as a subprocess, with the two SageMaker behaviours
-that moto 5.2.5 lacks added as a stand-in extension (named as such, and nothing else changed):
+"""The tests' one real moto server: moto.server.ThreadedMotoServer, in the test process on a free port
+(tests/conftest.py's `moto_url` fixture starts it once), with the two SageMaker behaviours that moto 5.2.5
+lacks added as a stand-in extension (named as such, and nothing else changed):
 
 - UpdateEndpoint: moto does not implement it (the server answers "not implemented"). Here it switches the
   endpoint to the new endpoint config, as SageMaker does once its blue/green update completes, and
   refuses a missing endpoint or config with SageMaker's ValidationException.
-- A Failed endpoint: moto's endpoints are InService at once and never fail. Endpoint names listed in the
-  environment variable MOTO_SAGEMAKER_FAIL (JSON {name: FailureReason}) end Failed with that reason after
-  CreateEndpoint or UpdateEndpoint, the way a container that fails its health check ends on SageMaker.
+- A Failed endpoint: moto's endpoints are InService at once and never fail. Endpoint names given to
+  `failing_endpoints` ({name: FailureReason}) end Failed with that reason after CreateEndpoint or
+  UpdateEndpoint, the way a container that fails its health check ends on SageMaker.
 
 Also, as SageMaker does and moto does not: CreateEndpoint refuses an existing endpoint name, and endpoint
 configs accept today's instance types (moto's own list predates ml.g5; the extension checks the type
-against the SageMaker API's enum as botocore ships it).
-
-Run as `python -m tests.moto_sagemaker -H 127.0.0.1 -p PORT` (moto_server's own arguments)."""
+against the SageMaker API's enum as botocore ships it)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from tests.http_server import free_port
+# Endpoint name -> the FailureReason it ends Failed with; set through failing_endpoints.
+_FAILURES: dict[str, str] = {}
 
-FAIL_ENV = "MOTO_SAGEMAKER_FAIL"
+
+@contextlib.contextmanager
+def failing_endpoints(failures: dict[str, str]) -> Iterator[None]:
+    """While inside, the endpoints named end Failed with their reason, as described above."""
+    _FAILURES.update(failures)
+    try:
+        yield
+    finally:
+        for name in failures:
+            _FAILURES.pop(name, None)
 
 
 def _install() -> None:
+    if getattr(_install, "done", False):  # patched once: a second wrap would wrap the wrapper
+        return
+    _install.done = True  # type: ignore[attr-defined]
     import botocore.session
     from moto.core.responses import ActionResult
     from moto.core.utils import utcnow
@@ -40,12 +47,10 @@ def _install() -> None:
     from moto.sagemaker.models import FakeEndpoint, FakeEndpointConfig, SageMakerModelBackend
     from moto.sagemaker.responses import SageMakerResponse
 
-    failures: dict[str, str] = json.loads(os.environ.get(FAIL_ENV) or "{}")
-
     def settle(endpoint: Any) -> Any:
-        if endpoint.endpoint_name in failures:
+        if endpoint.endpoint_name in _FAILURES:
             endpoint.endpoint_status = "Failed"
-            endpoint.failure_reason = failures[endpoint.endpoint_name]
+            endpoint.failure_reason = _FAILURES[endpoint.endpoint_name]
         else:
             endpoint.endpoint_status, endpoint.failure_reason = "InService", None
         return endpoint
@@ -89,36 +94,23 @@ def _install() -> None:
 
 
 @contextlib.contextmanager
-def moto_server(repo_root: Path, failures: dict[str, str] | None = None) -> Iterator[str]:
-    """Start the server on a free port, yield its URL, stop it (and only it) at the end."""
-    port = free_port()
-    env = {**os.environ, FAIL_ENV: json.dumps(failures or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.moto_sagemaker", "-H", "127.0.0.1", "-p", str(port)],
-        cwd=repo_root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+def running_moto() -> Iterator[str]:
+    """Start the server on a free port, with the extension, yield its URL, stop it at the end."""
+    from moto.server import ThreadedMotoServer
+
+    _install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start (exit code {process.poll()})") from None
-                time.sleep(0.1)
-        yield url
+        yield f"http://127.0.0.1:{server.get_host_and_port()[1]}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
+
+
+def reset(url: str) -> None:
+    """Every service's state dropped: the server as new. Its state is the test process's, so a test that
+    needs it clean resets it (the `moto_url` fixture does, for each module)."""
+    post_json(f"{url}/moto-api/reset", {})
 
 
 def post_json(url: str, payload: dict[str, Any]) -> None:
@@ -148,10 +140,3 @@ def connection_env(url: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-
-
-if __name__ == "__main__":
-    _install()
-    from moto.server import main
-
-    main(sys.argv[1:])

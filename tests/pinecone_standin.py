@@ -456,3 +456,15 @@ class _Handler(JsonHandler):
 
     def do_DELETE(self) -> None:  # noqa: N802 (http.server calls it so)
         self._serve("DELETE")
+
+
+def standin_options(url: str, api_key: str, **overrides: Any) -> Any:
+    """PineconeOptions for an index on a stand-in at `url`: the settings' defaults, short backoffs, and
+    `overrides` (the library is imported here only: the benchmarks run the stand-in on its own)."""
+    import dataclasses
+
+    from patientinsight.index.pinecone_support import PineconeCredentials, PineconeOptions
+    from patientinsight.settings import Settings
+
+    options = PineconeOptions.from_settings(Settings(), PineconeCredentials(api_key, url))
+    return dataclasses.replace(options, **{"backoff_s": 0.01, **overrides})

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
+from patientinsight import progress
+from patientinsight.ingest.formats import described as source_formats
 from patientinsight.settings import RetrieverName, get_settings
 
 # Exit codes, documented in README.md and `ingest --help`: scripts can tell a held-back version from
@@ -26,18 +28,10 @@ INGEST_EPILOG = """exit codes:
      the reason is logged; re-run with --allow-worse to publish anyway"""
 
 
-# The progress lines the ingest steps log (the task logs keep them), which the bars follow: rows read
-# (ingest/steps.py), the shard plan (ingest/shards.py), texts encoded within a shard (embedding/encoder.py)
-# and each finished shard (ingest/shards.py). tests/unit/ingest/test_ingest_progress.py checks that they exist.
-READ_LINE = "validated %d rows (%d valid, %d quarantined)"
-PLAN_LINE = "%d records to embed in %d shards of at most %d"
-ENCODE_LINE = "embedded %d/%d texts (%.1f texts/s)"
-SHARD_LINE = "shard %d: embedded %d records (%.1f records/s)"
-
-
 class IngestProgress(logging.Handler):
-    """Progress bars of `ingest` on a terminal, fed by those log lines: rows read (count and rate), then
-    records embedded out of the plan's total (rate and ETA), moved within a shard by the encoder's lines."""
+    """Progress bars of `ingest` on a terminal, fed by the progress events the steps attach to their log
+    lines (patientinsight.progress): rows read (count and rate), then records embedded out of the plan's
+    total (rate and ETA), moved within a shard by the encoder's events."""
 
     def __init__(self, file: Any = None) -> None:
         super().__init__(logging.INFO)
@@ -49,30 +43,31 @@ class IngestProgress(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._follow(record)
+            event = progress.event_of(record)
+            if event is not None:
+                self.follow(event)
         except Exception:  # a bar must never fail the ingest
             self.handleError(record)
 
-    def _follow(self, record: logging.LogRecord) -> None:
+    def follow(self, event: progress.Progress) -> None:
         from tqdm import tqdm
 
-        args: tuple[Any, ...] = record.args if isinstance(record.args, tuple) else ()
-        if record.msg == READ_LINE:
+        if isinstance(event, progress.RowsRead):
             if self.reading is None:
                 self.reading = tqdm(desc="reading", unit=" rows", file=self.file, dynamic_ncols=True)
-            self.reading.update(args[0] - self.reading.n)
-        elif record.msg == PLAN_LINE:
+            self.reading.update(event.rows - self.reading.n)
+        elif isinstance(event, progress.ShardsPlanned):
             self.close_bars()  # reading is done
-            total, _, self.shard_size = args
-            if total:
+            self.shard_size = event.shard_size
+            if event.records:
                 self.embedding = tqdm(
-                    total=total, desc="embedding", unit=" records", file=self.file, dynamic_ncols=True
+                    total=event.records, desc="embedding", unit=" records", file=self.file, dynamic_ncols=True
                 )
-        elif record.msg == ENCODE_LINE and self.embedding is not None and args[1]:
+        elif isinstance(event, progress.TextsEncoded) and self.embedding is not None and event.total:
             shard = min(self.shard_size, self.embedding.total - self.finished)  # shards run in plan order
-            self._move(self.finished + shard * args[0] // args[1])
-        elif record.msg == SHARD_LINE and self.embedding is not None:
-            self.finished += args[1]
+            self._move(self.finished + shard * event.done // event.total)
+        elif isinstance(event, progress.ShardEmbedded) and self.embedding is not None:
+            self.finished += event.records
             self._move(self.finished)
 
     def _move(self, position: int) -> None:
@@ -109,18 +104,21 @@ def _progress_bars() -> Iterator[None]:
 
 
 def _ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.ingest.run import run_ingest
 
+    settings = get_settings()
     run_id = args.run_id or datetime.now(UTC).strftime("cli__%Y%m%dT%H%M%S_") + uuid.uuid4().hex[:6]
     with _progress_bars():
         return run_ingest(
             args.source,
-            get_settings(),
+            settings,
             full_refresh=args.full_refresh,
             limit=args.limit,
             run_id=run_id,
             allow_worse=args.allow_worse,
             encoding=args.encoding,
+            credentials=pinecone_credentials,
         )
 
 
@@ -142,6 +140,7 @@ def _ingest_exit_code(report: dict[str, Any]) -> int:
 def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (retriever, query mode): the published index on the holdout half, or the official
     benchmark with --benchmark."""
+    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.embedding.encoder import make_embedder
     from patientinsight.evaluation import report
     from patientinsight.index.factory import make_index
@@ -153,7 +152,7 @@ def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
         return report.evaluate_benchmark(
             Path(args.benchmark), args.split, make_embedder(settings), settings, retrievers
         )
-    index = make_index(settings)
+    index = make_index(settings, pinecone_credentials)
     version = index.published()
     if version is None:
         raise RuntimeError("no published index: run `patientinsight ingest SOURCE` first")
@@ -170,9 +169,11 @@ def _render_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
+    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.index.factory import make_index
 
-    index = make_index(get_settings())
+    settings = get_settings()
+    index = make_index(settings, pinecone_credentials)
     version = index.published()
     if version is None:
         return {"index_version": None, "records": 0}
@@ -188,7 +189,7 @@ def _status(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sample(args: argparse.Namespace) -> dict[str, Any]:
-    from patientinsight.ingest.sample import write_sample
+    from patientinsight.records.synthetic import write_sample
 
     path = write_sample(Path(args.out) if args.out else get_settings().sample_source)
     return {"sample": str(path)}
@@ -211,15 +212,16 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
 
 def _query(args: argparse.Namespace) -> dict[str, Any]:
     """The API's answer, computed in this process from the published index."""
+    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.embedding.encoder import make_embedder
+    from patientinsight.generation.answering import answer
+    from patientinsight.generation.factory import make_generator
     from patientinsight.index.factory import make_index
     from patientinsight.index.types import Filters
-    from patientinsight.retrieval.answering import answer
     from patientinsight.retrieval.cases import CaseIndex
-    from patientinsight.retrieval.generation import make_generator
 
     settings = get_settings()
-    index = make_index(settings)
+    index = make_index(settings, pinecone_credentials)
     version = index.published()
     if version is None:
         raise RuntimeError("no index version is published yet: run `patientinsight ingest SOURCE` first")
@@ -296,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=INGEST_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ingest.add_argument("source", help="local path, file:// or s3:// URI (.csv, .json, .jsonl, optionally .gz)")
+    ingest.add_argument("source", help=f"local path, file:// or s3:// URI ({source_formats()})")
     ingest.add_argument("--full-refresh", action="store_true", help="delete indexed records missing from the source")
     ingest.add_argument("--limit", type=int, default=None, help="read at most this many rows")
     ingest.add_argument("--run-id", default=None, help="name of the run folder (default: a new one)")

@@ -229,7 +229,8 @@ class Settings(BaseSettings):
     pinecone_conn_id: str = Field(
         default="pinecone_default",
         description="Airflow connection whose password is the Pinecone API key (and host, if set, the control "
-        "plane); without it, PINECONE_API_KEY. Empty: the environment only.",
+        "plane), for the DAGs and the command line; without it, PINECONE_API_KEY. Empty: the environment only. The "
+        "query service reads PINECONE_API_KEY only (its image has no Airflow).",
     )
     pinecone_index_name: str = Field(
         default="patientinsight", description="Pinecone serverless index (created when missing, cosine, dense)."

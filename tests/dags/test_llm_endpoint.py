@@ -22,7 +22,7 @@ import pytest
 from patientinsight.settings import Settings, get_settings
 from patientinsight.tracking import LINK_XCOM_KEY, RUN_TAG
 from tests.helpers import mlflow_run as read_mlflow_run
-from tests.moto_sagemaker import connection_env, moto_server, post_json, queue_endpoint_results
+from tests.moto_sagemaker import connection_env, failing_endpoints, post_json, queue_endpoint_results
 
 ROLE = "arn:aws:iam::123456789012:role/patientinsight-sagemaker-test"  # moto's default account, a test value
 FAILING = "pi-failing"
@@ -31,8 +31,10 @@ ANSWER = json.dumps([{"generated_text": "Amoxicillin, or doxycycline, for five d
 
 
 @pytest.fixture(scope="module")
-def moto_url(repo_root: Path) -> Iterator[str]:
-    with moto_server(repo_root, failures={FAILING: FAILURE_REASON}) as url:
+def moto_url(moto_url: str) -> Iterator[str]:
+    """The shared moto server (tests/conftest.py), FAILING failing, and the aws connection pointed at it."""
+    with failing_endpoints({FAILING: FAILURE_REASON}):
+        url = moto_url
         saved = {k: os.environ.get(k) for k in connection_env(url)}
         os.environ.update(connection_env(url))
         os.environ["PATIENTINSIGHT_SAGEMAKER_EXECUTION_ROLE_ARN"] = ROLE

@@ -18,19 +18,17 @@ from patientinsight.settings import Settings
 from patientinsight.tracking import LINK_XCOM_KEY
 from tests.helpers import mlflow_run
 
-# The DAG's task ids that are not the step names of patientinsight.ingest.run.ORDER.
-STEP_OF_TASK = {"start": "begin", "embed": "embed"}
 ONLY_IN_THE_DAG = {"approve_publish"}  # a person's answer: the command line has --allow-worse instead
 
 
 def test_the_command_line_runs_the_steps_in_an_order_the_dag_allows(dag: Any) -> None:
-    steps = {task.task_id: STEP_OF_TASK.get(task.task_id, task.task_id) for task in dag.tasks}
-    assert set(steps.values()) - ONLY_IN_THE_DAG == set(ingest_run.ORDER)
+    # Task names are the step names: no table translates one to the other.
+    assert {task.task_id for task in dag.tasks} - ONLY_IN_THE_DAG == set(ingest_run.ORDER)
     for task in dag.tasks:
         if task.task_id in ONLY_IN_THE_DAG:
             continue
         for upstream in task.upstream_task_ids - ONLY_IN_THE_DAG:
-            assert ingest_run.ORDER.index(steps[upstream]) < ingest_run.ORDER.index(steps[task.task_id]), (
+            assert ingest_run.ORDER.index(upstream) < ingest_run.ORDER.index(task.task_id), (
                 f"{upstream} runs before {task.task_id} in the DAG, after it on the command line"
             )
 
@@ -94,7 +92,7 @@ def test_a_dag_run_makes_the_command_lines_mlflow_run_and_every_task_links_to_it
         assert url == f"{home.mlflow_ui_url.rstrip('/')}/#/runs/{found.info.run_id}", (ti.task_id, url)
     query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag.dag_id, key=LINK_XCOM_KEY)
     with create_session() as session:
-        assert [row.task_id for row in session.scalars(query)] == ["start"]
+        assert [row.task_id for row in session.scalars(query)] == ["begin"]
 
 
 def test_every_field_of_the_form_reaches_the_run(dag: Any, home: Settings) -> None:

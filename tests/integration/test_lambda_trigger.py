@@ -7,11 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import handler
 import pytest
+from answers import AuthError, TriggerError
+from events import parse_event
+from objects import run_id_for
 
-from lambda_trigger import handler
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.ingest.lake import run_key
-from tests.http_server import free_port
 from tests.integration.airflow_stack import AirflowStack, running_stack
-from tests.lambda_events import LambdaContext, eventbridge_event, s3_event, sqs_event
+from tests.lambda_trigger.sample_events import LambdaContext, eventbridge_event, s3_event, sqs_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.realdata, pytest.mark.timeout(1200)]
 
@@ -36,33 +33,6 @@ ROWS = 30
 
 
 # ------------------------------------------------------------------------------------------ services
-@pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real moto server (S3) on a free port; its process group is stopped at the end."""
-    port = free_port()
-    log_file = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "moto_server exited"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # its own process group (start_new_session)
-        process.wait(10)
-        log_file.close()
-
-
 def s3_client(endpoint: str) -> Any:
     import boto3
 
@@ -77,7 +47,7 @@ def s3_client(endpoint: str) -> Any:
 
 @pytest.fixture(scope="module")
 def airflow(
-    repo_root: Path, real_data_dir: Path, moto_s3: str, tmp_path_factory: pytest.TempPathFactory, request: Any
+    repo_root: Path, real_data_dir: Path, moto_url: str, tmp_path_factory: pytest.TempPathFactory, request: Any
 ) -> Iterator[AirflowStack]:
     """One real Airflow for the module; the aws connection points at moto (dummy keys), from the environment.
     (`real_data_dir` first: without the real records the module skips before anything starts.)"""
@@ -85,7 +55,7 @@ def airflow(
         "conn_type": "aws",
         "login": "testing",
         "password": "testing",
-        "extra": {"endpoint_url": moto_s3, "region_name": "us-east-1"},
+        "extra": {"endpoint_url": moto_url, "region_name": "us-east-1"},
     }
     env = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)}
     with running_stack(repo_root, tmp_path_factory.mktemp("airflow-stack"), request, DAG_ID, env) as stack:
@@ -109,7 +79,7 @@ class Upload:
 
 
 @pytest.fixture(scope="module")
-def upload(real_data_dir: Path, moto_s3: str, tmp_path_factory: pytest.TempPathFactory) -> Upload:
+def upload(real_data_dir: Path, moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Upload:
     """The first 30 real records as a CSV in the versioned intake bucket, under a key with a space."""
     with (real_data_dir / "PMC-Patients-sample-1000.csv").open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -119,7 +89,7 @@ def upload(real_data_dir: Path, moto_s3: str, tmp_path_factory: pytest.TempPathF
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    s3 = s3_client(moto_s3)
+    s3 = s3_client(moto_url)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     key = "intake/2026-11/pmc patients first 30.csv"
@@ -176,9 +146,9 @@ def test_upload_triggers_exactly_one_run_that_indexes_the_object(airflow: Airflo
     assert result == {"triggered": 1, "duplicate": 0, "skipped": 0, "failed": 0}
 
     [run] = runs(airflow)
-    obj = next(i.obj for i in handler.parse_event(upload.event()))
+    obj = next(i.obj for i in parse_event(upload.event()))
     assert obj is not None and obj.key == upload.key  # '+' in the event decoded to spaces
-    assert run["dag_run_id"] == handler.run_id_for(obj)
+    assert run["dag_run_id"] == run_id_for(obj)
     assert run["logical_date"] is None
     assert run["conf"] == {
         "source_uri": upload.uri,
@@ -235,7 +205,7 @@ def test_wrong_password_fails_at_once_with_a_clear_error(
     caplog.set_level(logging.INFO, logger="lambda_trigger")
     rejected_before = access_log_count(airflow, "/auth/token", 401)
 
-    with pytest.raises(handler.AuthError, match=r"rejected the credentials of user 'admin' \(HTTP 401"):
+    with pytest.raises(AuthError, match=r"rejected the credentials of user 'admin' \(HTTP 401"):
         handler.lambda_handler(upload.event(sequencer="0065A1B2C3D4E5F6AA"), LambdaContext(60))
     # An SQS batch of two: both messages fail, with one login attempt for the whole batch.
     batch = sqs_event(upload.event(sequencer="0065A1B2C3D4E5F6AB"), upload.event(sequencer="0065A1B2C3D4E5F6AC"))
@@ -259,7 +229,7 @@ def test_api_server_down_retries_then_fails_with_a_clear_error(
     event = upload.event(sequencer=f"0065A1B2{uuid.uuid4().hex[:10].upper()}")  # a new upload: would be a new run
     airflow.stop_component("api-server")
     try:
-        with pytest.raises(handler.TriggerError) as failure:
+        with pytest.raises(TriggerError) as failure:
             handler.lambda_handler(event, LambdaContext(8))  # 8 s of invocation left
         message = str(failure.value)
         assert f"DAG '{DAG_ID}'" in message and upload.uri in message

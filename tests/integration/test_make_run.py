@@ -260,7 +260,7 @@ def test_the_mlflow_link_of_the_ingest_leads_to_its_run(make_run: MakeRun) -> No
     assert runs, "make run ingests the sample through the DAG"
     entry = make_run.airflow(
         "GET",
-        f"/api/v2/dags/patient_ingest/dagRuns/{runs[0]['dag_run_id']}/taskInstances/start/xcomEntries/mlflow_run_url",
+        f"/api/v2/dags/patient_ingest/dagRuns/{runs[0]['dag_run_id']}/taskInstances/begin/xcomEntries/mlflow_run_url",
     )
     link = str(entry["value"]).strip("\"'")
     match = re.fullmatch(re.escape(mlflow) + r"/#/runs/([0-9a-f]{32})", link)

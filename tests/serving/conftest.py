@@ -49,9 +49,9 @@ def extractive_analysis(query: str, cases: list[dict[str, Any]], built_home: Pat
     """What the extractive generator (the offline default, and every generator's fallback) writes for the
     cases of an answer (it reads their whole text, from the index in `built_home`)."""
 
+    from patientinsight.generation.extractive import ExtractiveGenerator
     from patientinsight.index.embedded import EmbeddedIndex
     from patientinsight.retrieval.cases import Case
-    from patientinsight.retrieval.generation import ExtractiveGenerator
 
     index = EmbeddedIndex(built_home / "index")
     published = index.published()
@@ -100,3 +100,36 @@ def openai_service(
     }
     with served(built_home, tmp_path_factory.mktemp("openai"), env).running() as service:
         yield service
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    """A real headless Chromium (Debian's chromium and chromedriver) with a profile of its own."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()

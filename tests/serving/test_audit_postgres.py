@@ -24,8 +24,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from patientinsight.retrieval.answering import text_fingerprint
 from serving.audit import AuditLog, read_audit
+from serving.bookkeeping import text_fingerprint
 from serving.metrics import Metrics
 from tests.http_server import free_port
 from tests.integration.airflow_stack import PG_URL, _pg_admin

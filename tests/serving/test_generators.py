@@ -4,16 +4,12 @@ real moto server with queued TGI answers; a generator that fails or times out st
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.http_server import free_port
 from tests.serving.conftest import extractive_analysis, served
 from tests.serving.openai_standin import USAGE, ChatCompletionsStandIn
 from tests.serving.service import Service
@@ -69,26 +65,6 @@ def test_openai_server_error_still_returns_the_cases(openai_service: Service) ->
     assert len(body["cases"]) == 2
     assert "InternalServerError" in body["analysis"]["error"]
     assert "STANDIN-FAIL" not in openai_service.log()
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    moto = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                httpx.get(url + "/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from tests.serving.service import Service
-from tests.serving.test_page import browser  # noqa: F401 (the fixture)
 
 QUERY = "Polyuria, polydipsia, vomiting and abdominal pain; blood glucose 32 mmol/L with ketonaemia"
 ARTIFACTS = Path("build/test-artifacts/page")
@@ -41,7 +40,7 @@ def ask(driver: Any, url: str, k: int = 3) -> None:
     WebDriverWait(driver, 60).until(ec.text_to_be_present_in_element((By.ID, "status"), "similar cases"))
 
 
-def test_case_view_citations_and_banner(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_case_view_citations_and_banner(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -90,7 +89,7 @@ def test_case_view_citations_and_banner(dev_service: Service, browser) -> None: 
     shot(browser, "case-view-desktop")
 
 
-def test_follow_up_box(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_follow_up_box(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -112,7 +111,7 @@ def test_follow_up_box(dev_service: Service, browser) -> None:  # type: ignore[n
     shot(browser, "follow-up")
 
 
-def test_keyboard_reaches_everything_with_visible_focus(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_keyboard_reaches_everything_with_visible_focus(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -190,7 +189,7 @@ return out;
 """
 
 
-def test_text_colours_meet_wcag_aa(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_text_colours_meet_wcag_aa(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
     browser.set_window_size(1280, 1000)
@@ -212,7 +211,7 @@ def test_text_colours_meet_wcag_aa(dev_service: Service, browser) -> None:  # ty
         assert ratio >= 4.5, (selector, fg, bg, round(ratio, 2))
 
 
-def test_phone_width_layout(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_phone_width_layout(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -243,7 +242,7 @@ def test_phone_width_layout(dev_service: Service, browser) -> None:  # type: ign
 
 
 @pytest.fixture(autouse=True)
-def _reset_emulation(browser) -> Iterator[None]:  # type: ignore[no-untyped-def]  # noqa: F811
+def _reset_emulation(browser) -> Iterator[None]:  # type: ignore[no-untyped-def]
     yield
     with contextlib.suppress(Exception):  # the browser may have gone with its test
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

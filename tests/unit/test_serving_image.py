@@ -15,6 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from patientinsight.settings import Settings
+from tests.helpers import dockerfile_stage
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -25,11 +26,6 @@ def _pins(path: Path) -> dict[str, str]:
             name, _, pinned = line.partition("==")
             pins[re.sub(r"\[.*\]", "", name).lower()] = pinned
     return pins
-
-
-def _stage(dockerfile: str, target: str) -> str:
-    stages = re.split(r"(?m)^FROM ", dockerfile)
-    return next(s for s in stages if re.match(rf"\S+ AS {target}\n", s))
 
 
 def test_serving_packages_are_pinned_as_tested(repo_root: Path) -> None:
@@ -57,6 +53,7 @@ def test_the_query_service_loads_no_ingest_code_and_lists_what_it_imports(repo_r
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
                                        cwd=repo_root).stdout)  # fmt: skip
     assert sorted({name.split(".")[0] for name in loaded} & set(NOT_SERVING)) == []
+    assert sorted(n for n in loaded if n == "patientinsight.ingest" or n.startswith("patientinsight.ingest.")) == []
     ours = [Path(f) for n, f in loaded.items() if f and n.split(".")[0] in ("patientinsight", "serving")]
     imported = {name for path in ours for name in _imports(path)} - set(sys.stdlib_module_names)
     distributions = packages_distributions()
@@ -107,7 +104,7 @@ def _closure(names: set[str]) -> set[str]:
 
 
 def test_serving_target(repo_root: Path) -> None:
-    stage = _stage((repo_root / "Dockerfile").read_text(), "serving")
+    stage = dockerfile_stage((repo_root / "Dockerfile").read_text(), "serving")
     assert stage.startswith("python:3.11")
     assert "requirements-serving.txt" in stage and "requirements.txt " not in stage
     assert "HF_HUB_OFFLINE=1" in stage
@@ -117,7 +114,7 @@ def test_serving_target(repo_root: Path) -> None:
 
 
 def test_airflow_image_carries_helm_and_the_chart_where_the_dag_looks(repo_root: Path) -> None:
-    stage = _stage((repo_root / "Dockerfile").read_text(), "airflow")
+    stage = dockerfile_stage((repo_root / "Dockerfile").read_text(), "airflow")
     chart_path = Settings.model_fields["rollout_chart_path"].default
     assert f"helm/patientinsight-serving/ {chart_path}/" in stage
     assert "COPY --from=helm /usr/bin/helm /usr/local/bin/helm" in stage

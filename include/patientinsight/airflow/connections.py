@@ -1,12 +1,14 @@
 """What the Airflow connections give the library: fsspec storage options for s3:// sources from the aws
 connection (credentials, region, endpoint_url), and Pinecone's API key and host from its connection.
-Each falls back to nothing (local paths) or to the environment when Airflow or the connection is absent."""
+Each gives nothing when Airflow or the connection is absent: local paths; for Pinecone, the index's
+client then reads PINECONE_API_KEY (index.pinecone_client)."""
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
+
+from patientinsight.index.pinecone_support import PineconeCredentials
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,10 @@ def storage_options_for(uri: str, aws_conn_id: str | None) -> dict[str, Any]:
     }
 
 
-def pinecone_credentials(conn_id: str | None) -> tuple[str | None, str | None]:
-    """(API key, control-plane host) from the Airflow connection when there is one, else the
-    environment (PINECONE_API_KEY; the SDK reads PINECONE_CONTROLLER_HOST itself). Never logged."""
+def pinecone_credentials(conn_id: str | None) -> PineconeCredentials:
+    """API key and control-plane host from the Airflow connection when there is one, for
+    index.factory.make_index; else none (then PINECONE_API_KEY, and the SDK reads
+    PINECONE_CONTROLLER_HOST itself). Never logged."""
     if conn_id:
         try:
             from airflow.exceptions import AirflowNotFoundException
@@ -48,5 +51,5 @@ def pinecone_credentials(conn_id: str | None) -> tuple[str | None, str | None]:
                 log.info("no Airflow connection %s: the API key comes from PINECONE_API_KEY", conn_id)
             else:
                 if conn.password:
-                    return conn.password, conn.host or None
-    return os.environ.get("PINECONE_API_KEY") or None, None
+                    return PineconeCredentials(conn.password, conn.host or None)
+    return PineconeCredentials()

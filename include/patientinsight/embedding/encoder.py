@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from patientinsight import progress
 from patientinsight.embedding import choice as choice_cache
 from patientinsight.embedding import measure
 from patientinsight.embedding.hardware import NUMERICS, SUPPORTED, Backend, Choice, Pair, Precision, candidates, forced
@@ -319,7 +320,10 @@ class Embedder:
             done = min(begin + progress_every, total)
             if total > progress_every:
                 rate = done / max(time.perf_counter() - started, 1e-9)
-                log.info("embedded %d/%d texts (%.1f texts/s)", done, total, rate)
+                log.info(
+                    "embedded %d/%d texts (%.1f texts/s)", done, total, rate,
+                    extra=progress.extra(progress.TextsEncoded(done, total)),
+                )  # fmt: skip
         return np.concatenate(parts)
 
     def _encode_window(self, texts: list[str]) -> np.ndarray:

@@ -28,7 +28,7 @@ from patientinsight.embedding.hardware import NUMERICS, Backend, Pair, Precision
 from patientinsight.embedding.quality import agreement, verdict
 
 Encode = Callable[[Sequence[str]], np.ndarray]
-# Generated case reports (ingest/sample.py) of another seed than int8's calibration texts: never a
+# Generated case reports (records/synthetic.py) of another seed than int8's calibration texts: never a
 # record that is indexed or evaluated, and not the texts the int8 model was calibrated on.
 CHECK_TEXTS = 48
 CHECK_SEED = 20261224
@@ -44,7 +44,7 @@ QUERY_TIMINGS = 9  # single queries timed per pair and round (their median count
 
 @lru_cache(maxsize=1)
 def check_texts() -> tuple[str, ...]:
-    from patientinsight.ingest.sample import generate_rows
+    from patientinsight.records.synthetic import generate_rows
 
     rows = generate_rows(articles=CHECK_TEXTS, seed=CHECK_SEED)
     return tuple(row["patient"] for row in rows[:CHECK_TEXTS])

@@ -20,7 +20,7 @@ import numpy as np
 from patientinsight.embedding.hardware import Precision, native_bf16
 
 Feeds = dict[str, np.ndarray]
-# int8 is calibrated on generated case reports (ingest/sample.py), never on the records being indexed
+# int8 is calibrated on generated case reports (records/synthetic.py), never on the records being indexed
 # or evaluated: the quantized model is the same for every corpus, and no evaluation query shaped it.
 CALIBRATION_TEXTS = 192
 CALIBRATION_BATCH = 16
@@ -45,7 +45,7 @@ def converted_path(onnx_path: Path, int8: bool) -> Path:
 
 
 def calibration_texts() -> list[str]:
-    from patientinsight.ingest.sample import generate_rows
+    from patientinsight.records.synthetic import generate_rows
 
     rows = generate_rows(articles=CALIBRATION_TEXTS, seed=20261201)
     return [row["patient"] for row in rows][:CALIBRATION_TEXTS]

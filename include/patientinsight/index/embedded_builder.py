@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,13 +34,11 @@ from patientinsight.index.segments import (
     write_dead,
     write_records_arrow,
 )
-from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
-from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, VersionStore, new_version_id, read_manifest
+from patientinsight.index.spill import UPSERT_RECORDS, UPSERT_VECTORS, Spill, npy_layout, read_rows
+from patientinsight.index.types import STORED_RECORD, EmbeddedBatch, StagedExtras
+from patientinsight.index.versions import VersionStore, new_version_id, read_manifest
 
 VECTORS_FILE = "vectors.npy"
-# A build's spill folder: the upserted records and their vectors (raw float32), as both builders write them
-# and `write_segments` reads them.
-UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"
 
 
 @dataclass
@@ -49,36 +46,21 @@ class EmbeddedBuilder:
     """Collects upserts and deletes against a base version, and writes a new version on commit.
 
     Memory stays bounded by one batch: each upsert goes straight to disk in a spill folder beside
-    the versions (records to a parquet file, vectors to a raw float32 file), removed when the builder
-    commits or is dropped. The commit links the base's segments into the staged version, hides the
-    rows deleted or replaced, and writes the upserts as one new segment (with the segments the size
-    policy merges, if any)."""
+    the versions (index.spill), removed when the builder commits or is dropped. The commit links the
+    base's segments into the staged version, hides the rows deleted or replaced, and writes the
+    upserts as one new segment (with the segments the size policy merges, if any)."""
 
     versions: VersionStore
     base: str | None
     manifest: dict[str, Any]
     _deletes: set[str] = field(default_factory=set)
-    _upserted: set[str] = field(default_factory=set)
-    _spill: tempfile.TemporaryDirectory[str] | None = None
-    _spill_claim: BuildClaim | None = None
-    _writer: pq.ParquetWriter | None = None
-    _upserted_vectors: int = 0
-    _dim: int | None = None
+    _spill: Spill = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._spill = Spill(self.versions.root)
 
     def upsert(self, batch: EmbeddedBatch) -> None:
-        spill = self._spill_dir()
-        frame = batch.records.loc[:, list(META_COLUMNS)].assign(chunk_count=batch.chunk_counts.astype(np.int64))
-        table = pa.Table.from_pandas(frame, schema=STORED_RECORD, preserve_index=False)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(spill / UPSERT_RECORDS, STORED_RECORD)
-        self._writer.write_table(table)
-        vectors = np.ascontiguousarray(batch.vectors, dtype=np.float32)
-        if self._dim is None:
-            self._dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-        with (spill / UPSERT_VECTORS).open("ab") as f:
-            vectors.tofile(f)
-        self._upserted_vectors += len(vectors)
-        self._upserted.update(batch.records["uid"])
+        self._spill.write(batch)
 
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
@@ -92,24 +74,16 @@ class EmbeddedBuilder:
                 manifest = self._write(staging)
                 return self.versions.commit(staging, manifest, staged_extras)
         finally:
-            if self._writer is not None:
-                self._writer.close()
-            if self._spill is not None:
-                self._spill.cleanup()
-            if self._spill_claim is not None:
-                self._spill_claim.release()
-            self._spill = self._writer = self._spill_claim = None
+            self._spill.drop()
 
     def _write(self, staging: Path) -> dict[str, Any]:
         """The new version's segments, into `staging`; its manifest."""
-        if self._writer is not None:
-            self._writer.close()
-        spill = self._spill_dir() if self._writer is not None else None
-        dim = self._dim if self._dim is not None else int(self.manifest.get("dim", 0))
-        if self._dim is None and self.base is not None:
+        spill = self._spill.finish()
+        dim = self._spill.dim if self._spill.dim is not None else int(self.manifest.get("dim", 0))
+        if self._spill.dim is None and self.base is not None:
             dim = int(self.versions.manifest(self.base).get("dim", dim))
-        replaced = self._deletes | self._upserted
-        written = write_segments(self.versions, self.base, staging, replaced, spill, dim, self._upserted_vectors)
+        replaced = self._deletes | self._spill.uids
+        written = write_segments(self.versions, self.base, staging, replaced, spill, dim, self._spill.vectors)
         return {
             **self.manifest,
             "version": new_version_id(),
@@ -117,15 +91,6 @@ class EmbeddedBuilder:
             **written,
             "created_at": datetime.now(UTC).isoformat(),
         }
-
-    def _spill_dir(self) -> Path:
-        if self._spill is None:
-            self.versions.root.mkdir(parents=True, exist_ok=True)
-            # Deleted on commit, or when an abandoned builder is collected (or at exit); a killed
-            # build's is removed by the next one (VersionStore.remove_debris): the claim says it is ours.
-            self._spill = tempfile.TemporaryDirectory(prefix=BUILD_PREFIX, dir=self.versions.root)
-            self._spill_claim = BuildClaim(Path(self._spill.name))
-        return Path(self._spill.name)
 
 
 def write_segments(
@@ -139,8 +104,8 @@ def write_segments(
     with_vectors: bool = True,
 ) -> dict[str, Any]:
     """The segments of a new version into `staging`: the base's linked, with `replaced` uids hidden, and one
-    new segment of what the size policy merges and the spilled upserts (`spill`: upserts.parquet and
-    upserts.f32 with `upserted_vectors` rows, or None). `with_vectors=False`: no vectors.npy (vectors that
+    new segment of what the size policy merges and the spilled upserts (`spill`: an index.spill folder
+    with `upserted_vectors` rows, or None). `with_vectors=False`: no vectors.npy (vectors that
     live elsewhere: Pinecone's). The manifest's `segments`, `records` (live) and `vectors` (live, stored)."""
     base_path = versions.path(base) if base is not None else None
     segments = version_segments(base_path, read_manifest(base_path)) if base_path is not None else []
@@ -202,24 +167,17 @@ def _dead_vectors(segment: Segment) -> int:
     return int(counts[segment.dead].sum())
 
 
-def read_rows(path: Path, start: int, count: int) -> np.ndarray:
-    """Rows [start, start + count) of a .npy file, read into memory: pages of a long-lived memory map
-    would count as resident until it closes."""
-    vectors = np.load(path, mmap_mode="r")
-    dim = int(vectors.shape[1]) if vectors.ndim == 2 else 0
-    data = np.fromfile(str(path), dtype=np.float32, count=count * dim, offset=vectors.offset + start * dim * 4)
-    return data.reshape(count, dim)
-
-
 def _copy_live(segment: Segment, dim: int, writer: pq.ParquetWriter, out: IO[bytes] | None) -> None:
     """A segment's live records and their vectors, COPY_ROWS records at a time."""
     live = segment.live_mask()
     start = source_row = 0
+    matrix = segment.path / VECTORS_FILE
+    offset, width = npy_layout(matrix) if dim and out is not None else (0, 0)
     for rows in pq.ParquetFile(segment.path / RECORDS_FILE).iter_batches(batch_size=COPY_ROWS):
         mask = live[start : start + rows.num_rows]
         chunk_mask = np.repeat(mask, rows.column("chunk_count").to_numpy().astype(np.int64))
         if dim and out is not None:
-            read_rows(segment.path / VECTORS_FILE, source_row, len(chunk_mask))[chunk_mask].tofile(out)
+            read_rows(matrix, offset, width, source_row + np.flatnonzero(chunk_mask)).tofile(out)
         writer.write_batch(rows.filter(pa.array(mask)).cast(STORED_RECORD))
         start += rows.num_rows
         source_row += len(chunk_mask)

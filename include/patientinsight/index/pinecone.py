@@ -1,7 +1,8 @@
 """The production vector index: Pinecone serverless, behind the interface of index.types. This module
-holds the backend's design and the index (connections, versions, batched writes and reads); its
-reader, builder, vector sources (parts), keys, pruning (gc), freshness, retries and vocabulary
-(support) are the pinecone_* modules beside it.
+holds the backend's design and the index (versions, publishing, pruning); the one client (SDK, index
+handle, retries, the calls) that the index, its reader and its builder share is index.pinecone_client,
+and the reader, builder, vector sources (parts), keys, pruning (gc), freshness, retries and vocabulary
+(support) are the other pinecone_* modules beside it.
 
 Design
 ------
@@ -88,49 +89,28 @@ Writes and failures.
     prune) unless a kept version references it.
 
 Credentials.
-    The API key comes from the Airflow connection (`pinecone_default`, its password) when Airflow and
-    the connection exist, else from PINECONE_API_KEY. The control-plane host is the connection's host,
-    the `pinecone_host` setting, or the SDK default (PINECONE_CONTROLLER_HOST, else api.pinecone.io).
+    The caller passes them in (index.factory.make_index): the Airflow layer, the CLI and the service
+    read the Airflow connection (`pinecone_default`, its password) when Airflow and the connection
+    exist; without a key, the client reads PINECONE_API_KEY. The control-plane host is the
+    `pinecone_host` setting, the connection's host, or the SDK default (PINECONE_CONTROLLER_HOST, else
+    api.pinecone.io).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import threading
-import time
-import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from patientinsight.index import pinecone_gc
 from patientinsight.index.pinecone_builder import PineconeBuilder
-from patientinsight.index.pinecone_cache import VectorCache
+from patientinsight.index.pinecone_client import PineconeClient
+from patientinsight.index.pinecone_keys import lake_namespace
 from patientinsight.index.pinecone_reader import PineconeReader
-from patientinsight.index.pinecone_retries import disable_sdk_retries, no_sdk_retries, with_retries
-from patientinsight.index.pinecone_support import (
-    DELETE_IDS,
-    VECTOR_FIELD,
-    PineconeIndexError,
-    PineconeOptions,
-    is_shared,
-    shared_namespace,
-)
+from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions, is_shared
 from patientinsight.index.versions import VersionStore
 
-if TYPE_CHECKING:
-    from pinecone import Index, Pinecone
-    from pinecone.models.indexes.index import IndexModel
-
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-LAKE_ID = "lake-id"  # in <root>/pinecone/: part of the shared namespaces' names
 
 
 class PineconeIndex:
@@ -142,13 +122,7 @@ class PineconeIndex:
         self.root = self.versions.root
         self.versions_dir = self.versions.versions_dir
         self.options = options
-        self._lock = threading.Lock()
-        self._client: Pinecone | None = None
-        self._api_key = ""
-        self._data: Index | None = None
-        self._dimension: int | None = None
-        self._readers: ThreadPoolExecutor | None = None
-        self.vector_cache = VectorCache(options.cache_vectors)
+        self.client = PineconeClient(options)
 
     # -- the VectorIndex interface ---------------------------------------------------------------
     def published(self) -> str | None:
@@ -158,16 +132,20 @@ class PineconeIndex:
         return self.versions.manifest(version)
 
     def open(self, version: str) -> PineconeReader:
-        return PineconeReader(self.versions.path(version), version, self)
+        return PineconeReader(self.versions.path(version), version, self.client)
 
     def builder(self, base: str | None, manifest: dict[str, Any]) -> PineconeBuilder:
-        return PineconeBuilder(self, base, manifest)
+        return PineconeBuilder(self.client, self.versions, base, manifest)
 
     def publish(self, version: str) -> None:
         """Switch CURRENT, prune (index.versions, releasing what pruned versions alone held), and delete
         what builds that did not finish left in Pinecone."""
         self.versions.publish(version)
-        pinecone_gc.collect_orphans(self)
+        pinecone_gc.collect_orphans(self.client, self.versions)
+
+    def namespace_for(self, manifest: dict[str, Any]) -> str:
+        """The shared namespace of this lake's versions embedded as `manifest` says (index.pinecone_keys)."""
+        return lake_namespace(self.root, manifest)
 
     def _release(self, version: str, manifest: dict[str, Any] | None) -> bool:
         """A pruned version's vectors that no kept version uses go with its folder (the shared layout);
@@ -175,183 +153,11 @@ class PineconeIndex:
         if manifest is None or not manifest.get("namespace"):
             return True
         if is_shared(manifest):
-            return pinecone_gc.release(self, version, manifest)
+            return pinecone_gc.release(self.client, self.versions, version, manifest)
         namespace = str(manifest["namespace"])
         try:
-            self.drop_namespace(namespace)
+            self.client.drop_namespace(namespace)
         except PineconeIndexError as exc:  # published already: the next publish retries
             log.warning("could not remove old version %s from Pinecone: %s", version, exc)
             return False
         return True
-
-    # -- connections ---------------------------------------------------------------------------
-    def client(self) -> Pinecone:
-        with self._lock:
-            if self._client is None:
-                from pinecone import Pinecone
-
-                self._api_key = self.options.api_key or os.environ.get("PINECONE_API_KEY") or ""
-                if not self._api_key:
-                    raise PineconeIndexError(
-                        "no Pinecone API key: set the password of the Airflow connection "
-                        "(PATIENTINSIGHT_PINECONE_CONN_ID) or PINECONE_API_KEY"
-                    )
-                self._client = Pinecone(
-                    api_key=self._api_key,
-                    host=self.options.controller_host,
-                    timeout=self.options.timeout_s,
-                    retry_config=no_sdk_retries(),  # ours govern (index.pinecone_retries)
-                )
-            return self._client
-
-    def data_plane(self, dimension: int | None = None) -> Index:
-        """The index's data-plane client; with `dimension`, the index is created when missing."""
-        if self._data is not None:
-            if dimension is not None and self._dimension is not None and dimension != self._dimension:
-                raise PineconeIndexError(
-                    f"Pinecone index {self.options.index_name} has dimension {self._dimension}, the embedding model "
-                    f"{dimension}: use another index name for another model"
-                )
-            return self._data
-        from pinecone import Index
-
-        opts = self.options
-        model = self._describe_or_create(dimension)
-        field = model.schema.fields.get(VECTOR_FIELD) if model.schema is not None else None
-        found = getattr(field, "dimension", None)
-        if dimension is not None and found is not None and found != dimension:
-            raise PineconeIndexError(
-                f"Pinecone index {opts.index_name} has dimension {found}, the embedding model {dimension}: "
-                "use another index name for another model"
-            )
-        if not model.host:
-            raise PineconeIndexError(f"Pinecone index {opts.index_name} has no host yet")
-        with self._lock:
-            self._dimension = found if isinstance(found, int) else dimension
-            if self._data is None:
-                data = Index(
-                    host=model.host,
-                    api_key=self._api_key,
-                    timeout=opts.timeout_s,
-                    connection_pool_maxsize=max(opts.concurrency * 2, 10),
-                )
-                disable_sdk_retries(data)  # ours govern (index.pinecone_retries)
-                self._data = data
-            return self._data
-
-    def _describe_or_create(self, dimension: int | None) -> IndexModel:
-        from pinecone.errors.exceptions import ConflictError, NotFoundError
-
-        opts = self.options
-        client = self.client()
-
-        def describe() -> IndexModel:
-            return self.retried(lambda: client.indexes.describe(opts.index_name), f"describe index {opts.index_name}")
-
-        try:
-            return describe()
-        except PineconeIndexError as exc:
-            if not isinstance(exc.__cause__, NotFoundError):
-                raise
-            if dimension is None:
-                raise PineconeIndexError(f"Pinecone index {opts.index_name} does not exist") from exc
-        log.info("creating Pinecone serverless index %s (dim %d, cosine)", opts.index_name, dimension)
-        try:
-            return self.retried(
-                lambda: client.indexes.create(
-                    name=opts.index_name,
-                    schema={
-                        "fields": {VECTOR_FIELD: {"type": "dense_vector", "dimension": dimension, "metric": "cosine"}}
-                    },
-                    deployment={"deployment_type": "managed", "cloud": opts.cloud, "region": opts.region},
-                    timeout=int(opts.ready_timeout_s),
-                ),
-                f"create index {opts.index_name}",
-            )
-        except PineconeIndexError as exc:
-            if not isinstance(exc.__cause__, ConflictError):
-                raise
-            return describe()  # created meanwhile: by an attempt whose answer was lost, or another run
-
-    def drop_namespace(self, namespace: str) -> None:
-        data = self.data_plane()
-        self._delete(lambda: data.delete(delete_all=True, namespace=namespace), f"delete namespace {namespace}")
-        log.info("removed namespace %s from Pinecone index %s", namespace, self.options.index_name)
-
-    def delete_ids(self, namespace: str, ids: Sequence[str]) -> int:
-        """Delete these vectors, DELETE_IDS a request; how many were asked for (Pinecone ignores ids it
-        does not hold)."""
-        data = self.data_plane()
-
-        def delete(chunk: list[str]) -> int:
-            self._delete(lambda: data.delete(ids=chunk, namespace=namespace), f"delete of {len(chunk)} vectors")
-            return len(chunk)
-
-        tasks = [partial(delete, list(ids[i : i + DELETE_IDS])) for i in range(0, len(ids), DELETE_IDS)]
-        return self.run_batches(tasks, f"delete from {self.options.index_name}/{namespace}") if tasks else 0
-
-    def _delete(self, call: Callable[[], object], what: str) -> None:
-        """A delete under the retry layer. Pinecone answers 404 for a namespace it does not hold (emptied
-        before, or never written): nothing is left to delete, so that is done too."""
-        from pinecone.errors.exceptions import NotFoundError
-
-        try:
-            self.retried(call, f"{what} of {self.options.index_name}")
-        except PineconeIndexError as exc:
-            if not isinstance(exc.__cause__, NotFoundError):
-                raise
-
-    def namespace_for(self, manifest: dict[str, Any]) -> str:
-        """The shared namespace of this lake's versions embedded as `manifest` says (pinecone_support)."""
-        return shared_namespace(manifest, self.lake_id())
-
-    def lake_id(self) -> str:
-        """This lake's id, made by its first build and kept in `<root>/pinecone/` (travels with the lake)."""
-        path = self.root / pinecone_gc.FOLDER / LAKE_ID
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            made = path.with_name(f".{LAKE_ID}.{uuid.uuid4().hex}")
-            made.write_text(uuid.uuid4().hex[:12])
-            with contextlib.suppress(FileExistsError):  # another build made it first: its id stands
-                os.link(made, path)
-            made.unlink()
-        return path.read_text().strip()
-
-    def parallel(self, calls: Sequence[Callable[[], T]]) -> list[T]:
-        """The calls' results, in order; several run on `concurrency` reader threads kept by the index
-        (a reranker's fetches: a query waits for the slowest of them, not for their sum)."""
-        if len(calls) <= 1:
-            return [call() for call in calls]
-        with self._lock:
-            if self._readers is None:
-                self._readers = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="pinecone-read")
-            readers = self._readers
-        return list(readers.map(lambda call: call(), calls))
-
-    def retried(self, call: Callable[[], T], what: str) -> T:
-        """`call()` under the one retry layer (index.pinecone_retries), with this index's retry options."""
-        return with_retries(call, what, self.options.max_retries, self.options.backoff_s)
-
-    # -- batched writes ------------------------------------------------------------------------------
-    def run_batches(self, tasks: Sequence[Callable[[], int]], what: str) -> int:
-        """Run the tasks on `concurrency` threads; the first failure cancels what has not started."""
-        total = done = 0
-        started = last_log = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="pinecone") as pool:
-            futures: set[Future[int]] = {pool.submit(task) for task in tasks}
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    error = future.exception()
-                    if error is not None:
-                        for other in futures:
-                            other.cancel()
-                        raise error
-                    total += future.result()
-                    done += 1
-                now = time.perf_counter()
-                if now - last_log >= 5.0 or not futures:  # progress every 5 s, and at the end
-                    last_log = now
-                    rate = total / max(now - started, 1e-9)
-                    log.info("%s: %d/%d batches, %d vectors (%.0f vectors/s)", what, done, len(tasks), total, rate)
-        return total

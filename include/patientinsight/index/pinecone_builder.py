@@ -5,7 +5,8 @@ folder appears once searches see them all. A journal (index.pinecone_gc) names w
 so what a failed or killed build leaves is collected by the next prune.
 
 Memory stays bounded as in the embedded builder (index.embedded_builder): each upsert goes straight
-to a spill folder beside the versions (records to a parquet file, vectors to a raw float32 file). The
+to a spill folder beside the versions (index.spill: records to a parquet file, vectors to a raw float32
+file). The
 lake's side of the version is written as the embedded index writes it (index.segments): the base's
 segments hard-linked, the upserts one new segment, with no vectors.npy, so a small update costs the
 lake what it changes, not the corpus. The requests are then sent from disk: each one reads its
@@ -19,12 +20,11 @@ chunk count; never the text) and the record keys its namespace's kept versions h
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,9 +32,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from patientinsight.index import pinecone_gc
-from patientinsight.index.embedded_builder import UPSERT_RECORDS, UPSERT_VECTORS, write_segments
+from patientinsight.index.embedded_builder import write_segments
+from patientinsight.index.pinecone_client import PineconeClient
 from patientinsight.index.pinecone_freshness import PROBES, wait_until_searchable
-from patientinsight.index.pinecone_keys import referenced, versions_in
+from patientinsight.index.pinecone_keys import lake_namespace, referenced, versions_in
 from patientinsight.index.pinecone_parts import VECTOR_META, Items, VectorPart
 from patientinsight.index.pinecone_support import (
     FETCH_IDS,
@@ -44,11 +45,9 @@ from patientinsight.index.pinecone_support import (
     is_shared,
 )
 from patientinsight.index.segments import RECORDS_FILE, version_segments
-from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, StagedExtras
-from patientinsight.index.versions import BUILD_PREFIX, BuildClaim, new_version_id, read_manifest
-
-if TYPE_CHECKING:
-    from patientinsight.index.pinecone import PineconeIndex
+from patientinsight.index.spill import UPSERT_RECORDS, UPSERT_VECTORS, Spill, npy_layout
+from patientinsight.index.types import STORED_RECORD, EmbeddedBatch, StagedExtras
+from patientinsight.index.versions import VersionStore, new_version_id, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -60,32 +59,20 @@ class PineconeBuilder:
     (see the module docstring) and then the version folder in the lake. Upserts are spilled to disk,
     never held."""
 
-    def __init__(self, index: PineconeIndex, base: str | None, manifest: dict[str, Any]) -> None:
-        self.index = index
+    def __init__(
+        self, client: PineconeClient, versions: VersionStore, base: str | None, manifest: dict[str, Any]
+    ) -> None:
+        self.client = client
+        self.versions = versions
         self.base = base
         self.manifest = manifest
         self._deletes: set[str] = set()
-        self._upserted: set[str] = set()
-        self._spill: tempfile.TemporaryDirectory[str] | None = None
-        self._spill_claim: BuildClaim | None = None
-        self._writer: pq.ParquetWriter | None = None
-        self._dim: int | None = None
+        self._spill = Spill(versions.root)
         self._positions: list[int | None] = []  # each upsert answer's log position (index.pinecone_freshness)
 
     def upsert(self, batch: EmbeddedBatch) -> None:
         """Write the batch to the spill folder: its records as one row group, its vectors appended."""
-        spill = self._spill_dir()
-        frame = batch.records.loc[:, list(META_COLUMNS)].assign(chunk_count=batch.chunk_counts.astype(np.int64))
-        table = pa.Table.from_pandas(frame, schema=STORED_RECORD, preserve_index=False)
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(spill / UPSERT_RECORDS, STORED_RECORD)
-        self._writer.write_table(table)
-        vectors = np.ascontiguousarray(batch.vectors, dtype=np.float32)
-        if self._dim is None and vectors.ndim == 2:
-            self._dim = int(vectors.shape[1])
-        with (spill / UPSERT_VECTORS).open("ab") as f:
-            vectors.tofile(f)
-        self._upserted.update(batch.records["uid"])
+        self._spill.write(batch)
 
     def delete(self, uids: list[str]) -> None:
         self._deletes.update(uids)
@@ -94,37 +81,35 @@ class PineconeBuilder:
         """Write what the namespace lacks, wait until searches see it, then let the version folder
         appear; `staged_extras` adds files (the lexical index) from the staged records.parquet, as in
         the embedded builder."""
-        index, opts = self.index, self.index.options
-        if self._writer is not None:
-            self._writer.close()
+        client, versions, opts = self.client, self.versions, self.client.options
+        spill = self._spill.finish()
         dim = int(self.manifest.get("dim", 0))
         version = new_version_id()
-        namespace = index.namespace_for(self.manifest)
+        namespace = lake_namespace(versions.root, self.manifest)
         try:
-            data = index.data_plane(dimension=dim)
+            data = client.data_plane(dimension=dim)
         except BaseException:
-            self._drop_spill()
+            self._spill.drop()
             raise
         try:
-            with index.versions.staging(self.base) as staging, pinecone_gc.writing(index.root) as journal:
+            with versions.staging(self.base) as staging, pinecone_gc.writing(versions.root) as journal:
                 # The lake's side as the embedded index writes it: the base's segments linked, one new
                 # segment of the upserts (and what the size policy merges), no vectors.npy.
-                spill = self._spill_dir() if self._writer is not None else None
-                replaced = self._deletes | self._upserted
-                lake = write_segments(index.versions, self.base, staging, replaced, spill, 0, with_vectors=False)
+                replaced = self._deletes | self._spill.uids
+                lake = write_segments(versions, self.base, staging, replaced, spill, 0, with_vectors=False)
                 records, vectors = lake["records"], _live_vectors(staging, lake["segments"])
-                parts = self._vector_parts(namespace)
+                parts = self._vector_parts(namespace, spill)
                 # What a kept version of the namespace holds is there, and stays while this build writes.
-                held = referenced(versions_in(index.versions, namespace))
+                held = referenced(versions_in(versions, namespace))
                 sent = [p for p in (part.without(held) for part in parts) if p.meta.num_rows]
                 del parts, held
                 journal.record(namespace, [part.meta for part in sent])
                 expected = sum(part.vectors for part in sent)
                 tasks = [task for part in sent for task in self._tasks(part, namespace)]
-                written = index.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
+                written = client.run_batches(tasks, f"upsert into {opts.index_name}/{namespace}")
                 if written != expected:
                     raise PineconeIndexError(f"wrote {written} vectors into {namespace}, expected {expected}")
-                wait_until_searchable(index, data, namespace, dim, self._positions, _sample(sent))
+                wait_until_searchable(client, data, namespace, dim, self._positions, _sample(sent))
                 del sent, tasks  # the metadata columns: not needed by the lexical index built next
                 manifest = {
                     **self.manifest,
@@ -141,11 +126,11 @@ class PineconeBuilder:
                     "vectors_written": written,
                     "created_at": datetime.now(UTC).isoformat(),
                 }
-                index.versions.commit(staging, manifest, staged_extras)
+                versions.commit(staging, manifest, staged_extras)
         except BaseException as exc:
             # What this build wrote and no version references goes now, or at the next prune.
             try:
-                pinecone_gc.collect_orphans(index)
+                pinecone_gc.collect_orphans(client, versions)
             except Exception as cleanup:
                 log.warning("could not remove what the failed commit wrote to %s: %s", namespace, cleanup)
             if isinstance(exc, PineconeIndexError):
@@ -154,44 +139,24 @@ class PineconeBuilder:
                 ) from exc
             raise
         finally:
-            self._drop_spill()
+            self._spill.drop()
         log.info(
             "committed version %s to Pinecone %s/%s: %d records, %d of their %d vectors written",
             version, opts.index_name, namespace, records, written, vectors,
         )  # fmt: skip
         return version
 
-    # -- the spill folder ----------------------------------------------------------------------------
-    def _spill_dir(self) -> Path:
-        if self._spill is None:
-            root = self.index.versions.root
-            root.mkdir(parents=True, exist_ok=True)
-            # Deleted on commit, or when an abandoned builder is collected (or at exit); a killed build's
-            # is removed by the next one (VersionStore.remove_debris): the claim says it is ours.
-            self._spill = tempfile.TemporaryDirectory(prefix=BUILD_PREFIX, dir=root)
-            self._spill_claim = BuildClaim(Path(self._spill.name))
-        return Path(self._spill.name)
-
-    def _drop_spill(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._spill is not None:
-            self._spill.cleanup()
-        if self._spill_claim is not None:
-            self._spill_claim.release()
-        self._spill = self._writer = self._spill_claim = None
-
     # -- where the vectors to send come from -----------------------------------------------------------
-    def _vector_parts(self, namespace: str) -> list[VectorPart]:
+    def _vector_parts(self, namespace: str, spill: Path | None) -> list[VectorPart]:
         """The new version's records whose vectors this namespace may lack, by where their vectors come
         from: the upserts, and the base's kept records unless the base is in this namespace already."""
         parts: list[VectorPart] = []
         if self.base is not None:
-            manifest = read_manifest(self.index.versions.path(self.base))
+            manifest = read_manifest(self.versions.path(self.base))
             if not (is_shared(manifest) and manifest.get("namespace") == namespace):
                 parts.extend(self._base_parts())
-        if self._writer is not None:  # something was upserted
-            parts.append(self._upserts_part())
+        if spill is not None:  # something was upserted
+            parts.append(self._upserts_part(spill))
         return [part for part in parts if part.meta.num_rows]
 
     def _base_parts(self) -> list[VectorPart]:
@@ -199,9 +164,9 @@ class PineconeBuilder:
         earlier layout, or another embedding's), or each segment's vectors.npy of a base built by the
         embedded index."""
         assert self.base is not None
-        base_dir = self.index.versions.path(self.base)
+        base_dir = self.versions.path(self.base)
         manifest = read_manifest(base_dir)
-        replaced = pa.array(sorted(self._deletes | self._upserted), type=pa.string())
+        replaced = pa.array(sorted(self._deletes | self._spill.uids), type=pa.string())
         parts = []
         for segment in version_segments(base_dir, manifest):
             metas, firsts, row, start = [], [], 0, 0
@@ -223,27 +188,24 @@ class PineconeBuilder:
             first_rows = np.concatenate(firsts)
             matrix = segment.path / "vectors.npy"
             if matrix.exists():  # built by the embedded index: its vectors come from the lake, nothing re-embedded
-                mapped = np.load(matrix, mmap_mode="r")
-                offset, dim = int(mapped.offset), int(mapped.shape[1])
-                del mapped
+                offset, dim = npy_layout(matrix)
                 parts.append(VectorPart(meta, first_rows, source=matrix, offset=offset, dim=dim))
             else:
                 namespace = str(manifest["namespace"])
                 parts.append(VectorPart(meta, first_rows, namespace=namespace, shared=is_shared(manifest)))
         return parts
 
-    def _upserts_part(self) -> VectorPart:
-        spill = self._spill_dir()
+    def _upserts_part(self, spill: Path) -> VectorPart:
         meta = pq.read_table(spill / UPSERT_RECORDS, columns=list(VECTOR_META)).cast(_META_SCHEMA).combine_chunks()
         counts = meta.column("chunk_count").to_numpy().astype(np.int64)
         first_rows = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return VectorPart(meta, first_rows, source=spill / UPSERT_VECTORS, dim=self._dim or 0)
+        return VectorPart(meta, first_rows, source=spill / UPSERT_VECTORS, dim=self._spill.dim or 0)
 
     # -- the requests ----------------------------------------------------------------------------------
     def _tasks(self, part: VectorPart, namespace: str) -> list[Callable[[], int]]:
         """One task per request, each holding only its range of the part: the vectors are read (or, from
         a base's namespace, fetched) when the task runs."""
-        size = self.index.options.batch_size
+        size = self.client.options.batch_size
         if part.source is None:
             size = min(size, FETCH_IDS)
         ranges = [(start, min(start + size, part.vectors)) for start in range(0, part.vectors, size)]
@@ -252,11 +214,11 @@ class PineconeBuilder:
         return [self._upsert_call(namespace, partial(part.items, start, stop)) for start, stop in ranges]
 
     def _upsert_call(self, namespace: str, items: Callable[[], Items]) -> Callable[[], int]:
-        data, opts = self.index.data_plane(), self.index.options
+        data, opts = self.client.data_plane(), self.client.options
 
         def send() -> int:
             vectors = items()  # made now, held while this request (and its retries) runs
-            response = self.index.retried(
+            response = self.client.retried(
                 lambda: data.upsert(vectors=vectors, namespace=namespace),
                 f"upsert of {len(vectors)} vectors into {opts.index_name}/{namespace}",
             )
@@ -268,13 +230,13 @@ class PineconeBuilder:
 
     def _copy_call(self, part: VectorPart, namespace: str, start: int, stop: int) -> Callable[[], int]:
         """Copy vectors [start, stop) of the part from its base's namespace, under shared-layout ids."""
-        data, opts = self.index.data_plane(), self.index.options
+        data, opts = self.client.data_plane(), self.client.options
         source = part.namespace
         assert source is not None
 
         def fetch() -> Items:
             renamed = dict(zip(part.ids(start, stop, part.shared), part.ids(start, stop), strict=True))
-            fetched = self.index.retried(
+            fetched = self.client.retried(
                 lambda: data.fetch(ids=list(renamed), namespace=source),
                 f"fetch of {len(renamed)} vectors from {opts.index_name}/{source}",
             )

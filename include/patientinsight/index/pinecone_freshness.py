@@ -13,17 +13,18 @@ metadata, until every one is found.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
+
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from patientinsight.index.pinecone_support import PineconeIndexError
 
 if TYPE_CHECKING:
     from pinecone import Index
 
-    from patientinsight.index.pinecone import PineconeIndex
+    from patientinsight.index.pinecone_client import PineconeClient
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ PROBES = 16  # written vectors searched for where the service reports no positio
 
 
 def wait_until_searchable(
-    index: PineconeIndex, data: Index, namespace: str, dim: int, positions: list[int | None], sample: list[str]
+    client: PineconeClient, data: Index, namespace: str, dim: int, positions: list[int | None], sample: list[str]
 ) -> None:
     """Return once searches of `namespace` see every write whose answer reported one of `positions`
     (None: the answer reported none; then the `sample` ids are searched for)."""
@@ -42,33 +43,39 @@ def wait_until_searchable(
         probe = [1.0] + [0.0] * (dim - 1)  # any vector: only the answer's position is read
 
         def caught_up() -> bool:
-            answer = index.retried(lambda: data.query(vector=probe, top_k=1, namespace=namespace), f"query {namespace}")
+            query = partial(data.query, vector=probe, top_k=1, namespace=namespace)
+            answer = client.retried(query, f"query {namespace}")
             return answer.response_info is not None and answer.response_info.is_reconciled(target)
 
-        _poll(index, caught_up, f"searches of {namespace} had not reached log position {target}")
+        _poll(client, caught_up, f"searches of {namespace} had not reached log position {target}")
         return
     log.warning("Pinecone reported no log positions: searching for %d written vectors instead", len(sample))
     pending = set(sample)
 
     def all_found() -> bool:
-        fetched = index.retried(lambda: data.fetch(ids=sorted(pending), namespace=namespace), f"fetch {namespace}")
+        fetched = client.retried(lambda: data.fetch(ids=sorted(pending), namespace=namespace), f"fetch {namespace}")
         for vid, vector in fetched.vectors.items():
             meta = vector.metadata or {}
             flt = {key: {"$eq": meta[key]} for key in ("uid", "chunk", "content_hash")}
             search = partial(data.query, vector=list(vector.values), top_k=1, namespace=namespace, filter=flt)
-            answer = index.retried(search, f"query {namespace}")
+            answer = client.retried(search, f"query {namespace}")
             if any(match.id == vid for match in answer.matches):
                 pending.discard(vid)
         return not pending
 
-    _poll(index, all_found, f"written vectors were not all searchable in {namespace}")
+    _poll(client, all_found, f"written vectors were not all searchable in {namespace}")
 
 
-def _poll(index: PineconeIndex, done: Callable[[], bool], failure: str) -> None:
-    timeout = index.options.ready_timeout_s
-    deadline, delay = time.monotonic() + timeout, 0.05
-    while not done():
-        if time.monotonic() > deadline:
-            raise PineconeIndexError(f"{failure} after {timeout:.0f}s")
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
+def _poll(client: PineconeClient, done: Callable[[], bool], failure: str) -> None:
+    """`done` asked again, 50 ms after the first answer and twice as long each time (at most 2 s), until
+    it says yes or `ready_timeout_s` has passed (tenacity, as the retries of pinecone_retries)."""
+    timeout = client.options.ready_timeout_s
+    waiting = Retrying(
+        retry=retry_if_result(lambda ready: not ready),
+        wait=wait_exponential(multiplier=0.05, max=2.0),
+        stop=stop_after_delay(timeout),
+    )
+    try:
+        waiting(done)
+    except RetryError:
+        raise PineconeIndexError(f"{failure} after {timeout:.0f}s") from None

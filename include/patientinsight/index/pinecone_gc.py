@@ -36,15 +36,15 @@ from patientinsight.index.pinecone_keys import (
     version_keys,
     versions_in,
 )
-from patientinsight.index.pinecone_support import PineconeIndexError
-from patientinsight.index.versions import BuildClaim, owned_by_live_build
+from patientinsight.index.pinecone_support import FOLDER, PineconeIndexError
+from patientinsight.index.versions import BuildClaim, VersionStore, owned_by_live_build
 
 if TYPE_CHECKING:
-    from patientinsight.index.pinecone import PineconeIndex
+    from patientinsight.index.pinecone_client import PineconeClient
 
 log = logging.getLogger(__name__)
 
-FOLDER, LOCK, WRITES = "pinecone", "writes.lock", "writes"
+LOCK, WRITES = "writes.lock", "writes"  # in FOLDER
 JOURNAL = "vectors.parquet"  # KEY_COLUMNS of the records whose vectors the build sends
 NAMESPACE_KEY = b"namespace"  # in the journal's schema metadata
 JOURNAL_SCHEMA = pa.schema([("uid", pa.string()), ("content_hash", pa.string()), ("chunk_count", pa.int64())])
@@ -105,17 +105,17 @@ def deleting(root: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def release(index: PineconeIndex, version: str, manifest: dict[str, Any]) -> bool:
+def release(client: PineconeClient, versions: VersionStore, version: str, manifest: dict[str, Any]) -> bool:
     """Delete what only this pruned version references from its shared namespace; False (the folder
     stays, the next prune tries again) while a build writes or Pinecone fails."""
     namespace = str(manifest["namespace"])
-    folder = index.versions.path(version)
-    with deleting(index.root) as free:
+    folder = versions.path(version)
+    with deleting(versions.root) as free:
         if not free:
             log.info("a build is writing to Pinecone: version %s is pruned at the next publish", version)
             return False
         try:
-            _delete_vectors_of(index, folder, namespace)
+            _delete_vectors_of(client, versions, folder, namespace)
         except PineconeIndexError as exc:
             log.warning("could not remove version %s from Pinecone: %s", version, exc)
             return False
@@ -125,27 +125,27 @@ def release(index: PineconeIndex, version: str, manifest: dict[str, Any]) -> boo
     return True
 
 
-def _delete_vectors_of(index: PineconeIndex, folder: Path, namespace: str) -> None:
+def _delete_vectors_of(client: PineconeClient, versions: VersionStore, folder: Path, namespace: str) -> None:
     """Delete what only the version in `folder` references; the namespace whole where it is the last."""
-    others = [f for f in versions_in(index.versions, namespace) if f != folder]
+    others = [f for f in versions_in(versions, namespace) if f != folder]
     if not others:
-        index.drop_namespace(namespace)
+        client.drop_namespace(namespace)
         return
     gone = unreferenced(version_keys(folder), referenced(others))
-    deleted = index.delete_ids(namespace, vector_ids(gone))
+    deleted = client.delete_ids(namespace, vector_ids(gone))
     log.info("pruned version %s from %s: %d vectors no kept version uses", folder.name, namespace, deleted)
 
 
-def collect_orphans(index: PineconeIndex) -> int:
+def collect_orphans(client: PineconeClient, versions: VersionStore) -> int:
     """Delete what builds that did not commit wrote and no kept version references; the vectors deleted.
     Skipped (0) while a build writes: the next prune collects them."""
-    writes = index.root / FOLDER / WRITES
-    grace = index.versions.debris_grace_s
+    writes = versions.root / FOLDER / WRITES
+    grace = versions.debris_grace_s
     ended = [j for j in sorted(writes.iterdir()) if not owned_by_live_build(j, grace)] if writes.is_dir() else []
     if not ended:
         return 0
     deleted = 0
-    with deleting(index.root) as free:
+    with deleting(versions.root) as free:
         if not free:
             return 0
         kept: dict[str, pa.Array] = {}
@@ -155,9 +155,9 @@ def collect_orphans(index: PineconeIndex) -> int:
                 table = pq.read_table(path)
                 namespace = (table.schema.metadata or {})[NAMESPACE_KEY].decode()
                 if namespace not in kept:
-                    kept[namespace] = referenced(versions_in(index.versions, namespace))
+                    kept[namespace] = referenced(versions_in(versions, namespace))
                 try:
-                    deleted += index.delete_ids(namespace, vector_ids(unreferenced(table, kept[namespace])))
+                    deleted += client.delete_ids(namespace, vector_ids(unreferenced(table, kept[namespace])))
                 except PineconeIndexError as exc:  # the journal stays: the next prune tries again
                     log.warning("could not remove what an unfinished build wrote to Pinecone: %s", exc)
                     continue

@@ -1,22 +1,46 @@
 """Which vectors the versions of the shared layout reference, read from the lake (index.pinecone has the
-design): a record's uid, content hash and chunk count name its vectors (pinecone_support.vector_id), so
-the lake alone says what a version needs in Pinecone. The builder skips what kept versions already
-hold; pruning and orphan collection delete only what none of them references.
+design): the lake's id names its namespaces, and a record's uid, content hash and chunk count name its
+vectors (pinecone_support.vector_id), so the lake alone says what a version needs in Pinecone. The
+builder skips what kept versions already hold; pruning and orphan collection delete only what none of
+them references.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from patientinsight.index.pinecone_support import HASH_CHARS, is_shared, vector_id
+from patientinsight.index.pinecone_support import FOLDER, HASH_CHARS, is_shared, shared_namespace, vector_id
 from patientinsight.index.records import VersionRecords
 from patientinsight.index.versions import VersionStore, read_manifest
 
 KEY_COLUMNS = ("uid", "content_hash", "chunk_count")
+LAKE_ID = "lake-id"  # in <root>/pinecone/: part of the shared namespaces' names
+
+
+def lake_id(root: Path) -> str:
+    """The lake's id, made by its first build and kept in `<root>/pinecone/` (travels with the lake)."""
+    path = root / FOLDER / LAKE_ID
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = path.with_name(f".{LAKE_ID}.{uuid.uuid4().hex}")
+        made.write_text(uuid.uuid4().hex[:12])
+        with contextlib.suppress(FileExistsError):  # another build made it first: its id stands
+            os.link(made, path)
+        made.unlink()
+    return path.read_text().strip()
+
+
+def lake_namespace(root: Path, manifest: dict[str, Any]) -> str:
+    """The shared namespace of the lake's versions embedded as `manifest` says (pinecone_support)."""
+    return shared_namespace(manifest, lake_id(root))
 
 
 def version_keys(folder: Path) -> pa.Table:

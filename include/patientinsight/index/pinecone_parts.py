@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from patientinsight.index.pinecone_keys import record_keys
 from patientinsight.index.pinecone_support import vector_id, vector_metadata
+from patientinsight.index.spill import read_rows
 
 VECTOR_META = ("uid", "content_hash", "age_years", "sex", "chunk_count")  # what a vector's metadata needs
 
@@ -86,14 +87,3 @@ class VectorPart:
                 "metadata": vector_metadata(uid, int(c), content, columns["age_years"][r], columns["sex"][r]),
             })  # fmt: skip
         return out
-
-
-def read_rows(path: Path, offset: int, dim: int, rows: np.ndarray) -> np.ndarray:
-    """Rows of a raw float32 matrix on disk, read into memory; the map is closed at once, so its pages
-    stop counting as resident."""
-    total = (path.stat().st_size - offset) // (4 * dim)
-    matrix = np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=(total, dim))
-    try:
-        return np.array(matrix[rows], dtype=np.float32)
-    finally:
-        del matrix

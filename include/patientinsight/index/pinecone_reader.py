@@ -38,7 +38,7 @@ from patientinsight.index.versions import read_manifest
 if TYPE_CHECKING:
     from pinecone.models.vectors.vector import Vector
 
-    from patientinsight.index.pinecone import PineconeIndex
+    from patientinsight.index.pinecone_client import PineconeClient
 
 T = TypeVar("T")
 
@@ -49,10 +49,10 @@ class PineconeReader(AnsweredByRecords):
     """One committed version: what the records answer comes from the lake, as in the embedded reader;
     `search`, `scores` and `scores_at` read the namespace."""
 
-    def __init__(self, path: Path, version: str, index: PineconeIndex) -> None:  # no vectors.npy to map
+    def __init__(self, path: Path, version: str, client: PineconeClient) -> None:  # no vectors.npy to map
         self.path = path
         self.version = version
-        self.index = index
+        self.client = client
         self.manifest: dict[str, Any] = read_manifest(path)
         self.namespace: str = self.manifest["namespace"]
         self.shared = is_shared(self.manifest)
@@ -92,7 +92,7 @@ class PineconeReader(AnsweredByRecords):
 
     # Dense scores, from the namespace.
     def _retried(self, call: Callable[[], T], what: str) -> T:
-        return self.index.retried(call, f"{what} namespace {self.namespace} of {self.index.options.index_name}")
+        return self.client.retried(call, f"{what} namespace {self.namespace} of {self.client.options.index_name}")
 
     def _limit(self) -> int:
         """The most matches worth asking for: a namespace of its own holds only this version's chunks."""
@@ -100,7 +100,7 @@ class PineconeReader(AnsweredByRecords):
 
     def _query(self, vector: np.ndarray, top_k: int, filters: Filters | None) -> tuple[list[Match], int, float]:
         """This version's matches among the top_k, best first; how many matches came back; the lowest score."""
-        data = self.index.data_plane()
+        data = self.client.data_plane()
         values = np.asarray(vector, dtype=np.float32).tolist()
         flt = pinecone_filter(filters)
         response = self._retried(
@@ -152,12 +152,12 @@ class PineconeReader(AnsweredByRecords):
         """The candidates' exact scores (their best chunk's cosine), from their own vectors fetched by id:
         a reranker's few hundred records cost a few fetches, sent at once, where a query of the whole
         namespace (`scores`) returns 10,000 matches and is only exact up to that many chunks. Vectors
-        fetched before are taken from the index's cache (index.pinecone_cache)."""
+        fetched before are taken from the client's cache (index.pinecone_cache)."""
         positions = np.asarray(positions, dtype=np.int64)
         if len(positions) == 0:
             return np.empty(0, np.float32)
         ids = self._ids(positions)
-        cache = self.index.vector_cache
+        cache = self.client.vector_cache
         values = cache.get(self.namespace, ids)
         fetched = {
             vid: np.asarray(v.values, dtype=np.float32)
@@ -177,8 +177,8 @@ class PineconeReader(AnsweredByRecords):
         return np.maximum.reduceat(chunk_scores, np.cumsum(counts) - counts).astype(np.float32)
 
     def _fetch(self, ids: list[str]) -> dict[str, Vector]:
-        """These vectors by id (values and metadata), FETCH_IDS a request, sent together (index.parallel)."""
-        data = self.index.data_plane()
+        """These vectors by id (values and metadata), FETCH_IDS a request, sent together (client.parallel)."""
+        data = self.client.data_plane()
 
         def fetch(wanted: list[str]) -> dict[str, Vector]:
             fetched = self._retried(partial(data.fetch, ids=wanted, namespace=self.namespace), "fetch from")
@@ -186,7 +186,7 @@ class PineconeReader(AnsweredByRecords):
 
         out: dict[str, Vector] = {}
         batches = [ids[i : i + FETCH_IDS] for i in range(0, len(ids), FETCH_IDS)]
-        for found in self.index.parallel([partial(fetch, batch) for batch in batches]):
+        for found in self.client.parallel([partial(fetch, batch) for batch in batches]):
             out.update(found)
         return out
 

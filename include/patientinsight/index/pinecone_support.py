@@ -1,6 +1,6 @@
-"""The Pinecone index's settings and vocabulary: its options and error, credentials from Airflow or the
-environment, and how records map onto Pinecone (namespaces, metadata filters, vector ids and metadata);
-the design is in index.pinecone, the retries in index.pinecone_retries.
+"""The Pinecone index's settings and vocabulary: its options (from Settings and the credentials the caller
+passes in) and error, and how records map onto Pinecone (namespaces, metadata filters, vector ids and
+metadata); the design is in index.pinecone, the client and its retries in index.pinecone_client.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-from patientinsight.embedding.encoder import numerics
+from patientinsight.embedding.encoder import EMBEDDING_KEYS, numerics
 from patientinsight.index.types import Filters
+from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ QUERY_TOP_K_MAX = 10_000  # Pinecone's cap on topK
 FETCH_IDS = 100  # ids per fetch request: they travel in the query string, ~40 characters each
 DELETE_IDS = 1000  # Pinecone's cap on ids per delete request
 HASH_CHARS = 16  # of the content hash in a vector id: 64 bits tell a record's contents apart
+FOLDER = "pinecone"  # <root>/pinecone/: the lake's id (pinecone_keys), the builds' lock and journals (pinecone_gc)
 
 # A version's manifest says how its vectors are laid out. SHARED: content-addressed ids in the one
 # namespace of its lake and embedding (`shared_namespace`), shared by every version of the lake that
@@ -37,22 +39,48 @@ class PineconeIndexError(RuntimeError):
     """A Pinecone operation failed for good (after retries); nothing was published."""
 
 
+class PineconeCredentials(NamedTuple):
+    """What the caller found for Pinecone (the Airflow connection's password and host); None: nothing."""
+
+    api_key: str | None = None
+    host: str | None = None
+
+
 @dataclass(frozen=True)
 class PineconeOptions:
-    """Where the index is and how to write to it (see Settings for each field's meaning)."""
+    """Where the index is and how to write to it: Settings' pinecone_* fields (see Settings for each one's
+    meaning, and its defaults) and the credentials the caller passed in."""
 
-    index_name: str = "patientinsight"
-    api_key: str | None = None
+    index_name: str
+    cloud: str
+    region: str
+    batch_size: int
+    concurrency: int
+    max_retries: int
+    backoff_s: float
+    timeout_s: float
+    ready_timeout_s: float
+    api_key: str | None = None  # None: PINECONE_API_KEY (index.pinecone_client)
     controller_host: str | None = None
-    cloud: str = "aws"
-    region: str = "us-east-1"
-    batch_size: int = 100
-    concurrency: int = 8
-    max_retries: int = 5
-    backoff_s: float = 0.5
-    timeout_s: float = 30.0
-    ready_timeout_s: float = 120.0
     cache_vectors: int = 20_000  # fetched vectors a process keeps (index.pinecone_cache): 30 MiB at 384 floats
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credentials: PineconeCredentials | None = None) -> PineconeOptions:
+        """The settings' options; the host is the `pinecone_host` setting, else the credentials' host."""
+        api_key, host = credentials or PineconeCredentials()
+        return cls(
+            index_name=settings.pinecone_index_name,
+            cloud=settings.pinecone_cloud,
+            region=settings.pinecone_region,
+            batch_size=settings.pinecone_batch_size,
+            concurrency=settings.pinecone_concurrency,
+            max_retries=settings.pinecone_max_retries,
+            backoff_s=settings.pinecone_backoff_s,
+            timeout_s=settings.pinecone_timeout_s,
+            ready_timeout_s=settings.pinecone_ready_timeout_s,
+            api_key=api_key,
+            controller_host=settings.pinecone_host or host,
+        )
 
 
 def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:
@@ -72,14 +100,10 @@ def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:
     return out or None
 
 
-# What a version's vectors depend on besides the records' contents, as embedding.encoder.same_embedding
-# compares them (and its numerics, normalized there): versions that agree share vectors.
-EMBEDDING_KEYS = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")
-
-
 def shared_namespace(manifest: dict[str, Any], lake: str) -> str:
     """The namespace of every version of the lake `lake` (its id) embedded as `manifest` says: a lake's
-    pruning knows only its own versions, so no other lake's versions may share its vectors."""
+    pruning knows only its own versions, so no other lake's versions may share its vectors. Versions
+    that embedding.encoder.same_embedding calls the same (EMBEDDING_KEYS, numerics) share vectors."""
     identity = {**{k: manifest.get(k) for k in EMBEDDING_KEYS}, "numerics": numerics(manifest)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"vectors-{lake}-{digest}"

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-# Columns every index version stores per record, beside its vectors.
-META_COLUMNS = (
-    "uid", "pmid", "title", "text", "age_years", "sex", "pub_date",
-    "similar_patients", "relevant_articles", "content_hash",
-)  # fmt: skip
+from patientinsight.records.columns import RECORD_COLUMNS
+
+# Columns every index version stores per record, beside its vectors: the whole normalized record.
+META_COLUMNS = RECORD_COLUMNS
 
 
 # Records a search must not see: their uids, or a boolean mask over the version's records (True =

@@ -11,28 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Years per unit; PMC-Patients writes an age as [[value, unit], ...] whose parts add up.
-YEARS_PER_UNIT = {
-    "year": 1.0,
-    "month": 1.0 / 12.0,
-    "week": 7.0 / 365.25,
-    "day": 1.0 / 365.25,
-    "hour": 1.0 / (365.25 * 24.0),
-}
-
-RECORD_COLUMNS = (
-    "uid",
-    "pmid",
-    "title",
-    "text",
-    "age_years",
-    "sex",
-    "pub_date",
-    "similar_patients",
-    "relevant_articles",
-    "content_hash",
-)
-
+from patientinsight.records.ages import YEARS_PER_UNIT
+from patientinsight.records.columns import RECORD_COLUMNS
 
 # The shape the v1 CSV export writes relevance maps in ({'33492400': 1, ...}): read with two regular
 # expressions, about 10x faster than ast.literal_eval, which still reads every other shape.

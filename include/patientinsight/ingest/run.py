@@ -9,26 +9,58 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from patientinsight.embedding.encoder import make_embedder
+from patientinsight.embedding.encoder import Embedder, make_embedder
 from patientinsight.index.factory import make_index
 from patientinsight.index.lexical import bm25_params
 from patientinsight.ingest import shards as shard_steps
 from patientinsight.ingest import steps
-from patientinsight.ingest.lake import report_files, run_key
+from patientinsight.ingest.lake import read_json, report_files, run_key
 from patientinsight.settings import Settings
-from patientinsight.tracking import LINK_XCOM_KEY, TrackedRun
+from patientinsight.tracking import TrackedRun
+
+if TYPE_CHECKING:
+    from patientinsight.index.factory import CredentialsLookup
 
 log = logging.getLogger(__name__)
 
 PIPELINE = "patient_ingest"  # the DAG id, and the MLflow tag of runs the command line makes
 # Every step, in the order the command line runs them. The DAG runs `profile` beside `plan` and the
 # embedding; here it comes after the embedding: in one process the encoder measured ~8% slower once
-# ydata-profiling had run (docs/PERFORMANCE.md). tests/dags checks that the DAG allows this order.
+# ydata-profiling had run (docs/PERFORMANCE.md). tests/dags checks that the DAG allows this order and
+# that its tasks bear these names.
 ORDER = ("begin", "validate", "plan", "shards", "embed", "profile", "build", "evaluate", "gate", "publish", "finish")
-State = dict[str, Any]
+
+
+class State(TypedDict):
+    """What `begin` hands every later step: plain JSON values, as it crosses Airflow's XCom."""
+
+    run_dir: str
+    mlflow_run_id: str
+    mlflow_run_url: str  # tracking.LINK_XCOM_KEY: the XCom that plugins/mlflow_link.py reads
+    source_uri: str
+    encoding: str
+    full_refresh: bool
+    limit: int | None
+    max_quarantine_ratio: float
+    max_mrr_drop: float
+    shard_size: int
+
+
+_embedders: dict[str, Embedder] = {}
+
+
+def process_embedder(settings: Settings) -> Embedder:
+    """The process's one embedder for these settings: the plan, every shard and the evaluation share its
+    runtime (each new embedder starts its own). Other settings replace it: one runtime's memory at a time."""
+    key = settings.model_dump_json()
+    if key not in _embedders:
+        _embedders.clear()
+        _embedders[key] = make_embedder(settings)
+    return _embedders[key]
 
 
 def run_params(state: State, settings: Settings) -> dict[str, Any]:
@@ -72,7 +104,7 @@ def begin(settings: Settings, run_id: str, params: dict[str, Any]) -> State:
     state: State = {
         "run_dir": str(run_dir),
         "mlflow_run_id": tracked.run_id,
-        LINK_XCOM_KEY: tracked.url(settings.mlflow_ui_url),
+        "mlflow_run_url": tracked.url(settings.mlflow_ui_url),
         "source_uri": str(params["source_uri"]),
         "encoding": str(given("encoding", settings.source_encoding)),
         "full_refresh": bool(params.get("full_refresh")),
@@ -113,10 +145,11 @@ def profile(settings: Settings, state: State) -> dict[str, Any]:
         Path(state["run_dir"]), settings.profile_max_rows))  # fmt: skip
 
 
-def plan(settings: Settings, state: State) -> dict[str, Any]:
-    embedding = make_embedder(settings).describe()
+# `credentials`: how the caller (the DAG, the command line) finds Pinecone's (index.factory.make_index).
+def plan(settings: Settings, state: State, credentials: CredentialsLookup | None = None) -> dict[str, Any]:
+    embedding = process_embedder(settings).describe()
     return _step(settings, state, "plan", lambda: steps.plan_changes(
-        Path(state["run_dir"]), make_index(settings), embedding, state["full_refresh"]))  # fmt: skip
+        Path(state["run_dir"]), make_index(settings, credentials), embedding, state["full_refresh"]))  # fmt: skip
 
 
 def shards(settings: Settings, state: State) -> list[dict[str, Any]]:
@@ -128,19 +161,24 @@ def shards(settings: Settings, state: State) -> list[dict[str, Any]]:
 
 def embed(settings: Settings, state: State, shard: dict[str, Any]) -> dict[str, Any]:
     """One shard; a failure retries this shard alone. Its numbers reach MLflow summed, with build."""
-    return shard_steps.embed_shard(Path(state["run_dir"]), make_embedder(settings), shard)
+    return shard_steps.embed_shard(Path(state["run_dir"]), process_embedder(settings), shard)
 
 
-def build(settings: Settings, state: State) -> dict[str, Any]:
+def build(settings: Settings, state: State, credentials: CredentialsLookup | None = None) -> dict[str, Any]:
     _tracked(settings, state).log_metrics(step_metrics("embed", shard_steps.embed_summary(Path(state["run_dir"]))))
-    embedding = make_embedder(settings).describe()
+    # The embedding the plan compared (plan.json): describing one here would start a runtime in a task
+    # that embeds nothing. A plan written before plans recorded it has none.
+    planned = read_json(Path(state["run_dir"]) / "plan.json")
+    embedding = planned.get("embedding") or process_embedder(settings).describe()
     return _step(settings, state, "build", lambda: steps.build_version(
-        Path(state["run_dir"]), make_index(settings), embedding, bm25_params(settings)))  # fmt: skip
+        Path(state["run_dir"]), make_index(settings, credentials), embedding, bm25_params(settings)))  # fmt: skip
 
 
-def evaluate(settings: Settings, state: State, version: str) -> dict[str, Any]:
+def evaluate(
+    settings: Settings, state: State, version: str, credentials: CredentialsLookup | None = None
+) -> dict[str, Any]:
     return _step(settings, state, "evaluate", lambda: steps.evaluate_candidate(
-        make_index(settings), version, make_embedder(settings), settings))  # fmt: skip
+        make_index(settings, credentials), version, process_embedder(settings), settings))  # fmt: skip
 
 
 def gate(settings: Settings, state: State, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -151,17 +189,24 @@ def gate(settings: Settings, state: State, evaluation: dict[str, Any]) -> dict[s
     return decision
 
 
-def publish(settings: Settings, state: State, version: str) -> dict[str, Any]:
-    return _step(settings, state, "publish", lambda: steps.publish_version(make_index(settings), version))
+def publish(
+    settings: Settings, state: State, version: str, credentials: CredentialsLookup | None = None
+) -> dict[str, Any]:
+    return _step(settings, state, "publish", lambda: steps.publish_version(make_index(settings, credentials), version))
 
 
-def finish(settings: Settings, state: State, done: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+def finish(
+    settings: Settings,
+    state: State,
+    done: dict[str, dict[str, Any] | None],
+    credentials: CredentialsLookup | None = None,
+) -> dict[str, Any]:
     """Write the run's report, attach the reports to MLflow and close the run."""
     run_dir = Path(state["run_dir"])
     # Skipped steps (publish after a rejection) hand over None; the shards left their sums in the lake.
     results = {k: v for k, v in done.items() if v}
     results["embed"] = shard_steps.embed_summary(run_dir)
-    report = steps.run_report(run_dir, results, make_index(settings))
+    report = steps.run_report(run_dir, results, make_index(settings, credentials))
     counts = ("read", "indexed", "quarantined", "embedded", "unchanged", "deleted", "published")
     tracked = _tracked(settings, state)
     tracked.log_metrics({k: float(report[k]) for k in counts})
@@ -179,6 +224,50 @@ def fail(settings: Settings, state: State | None) -> None:
     tracked.fail()
 
 
+@dataclass
+class _InProcess:
+    """One run of every step in this process: the inputs beyond the state, and each step's result."""
+
+    settings: Settings
+    state: State
+    storage_options: dict[str, Any] | None
+    allow_worse: bool
+    credentials: CredentialsLookup | None = None
+    done: dict[str, Any] = field(default_factory=dict)
+
+    def version(self) -> str:
+        return str(self.done["build"]["version"])
+
+    def publish_unless_held(self) -> dict[str, Any] | None:
+        """Without a person to ask, a version the gate holds back is published only if `allow_worse`."""
+        decision = self.done["gate"]
+        if decision["needs_approval"] and not self.allow_worse:
+            log.warning("not published: %s; re-run with --allow-worse to publish anyway", decision["reason"])
+            return None
+        return publish(self.settings, self.state, self.version(), self.credentials)
+
+    def report(self) -> dict[str, Any]:
+        """`finish` over the results the DAG hands it: the shards left theirs in the lake."""
+        done = {k: v for k, v in self.done.items() if k not in ("shards", "embed")}
+        return finish(self.settings, self.state, done, self.credentials)
+
+
+# How each step after `begin` runs in one process, fed as the DAG feeds its task. The step functions
+# are looked up when called, so a test can wrap them.
+_IN_PROCESS: dict[str, Callable[[_InProcess], Any]] = {
+    "validate": lambda r: validate(r.settings, r.state, r.storage_options),
+    "plan": lambda r: plan(r.settings, r.state, r.credentials),
+    "shards": lambda r: shards(r.settings, r.state),
+    "embed": lambda r: [embed(r.settings, r.state, shard) for shard in r.done["shards"]],
+    "profile": lambda r: profile(r.settings, r.state),
+    "build": lambda r: build(r.settings, r.state, r.credentials),
+    "evaluate": lambda r: evaluate(r.settings, r.state, r.version(), r.credentials),
+    "gate": lambda r: gate(r.settings, r.state, r.done["evaluate"]),
+    "publish": _InProcess.publish_unless_held,
+    "finish": _InProcess.report,
+}
+
+
 def run_ingest(
     source: str,
     settings: Settings,
@@ -188,27 +277,18 @@ def run_ingest(
     storage_options: dict[str, Any] | None = None,
     allow_worse: bool = False,
     encoding: str | None = None,
+    credentials: CredentialsLookup | None = None,
 ) -> dict[str, Any]:
     """Every step in `ORDER`, in this process. Without a person to ask, a version that the gate holds
-    back is not published unless `allow_worse`. `encoding` is the source's (default: the setting)."""
+    back is not published unless `allow_worse`. `encoding` is the source's (default: the setting);
+    `credentials` Pinecone's (index.factory.make_index)."""
     params = {"source_uri": source, "full_refresh": full_refresh, "limit": limit, "encoding": encoding}
     state = begin(settings, run_id, params)
+    local = _InProcess(settings, state, storage_options, allow_worse, credentials)
     try:
-        done: dict[str, dict[str, Any] | None] = {"validate": validate(settings, state, storage_options)}
-        done["plan"] = plan(settings, state)
-        for shard in shards(settings, state):
-            embed(settings, state, shard)
-        done["profile"] = profile(settings, state)
-        done["build"] = built = build(settings, state)
-        version = built["version"]
-        done["evaluate"] = evaluation = evaluate(settings, state, version)
-        done["gate"] = decision = gate(settings, state, evaluation)
-        if decision["needs_approval"] and not allow_worse:
-            log.warning("not published: %s; re-run with --allow-worse to publish anyway", decision["reason"])
-        else:
-            done["publish"] = publish(settings, state, version)
-        report = finish(settings, state, done)
+        for name in ORDER[1:]:
+            local.done[name] = _IN_PROCESS[name](local)
     except Exception:
         fail(settings, state)
         raise
-    return {**report, "mlflow_run_id": state["mlflow_run_id"]}
+    return {**local.done["finish"], "mlflow_run_id": state["mlflow_run_id"]}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from patientinsight import progress
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.types import EmbeddedBatch
 from patientinsight.ingest.lake import Timer, read_json, write_json
@@ -44,7 +45,10 @@ def plan_shards(run_dir: Path, shard_size: int) -> list[dict[str, Any]]:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir()
     write_json(run_dir / SHARDS_FILE, {"shard_size": shard_size, "shards": shards})
-    log.info("%d records to embed in %d shards of at most %d", len(plan["embed"]), len(shards), shard_size)
+    log.info(
+        "%d records to embed in %d shards of at most %d", len(plan["embed"]), len(shards), shard_size,
+        extra=progress.extra(progress.ShardsPlanned(len(plan["embed"]), len(shards), shard_size)),
+    )  # fmt: skip
     return shards
 
 
@@ -77,7 +81,10 @@ def embed_shard(run_dir: Path, embedder: Embedder, shard: dict[str, Any]) -> dic
         "records_per_s": len(uids) / timer.seconds if uids and timer.seconds else 0.0,
     }
     write_json(_shard_file(run_dir, shard["shard"], ".json"), result)
-    log.info("shard %d: embedded %d records (%.1f records/s)", shard["shard"], len(uids), result["records_per_s"])
+    log.info(
+        "shard %d: embedded %d records (%.1f records/s)", shard["shard"], len(uids), result["records_per_s"],
+        extra=progress.extra(progress.ShardEmbedded(shard["shard"], len(uids))),
+    )  # fmt: skip
     return result
 
 

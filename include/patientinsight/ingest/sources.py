@@ -8,7 +8,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -16,6 +16,7 @@ import fsspec
 import ijson
 import pandas as pd
 
+from patientinsight.ingest.formats import described, format_of
 from patientinsight.settings import Settings
 
 try:  # botocore comes with s3fs: without it there is no s3:// source to lack credentials for
@@ -54,14 +55,11 @@ class RawChunk:
 
 
 def source_format(uri: str) -> str:
-    """'csv', 'json' or 'jsonl', from the file name (a trailing .gz is ignored)."""
-    name = uri.lower().split("?", 1)[0]
-    if name.endswith(".gz"):
-        name = name[:-3]
-    for suffix, fmt in ((".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json")):
-        if name.endswith(suffix):
-            return fmt
-    raise SourceError(f"{uri}: unknown format; expected .csv, .json, .jsonl (optionally .gz)")
+    """The reader of a file ('csv', 'json' or 'jsonl'), by its suffix in formats.FORMATS."""
+    fmt = format_of(uri)
+    if fmt is None:
+        raise SourceError(f"{uri}: unknown format; expected {described()}")
+    return fmt
 
 
 def check_columns(uri: str, columns: set[str]) -> None:
@@ -90,7 +88,7 @@ def read_chunks(
             stream = io.BufferedReader(decoded)
             if not stream.peek(1):
                 raise SourceError(f"{uri}: the file is empty (0 bytes{_unzipped(uri)}); upload the complete export")
-            rows = _csv_rows(uri, stream, chunk_rows) if fmt == "csv" else _JSON_READERS[fmt](uri, stream)
+            rows = _READERS[fmt](uri, stream, chunk_rows)
             yield from _chunked(uri, rows, chunk_rows)
             decoded.check_encoding(uri)
     except FileNotFoundError as exc:
@@ -218,7 +216,7 @@ def _csv_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any
             yield row
 
 
-def _json_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
+def _json_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
     # ijson walks the top-level list item by item, so a 500 MB export never sits in memory whole. One list
     # cannot be read past a broken record, so that fails the file, naming the record.
     read = 0
@@ -239,7 +237,7 @@ def _json_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
         ) from exc
 
 
-def _jsonl_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
+def _jsonl_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(f, start=1):
         if not line.strip():
             continue
@@ -254,4 +252,10 @@ def _jsonl_rows(uri: str, f: IO[bytes]) -> Iterator[dict[str, Any]]:
         yield item if isinstance(item, dict) else {"_not_an_object": item}
 
 
-_JSON_READERS = {"json": _json_rows, "jsonl": _jsonl_rows}
+# Each reader of formats.FORMATS: (uri, stream, chunk_rows) -> raw rows. JSON is read item by item, so
+# only pandas' CSV reader takes chunk_rows; _chunked batches the rows of every format.
+_READERS: dict[str, Callable[[str, IO[bytes], int], Iterator[dict[str, Any]]]] = {
+    "csv": _csv_rows,
+    "json": _json_rows,
+    "jsonl": _jsonl_rows,
+}

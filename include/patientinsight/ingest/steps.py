@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from patientinsight import progress
 from patientinsight.embedding.encoder import Embedder, same_embedding
 from patientinsight.evaluation import gate as publish_gate
 from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, lexical_index_hook
@@ -63,7 +64,10 @@ def validate_source(
                     by_field[error["field"]] = by_field.get(error["field"], 0) + 1
             if len(result.valid):
                 result.valid.to_parquet(records_dir / f"part-{part:05d}.parquet", index=False)
-            log.info("validated %d rows (%d valid, %d quarantined)", read, indexed, quarantined)
+            log.info(
+                "validated %d rows (%d valid, %d quarantined)", read, indexed, quarantined,
+                extra=progress.extra(progress.RowsRead(read)),
+            )  # fmt: skip
     if read != indexed + quarantined:  # the invariant every report promises
         raise AssertionError(f"rows read {read} != valid {indexed} + quarantined {quarantined}")
     ratio = quarantined / read if read else 0.0
@@ -167,6 +171,7 @@ def plan_changes(run_dir: Path, index: VectorIndex, embedding: dict[str, Any], f
         "delete": deletes,
         "unchanged": unchanged,
         "full_refresh": full_refresh,
+        "embedding": embedding,  # what the build's manifest records: no runtime is started to describe it again
     }
     write_json(run_dir / "plan.json", plan)
     summary = {"to_embed": len(embed), "unchanged": unchanged, "to_delete": len(deletes), "base": base}

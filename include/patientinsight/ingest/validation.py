@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from patientinsight.ingest.records import RECORD_COLUMNS, Normalized, normalize_row, printable
+from patientinsight.ingest.records import Normalized, normalize_row, printable
 from patientinsight.ingest.sources import RawChunk
+from patientinsight.records.columns import RECORD_COLUMNS
 
 MIN_TEXT_CHARS = 20
 

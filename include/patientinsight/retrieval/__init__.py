@@ -1,2 +1,2 @@
-"""From a query to an answer: the retrievers, a version ready to answer (CaseIndex), matching passages,
-the generators and the answer that cites the cases."""
+"""From a query to the cases that answer it: the retrievers (searcher), a version ready to answer
+(cases: CaseIndex) and matching passages. Writing about the cases is generation/'s job."""

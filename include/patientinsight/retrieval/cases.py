@@ -19,8 +19,8 @@ import pandas as pd
 
 from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.types import Filters, IndexReader
-from patientinsight.ingest.sample import SYNTHETIC_TITLE
-from patientinsight.retrieval.ages import age_display
+from patientinsight.records.ages import age_display
+from patientinsight.records.synthetic import SYNTHETIC_TITLE
 from patientinsight.retrieval.passages import best_passages
 from patientinsight.retrieval.searcher import Searcher
 from patientinsight.settings import Settings
@@ -45,7 +45,7 @@ def pmc_url(uid: str) -> str | None:
 
 
 def is_synthetic(title: str | None) -> bool:
-    """A record of the synthetic demo sample (ingest/sample.py): its text, PMID and PMC number are invented."""
+    """A record of the synthetic demo sample (records/synthetic.py): its text, PMID and PMC number are invented."""
     return bool(title) and SYNTHETIC_TITLE in str(title)
 
 

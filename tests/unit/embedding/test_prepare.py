@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.unit.test_serving_image import _stage
+from tests.helpers import dockerfile_stage
 
 PREPARE = "python -m patientinsight.embedding.prepare"
 
 
 def test_the_image_build_prepares_the_model_cache(repo_root: Path, tmp_path: Path) -> None:
-    stage = _stage((repo_root / "Dockerfile").read_text(), "serving")
+    stage = dockerfile_stage((repo_root / "Dockerfile").read_text(), "serving")
     assert PREPARE in stage and "PATIENTINSIGHT_MODEL_CACHE_DIR=/opt/patientinsight/models" in stage
     env = {
         **os.environ,

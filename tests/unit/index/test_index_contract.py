@@ -6,11 +6,14 @@ layer), through the pipeline's own steps."""
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import threading
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from patientinsight.airflow.connections import pinecone_credentials
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.factory import make_index
 from patientinsight.index.pinecone import PineconeIndex
 from patientinsight.index.pinecone_keys import vector_ids, version_keys
 from patientinsight.index.pinecone_reader import PineconeReader
-from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions
+from patientinsight.index.pinecone_support import PineconeIndexError
 from patientinsight.index.types import (
     META_COLUMNS,
     EmbeddedBatch,
@@ -35,7 +39,8 @@ from patientinsight.index.types import (
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import build_version, publish_version
 from patientinsight.settings import Settings
-from tests.pinecone_standin import PineconeStandIn
+from tests.helpers import commit_version
+from tests.pinecone_standin import PineconeStandIn, standin_options
 
 MANIFEST = {"dim": 3, "model": "test"}
 
@@ -77,7 +82,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield Backend(EmbeddedIndex(tmp_path / "index", keep_versions=2), None)
         return
     with PineconeStandIn() as standin:
-        options = PineconeOptions(api_key=standin.api_key, controller_host=standin.url, backoff_s=0.01, batch_size=2)
+        options = standin_options(standin.url, standin.api_key, batch_size=2)
         yield Backend(PineconeIndex(tmp_path / "index", options, keep_versions=2), standin)
 
 
@@ -88,30 +93,71 @@ def batch(
     return EmbeddedBatch(frame, np.stack(vectors), np.array(counts or [1] * len(uids), dtype=np.int64))
 
 
-def build(
-    index: VectorIndex,
-    base: str | None,
-    new: EmbeddedBatch | None = None,
-    deletes: tuple = (),
-    manifest: dict[str, Any] = MANIFEST,
-) -> str:
-    builder = index.builder(base, manifest)
-    if new is not None:
-        builder.upsert(new)
-    builder.delete(list(deletes))
-    return builder.commit()
+build = partial(commit_version, manifest=MANIFEST)
 
 
 # -- the contract ---------------------------------------------------------------------------------------
 
 
+def protocol_drift(implementation: object, protocol: type) -> list[str]:
+    """Where an implementation differs from its Protocol: a missing member, a property that is not one,
+    or a method whose parameters (names, kinds, defaults) or resolved annotations differ. isinstance on
+    a runtime_checkable Protocol checks only that the names exist."""
+    drift = []
+    for name, expected in vars(protocol).items():
+        if name.startswith("_"):
+            continue
+        actual = getattr(type(implementation), name, None)
+        if isinstance(expected, property):  # read-only: a property or an instance attribute, of its type
+            kind = typing.get_type_hints(expected.fget)["return"]
+            value = getattr(implementation, name, None) if actual is None or isinstance(actual, property) else actual
+            if not isinstance(value, typing.get_origin(kind) or kind) or callable(value):
+                drift.append(f"{name}: {value!r} where the Protocol has a property of {kind}")
+        elif actual is None:
+            drift.append(f"{name}: missing")
+        elif callable(expected):
+            want, got = inspect.signature(expected), inspect.signature(actual)
+            shape = [(p.name, p.kind, p.default) for p in want.parameters.values()]
+            if shape != [(p.name, p.kind, p.default) for p in got.parameters.values()]:
+                drift.append(f"{name}: parameters {got} instead of {want}")
+            elif not _same_hints(typing.get_type_hints(expected), typing.get_type_hints(actual)):
+                drift.append(f"{name}: annotations {typing.get_type_hints(actual)} instead of those of {protocol}")
+    return drift
+
+
+def _same_hints(wanted: dict[str, Any], got: dict[str, Any]) -> bool:
+    """Parameters annotated alike; the return alike too, or (covariant) a class where the Protocol returns
+    another Protocol, whose own members test_implements_the_protocols checks on the returned object."""
+    returns, returned = wanted.pop("return", None), got.pop("return", None)
+    covariant = getattr(returns, "_is_protocol", False) and isinstance(returned, type)
+    return wanted == got and (returns == returned or covariant)
+
+
 def test_implements_the_protocols(backend: Backend) -> None:
     """At run time what index.conformance has mypy check statically: index, reader and builder have
-    every member their Protocol lists."""
+    every member their Protocol lists, with the Protocol's signatures."""
     index = backend.index
-    assert isinstance(index, VectorIndex)
-    assert isinstance(index.builder(None, MANIFEST), VersionBuilder)
-    assert isinstance(index.open(build(index, None, batch(["a"], [unit(1, 0, 0)]))), IndexReader)
+    builder = index.builder(None, MANIFEST)
+    reader = index.open(build(index, None, batch(["a"], [unit(1, 0, 0)])))
+    assert isinstance(index, VectorIndex) and isinstance(builder, VersionBuilder) and isinstance(reader, IndexReader)
+    for implementation, protocol in ((index, VectorIndex), (builder, VersionBuilder), (reader, IndexReader)):
+        assert protocol_drift(implementation, protocol) == []
+
+
+def test_the_protocol_check_sees_a_drifted_signature() -> None:
+    class Drifted:
+        def version(self) -> str: ...  # a method where the Protocol has a property
+
+        def publish(self, name: str) -> None: ...  # renamed parameter
+
+        def manifest(self, version: str) -> dict[str, str]: ...  # another return type
+
+        def open(self, version: str, fast: bool = True) -> IndexReader: ...  # an extra parameter
+
+    drift = "\n".join(protocol_drift(Drifted(), VectorIndex))
+    assert "published: missing" in drift and "builder: missing" in drift
+    assert "publish: parameters" in drift and "open: parameters" in drift and "manifest: annotations" in drift
+    assert "where the Protocol has a property" in "\n".join(protocol_drift(Drifted(), IndexReader))
 
 
 def test_batch_checks_its_shape() -> None:
@@ -263,15 +309,8 @@ def test_empty_version(backend: Backend) -> None:
 # -- Pinecone only ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def standin() -> Iterator[PineconeStandIn]:
-    with PineconeStandIn() as server:
-        yield server
-
-
 def pinecone_index(tmp_path: Path, standin: PineconeStandIn, **options: object) -> PineconeIndex:
-    opts = PineconeOptions(api_key=standin.api_key, controller_host=standin.url, backoff_s=0.01, **options)  # type: ignore[arg-type]
-    return PineconeIndex(tmp_path / "index", opts)
+    return PineconeIndex(tmp_path / "index", standin_options(standin.url, standin.api_key, **options))
 
 
 def test_index_is_created_dense_cosine_and_vectors_carry_hashes(tmp_path: Path, standin: PineconeStandIn) -> None:
@@ -396,13 +435,13 @@ def test_one_retry_layer_governs_the_attempts(tmp_path: Path, standin: PineconeS
     other = pinecone_index(tmp_path / "other", standin, max_retries=1)  # a new client describes the index first
     standin.fail("/indexes/patientinsight", 500, times=None, retry_after="0")
     with pytest.raises(PineconeIndexError, match=r"describe index patientinsight failed after 2 attempt\(s\)"):
-        other.data_plane()
+        other.client.data_plane()
     assert standin.count("/indexes/patientinsight", 500) == 2
 
 
 def test_retry_after_is_respected(tmp_path: Path, standin: PineconeStandIn) -> None:
     index = pinecone_index(tmp_path, standin)  # backoff 0.01 s: only Retry-After makes it wait longer
-    index.data_plane(dimension=3)
+    index.client.data_plane(dimension=3)
     standin.fail("/vectors/upsert", 429, times=1, retry_after="0.5")
     started = time.monotonic()
     build(index, None, batch(["a"], [unit(1, 0, 0)]))
@@ -448,16 +487,20 @@ def test_api_key_from_the_airflow_connection(
 ) -> None:
     monkeypatch.delenv("PINECONE_API_KEY", raising=False)
     settings = Settings(home=tmp_path / "home", index_backend="pinecone", pinecone_backoff_s=0.01)
+
+    def configured() -> VectorIndex:  # as the DAG, the command line and the service make it
+        return make_index(settings, pinecone_credentials)
+
     with pytest.raises(PineconeIndexError, match="no Pinecone API key"):
-        build(make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
+        build(configured(), None, batch(["a"], [unit(1, 0, 0)]))
     conn = {"conn_type": "pinecone", "host": standin.url, "password": standin.api_key}
     monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(conn))
-    version = build(make_index(settings), None, batch(["a"], [unit(1, 0, 0)]))
-    assert make_index(settings).open(version).remote_count() == 1
+    version = build(configured(), None, batch(["a"], [unit(1, 0, 0)]))
+    assert configured().open(version).remote_count() == 1
     wrong = {**conn, "password": "pcsk-wrong"}
     monkeypatch.setenv("AIRFLOW_CONN_PINECONE_DEFAULT", json.dumps(wrong))
     with pytest.raises(Exception, match="Invalid API Key"):
-        build(make_index(settings), None, batch(["b"], [unit(1, 0, 0)]))
+        build(configured(), None, batch(["b"], [unit(1, 0, 0)]))
 
 
 def test_records_of_a_version_are_the_lake_copy(tmp_path: Path, standin: PineconeStandIn) -> None:

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,10 @@ from patientinsight.index import pinecone_gc
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.pinecone import PineconeIndex
 from patientinsight.index.pinecone_keys import vector_ids, version_keys
-from patientinsight.index.pinecone_support import PineconeIndexError, PineconeOptions, is_shared, vector_metadata
+from patientinsight.index.pinecone_support import PineconeIndexError, is_shared, vector_metadata
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch, Filters, VectorIndex
-from tests.pinecone_standin import PineconeStandIn
-from tests.unit.index import test_index_contract as contract
+from tests.helpers import commit_version
+from tests.pinecone_standin import PineconeStandIn, standin_options
 
 DIM = 6
 MANIFEST = {"dim": DIM, "model": "test"}
@@ -51,7 +50,7 @@ def batch(uids: list[str], vectors: np.ndarray, content: str = "h", chunks: int 
     return EmbeddedBatch(records, vectors, np.full(n, chunks, dtype=np.int64))
 
 
-build = partial(contract.build, manifest=MANIFEST)
+build = partial(commit_version, manifest=MANIFEST)
 
 
 def held(standin: PineconeStandIn, index: PineconeIndex, manifest: dict[str, Any] = MANIFEST) -> set[str]:
@@ -74,15 +73,8 @@ def same(got: list[tuple[str, float]], expected: list[tuple[str, float]]) -> boo
     return uids and np.allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
 
 
-@pytest.fixture
-def standin() -> Iterator[PineconeStandIn]:
-    with PineconeStandIn() as server:
-        yield server
-
-
 def pinecone(root: Path, standin: PineconeStandIn, keep: int = 10, **options: Any) -> PineconeIndex:
-    opts = PineconeOptions(api_key=standin.api_key, controller_host=standin.url, backoff_s=0.01, **options)
-    return PineconeIndex(root, opts, keep_versions=keep)
+    return PineconeIndex(root, standin_options(standin.url, standin.api_key, **options), keep_versions=keep)
 
 
 def whole(root: Path, standin: PineconeStandIn, index: PineconeIndex, version: str) -> tuple[EmbeddedIndex, str]:
@@ -263,7 +255,8 @@ def test_a_build_after_a_prune_writes_again_what_the_pruned_version_alone_held(
     index = pinecone(tmp_path / "index", standin)
     v1 = build(index, None, batch(["a", "b"], unit(rng, 2)))
     v2 = build(index, v1, batch(["a"], unit(rng, 1), content="h2"))
-    assert pinecone_gc.release(index, v1, index.manifest(v1))  # as the prune does, before removing the folder
+    # As the prune does, before removing the folder.
+    assert pinecone_gc.release(index.client, index.versions, v1, index.manifest(v1))
     assert "a#h-a#0" not in held(standin, index) and index.versions.path(v1).is_dir()
     v3 = build(index, v2, batch(["a"], unit(rng, 1)))  # back to a's first contents
     assert index.manifest(v3)["vectors_written"] == 1 and named(index, v3) <= held(standin, index)
@@ -286,7 +279,7 @@ def test_what_a_build_could_not_write_anywhere_leaves_no_journal(tmp_path: Path,
     """A build whose first upsert fails leaves a journal for a namespace Pinecone never held: deleting from
     it answers 404, nothing to delete, and the journal goes."""
     index = pinecone(tmp_path / "index", standin, max_retries=0)
-    index.data_plane(dimension=DIM)
+    index.client.data_plane(dimension=DIM)
     standin.fail("/vectors/upsert", 500, times=None)
     with pytest.raises(PineconeIndexError, match="nothing published"):
         build(index, None, batch(["a"], unit(np.random.default_rng(14), 1)))
@@ -300,7 +293,7 @@ import numpy as np
 from pathlib import Path
 from patientinsight.index import pinecone_builder
 from patientinsight.index.pinecone import PineconeIndex
-from patientinsight.index.pinecone_support import PineconeOptions
+from tests.pinecone_standin import standin_options
 from tests.unit.index.test_pinecone_shared import MANIFEST, batch, unit
 
 def killed(*args, **kwargs):  # every vector sent, the version not committed yet
@@ -308,7 +301,7 @@ def killed(*args, **kwargs):  # every vector sent, the version not committed yet
 
 pinecone_builder.wait_until_searchable = killed
 url, key, root, base = sys.argv[1:]
-index = PineconeIndex(Path(root), PineconeOptions(api_key=key, controller_host=url, backoff_s=0.01))
+index = PineconeIndex(Path(root), standin_options(url, key))
 builder = index.builder(base, MANIFEST)
 builder.upsert(batch(["a", "z1", "z2"], unit(np.random.default_rng(9), 3), content="h3"))
 builder.commit()
@@ -333,7 +326,7 @@ def test_what_a_killed_build_wrote_is_collected_by_the_next_prune(tmp_path: Path
     journals = index.root / pinecone_gc.FOLDER / pinecone_gc.WRITES
     (killed,) = journals.iterdir()
     with pinecone_gc.writing(index.root):  # while another build writes, nothing is collected
-        assert pinecone_gc.collect_orphans(index) == 0 and killed.is_dir()
+        assert pinecone_gc.collect_orphans(index.client, index.versions) == 0 and killed.is_dir()
     # The next build writes z1's contents again (no version held them) and names them: they stay.
     v2 = build(index, v1, batch(["b", "z1"], unit(rng, 2), content="h3"))
     assert index.manifest(v2)["vectors_written"] == 2
@@ -364,7 +357,7 @@ def test_a_version_appears_once_searches_see_all_it_wrote(tmp_path: Path, report
 
 def legacy_version(index: PineconeIndex, records: EmbeddedBatch) -> str:
     """A version as the earlier release wrote it: a namespace named by its id, ids `<uid>#<chunk>`."""
-    data = index.data_plane(dimension=DIM)
+    data = index.client.data_plane(dimension=DIM)
     version = "v20250101T000000000000Z"
     items = [
         {"id": f"{r.uid}#0", "values": records.vectors[i].tolist(),
@@ -425,4 +418,4 @@ def test_a_pool_fetched_for_one_version_is_not_fetched_again_for_another(
     assert np.allclose(first[1:], second[1:]) and first[0] != second[0]
     small = pinecone(tmp_path / "index", standin, cache_vectors=5)  # a bounded cache keeps the last 5
     small.open(v1).scores_at(query, np.arange(20))
-    assert len(small.vector_cache.get(small.namespace_for(MANIFEST), [f"r{i}#h-r{i}#0" for i in range(20)])) == 5
+    assert len(small.client.vector_cache.get(small.namespace_for(MANIFEST), [f"r{i}#h-r{i}#0" for i in range(20)])) == 5

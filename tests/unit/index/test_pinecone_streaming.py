@@ -5,11 +5,11 @@ not grow with the records; and the streamed commit writes exactly what holding e
 from __future__ import annotations
 
 import gc
+import json
 import math
 import subprocess
 import sys
 import threading
-import tracemalloc
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +25,11 @@ from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.pinecone import PineconeIndex
 from patientinsight.index.pinecone_keys import vector_ids, version_keys
 from patientinsight.index.pinecone_parts import VectorPart
-from patientinsight.index.pinecone_support import PineconeOptions, vector_id, vector_metadata
+from patientinsight.index.pinecone_support import vector_id, vector_metadata
 from patientinsight.index.records import VersionRecords
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch
 from patientinsight.index.versions import BUILD_PREFIX, OWNER_FILE, owned_by_live_build
-from tests.pinecone_standin import PineconeStandIn
+from tests.pinecone_standin import PineconeStandIn, standin_options
 
 
 def make_batch(first: int, n: int, dim: int, chunks: int = 1, seed: int = 0) -> EmbeddedBatch:
@@ -82,15 +82,8 @@ def stored(standin: PineconeStandIn, index: PineconeIndex, version: str) -> dict
     }
 
 
-@pytest.fixture
-def standin() -> Iterator[PineconeStandIn]:
-    with PineconeStandIn() as server:
-        yield server
-
-
 def pinecone(root: Path, standin_url: str, api_key: str, **options: Any) -> PineconeIndex:
-    opts = PineconeOptions(api_key=api_key, controller_host=standin_url, backoff_s=0.01, **options)
-    return PineconeIndex(root, opts)
+    return PineconeIndex(root, standin_options(standin_url, api_key, **options))
 
 
 def test_upsert_spills_to_a_claimed_folder_and_keeps_no_batch(tmp_path: Path, standin: PineconeStandIn) -> None:
@@ -191,7 +184,7 @@ def test_at_most_concurrency_requests_hold_vectors(
         return made
 
     monkeypatch.setattr(VectorPart, "items", items)
-    data = index.data_plane(dimension=8)
+    data = index.client.data_plane(dimension=8)
     real_upsert = data.upsert
 
     def upsert(**kwargs: Any) -> Any:
@@ -202,13 +195,13 @@ def test_at_most_concurrency_requests_hold_vectors(
                 live["now"] -= 1
 
     monkeypatch.setattr(data, "upsert", upsert)
-    real_run = index.run_batches
+    real_run = index.client.run_batches
 
     def run_batches(tasks: Any, what: str) -> int:
         live["made_before_run"] = live["made"]
         return real_run(tasks, what)
 
-    monkeypatch.setattr(index, "run_batches", run_batches)
+    monkeypatch.setattr(index.client, "run_batches", run_batches)
     builder = index.builder(None, {"dim": 8, "model": "test"})
     for first in range(0, 200, 20):
         builder.upsert(make_batch(first, 20, 8, chunks=2))
@@ -246,24 +239,40 @@ def standin_process() -> Iterator[tuple[str, str]]:
         process.wait(timeout=30)
 
 
+COMMIT_PEAKS = """
+import json, sys, tracemalloc
+from pathlib import Path
+from tests.unit.index.test_pinecone_streaming import make_batch, pinecone
+url, api_key, folder = sys.argv[1:]
+peaks, vectors = {}, {}
+for n in (100, 2000, 8000):  # the first warms up: the SDK's modules are imported by the first commit
+    index = pinecone(Path(folder) / f"index-{n}", url, api_key, batch_size=50)
+    builder = index.builder(None, {"dim": 256, "model": "test"})
+    for first in range(0, n, 100):
+        builder.upsert(make_batch(first, 100, 256))
+    tracemalloc.start()
+    version = builder.commit()
+    peaks[n] = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    vectors[n] = index.manifest(version)["vectors"]
+print(json.dumps({"peaks": peaks, "vectors": vectors}))
+"""
+
+
 def test_commit_memory_does_not_grow_with_the_records(tmp_path: Path, standin_process: tuple[str, str]) -> None:
     """Python memory traced during the commit, for 2,000 and 8,000 records of 256 dimensions: four times
     the records add a small fraction of their vectors' float32 size; what the commit holds is set by
     `concurrency` and `batch_size`. (Measured: about 8.6 and 9.2 MB; the builder that held every batch
-    peaked at about 23 and 78 MB, as it made every vector's upsert item before sending any.)"""
+    peaked at about 23 and 78 MB, as it made every vector's upsert item before sending any.) Traced in a
+    process of its own: tracemalloc counts every thread's allocations, and a test process holds other
+    tests' threads (servers, pollers)."""
     url, api_key = standin_process
-    dim, peaks = 256, {}
-    for n in (100, 2000, 8000):  # the first warms up: the SDK's modules are imported by the first commit
-        index = pinecone(tmp_path / f"index-{n}", url, api_key, batch_size=50)
-        builder = index.builder(None, {"dim": dim, "model": "test"})
-        for first in range(0, n, 100):
-            builder.upsert(make_batch(first, 100, dim))
-        tracemalloc.start()
-        try:
-            version = builder.commit()
-            peaks[n] = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert index.manifest(version)["vectors"] == n
-    added_vectors = (8000 - 2000) * dim * 4  # float32: the least a builder holding them would add
+    done = subprocess.run(
+        [sys.executable, "-c", COMMIT_PEAKS, url, api_key, str(tmp_path)],
+        cwd=Path(tests.__file__).resolve().parent.parent, capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    peaks = {int(n): peak for n, peak in found["peaks"].items()}
+    assert found["vectors"] == {"100": 100, "2000": 2000, "8000": 8000}
+    added_vectors = (8000 - 2000) * 256 * 4  # float32: the least a builder holding them would add
     assert peaks[8000] - peaks[2000] < added_vectors / 4, peaks

@@ -36,7 +36,7 @@ frame = pd.DataFrame({c: ["x"] for c in META_COLUMNS}).assign(uid=[sys.argv[2]],
 builder.upsert(EmbeddedBatch(frame, np.ones((1, 3), np.float32), np.array([1])))
 
 def hang(staging):
-    print(json.dumps({"staging": str(staging), "spill": builder._spill.name}), flush=True)
+    print(json.dumps({"staging": str(staging), "spill": str(builder._spill.path)}), flush=True)
     time.sleep(600)
 
 builder.commit(staged_extras=hang)

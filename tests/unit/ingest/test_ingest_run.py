@@ -16,6 +16,7 @@ from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.retrieval.searcher import RETRIEVERS
 from patientinsight.settings import Settings
+from patientinsight.tracking import LINK_XCOM_KEY
 from tests.helpers import changed_and_removed, mlflow_run, read_rows, scrambled, write_rows
 
 
@@ -83,6 +84,29 @@ def test_the_command_line_runs_the_steps_in_order(
         monkeypatch.setattr(run, step, recorded)
     run_ingest(str(sample_csv), settings, limit=10, run_id="ordered")
     assert [step for i, step in enumerate(called) if i == 0 or called[i - 1] != step] == list(run.ORDER)
+
+
+def test_one_ingest_builds_one_embedder(sample_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan, every shard, the build and the evaluation share one embedder: one runtime started."""
+    settings = Settings(home=tmp_path / "home", embed_shard_size=4)
+    built: list[Any] = []
+
+    def counted(s: Settings) -> Any:
+        built.append(make_embedder(s))
+        return built[-1]
+
+    monkeypatch.setattr(run, "_embedders", {})
+    monkeypatch.setattr(run, "make_embedder", counted)
+    report = run_ingest(str(sample_csv), settings, limit=10, run_id="one-embedder")
+    assert len(json.loads(Path(report["report_dir"], "shards.json").read_text())["shards"]) == 3
+    assert len(built) == 1
+
+
+def test_the_state_is_typed_json(settings: Settings, sample_csv: Path) -> None:
+    """The state crosses Airflow's XCom as JSON, with the MLflow link under the key the plugin reads."""
+    state = run.begin(settings, "typed", {"source_uri": str(sample_csv)})
+    assert json.loads(json.dumps(state)) == state
+    assert set(state) == set(run.State.__annotations__) and LINK_XCOM_KEY in state
 
 
 def test_a_held_version_is_published_only_when_allowed(sample_csv: Path, tmp_path: Path) -> None:

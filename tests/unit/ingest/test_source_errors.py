@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import pytest
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.sources import SourceError, read_chunks
 from patientinsight.settings import Settings
-from tests.moto_sagemaker import moto_server
 
 HEADER = "patient_uid,PMID,title,patient,age,gender,similar_patients,relevant_articles\n"
 ROW = "{uid},1,{title},This 60-year-old patient presented with fever,\"[[60.0, 'year']]\",M,{{}},{{}}\n"
@@ -112,16 +110,15 @@ BUCKET = "patientinsight-intake"
 
 
 @pytest.fixture(scope="module")
-def moto_s3(repo_root: Path) -> Iterator[str]:
-    """A real moto server with one CSV in the intake bucket, written with moto's dummy keys."""
+def moto_s3(moto_url: str) -> str:
+    """The real moto server with one CSV in the intake bucket, written with moto's dummy keys."""
     import boto3
 
-    with moto_server(repo_root) as url:
-        keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's dummy keys
-        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", **keys)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_object(Bucket=BUCKET, Key="intake/a.csv", Body=CSV)
-        yield url
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto's dummy keys
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **keys)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="intake/a.csv", Body=CSV)
+    return moto_url
 
 
 def test_s3_without_credentials_names_the_connection(

@@ -5,7 +5,6 @@ teardown against a real moto server (tests/moto_sagemaker.py) through boto3."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from patientinsight.llm.endpoint import (
 from patientinsight.llm.teardown import teardown
 from patientinsight.llm.tgi_image import ImageLookupError, tgi_image_uri
 from patientinsight.settings import Settings
-from tests.moto_sagemaker import moto_server, post_json, queue_endpoint_results
+from tests.moto_sagemaker import post_json, queue_endpoint_results
 
 ROLE = "arn:aws:iam::123456789012:role/test"  # moto's default account; a test value only
 AT = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -201,12 +200,6 @@ def test_record_round_trip(tmp_path: Path) -> None:
 
 
 # Against moto
-
-
-@pytest.fixture(scope="module")
-def moto_url(repo_root: Path) -> Iterator[str]:
-    with moto_server(repo_root) as url:
-        yield url
 
 
 @pytest.fixture

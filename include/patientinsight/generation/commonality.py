@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from patientinsight.index.lexical import tokenize
-from patientinsight.retrieval.ages import age_band, age_display
+from patientinsight.records.ages import age_band, age_display
 from patientinsight.retrieval.cases import Case
 
 NO_MODEL = "No language model is configured"

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Collection
 from typing import Any
 
+from patientinsight.generation.deadline import generate_safely
+from patientinsight.generation.protocol import Analysis, Generator
 from patientinsight.index.types import Filters
 from patientinsight.retrieval.cases import CaseIndex, retrieve
-from patientinsight.retrieval.generation import Analysis, Generator, generate_safely
-
-
-def text_fingerprint(text: str) -> str:
-    """What logs and audit records may hold of a query: a short hash, never the text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def answer(

@@ -14,6 +14,8 @@ import csv
 import random
 from pathlib import Path
 
+from patientinsight.records.ages import DAYS_PER_YEAR, YEARS_PER_UNIT, age_band
+
 CONDITIONS = [
     (
         "community-acquired pneumonia",
@@ -102,7 +104,7 @@ PROFILES: dict[str, tuple[tuple[float, float], tuple[str, int, int]]] = {
     "Kawasaki disease": ((0.25, 5), ("day", 5, 9)),
     "ischaemic stroke": ((41, 90), ("hour", 1, 4)),
     "acute pancreatitis": ((19, 86), ("day", 1, 3)),
-    "pyloric stenosis": ((14 / 365.25, 56 / 365.25), ("day", 2, 10)),
+    "pyloric stenosis": ((14 / DAYS_PER_YEAR, 56 / DAYS_PER_YEAR), ("day", 2, 10)),
     "sarcoidosis": ((22, 64), ("week", 4, 16)),
     "tuberculous spondylitis": ((12, 84), ("month", 2, 9)),
 }
@@ -110,7 +112,7 @@ PROFILES: dict[str, tuple[tuple[float, float], tuple[str, int, int]]] = {
 # One of these strings is in every title of the sample: how the service knows a record is synthetic.
 SYNTHETIC_TITLE = "a synthetic case report series"
 
-# What a patient is called, by sex and age group (retrieval/ages.age_band's groups).
+# What a patient is called, by sex and age group (records/ages.age_band's groups).
 PERSONS = {
     "neonate": {"M": ["male neonate", "newborn boy"], "F": ["female neonate", "newborn girl"]},
     "infant": {"M": ["male infant", "baby boy"], "F": ["female infant", "baby girl"]},
@@ -191,8 +193,6 @@ FIELDS = ["patient_id", "patient_uid", "PMID", "file_path", "title", "patient", 
 
 
 def _band(years: float) -> str:
-    from patientinsight.retrieval.ages import age_band
-
     return age_band(years) or "adult"
 
 
@@ -205,10 +205,10 @@ def _history_group(band: str, years: float) -> str:
 def _age(rng: random.Random, youngest: float, oldest: float) -> list[list[float | str]]:
     """An age in the dataset's [[value, unit], ...] form, in the units a report would use for it."""
     years = rng.uniform(youngest, oldest)
-    if years < 28 / 365.25:
-        return [[float(max(1, round(years * 365.25))), "day"]]
-    if years < 8 * 7 / 365.25:
-        return [[float(max(4, round(years * 365.25 / 7))), "week"]]
+    if years < 28 / DAYS_PER_YEAR:
+        return [[float(max(1, round(years * DAYS_PER_YEAR))), "day"]]
+    if years < 8 * 7 / DAYS_PER_YEAR:
+        return [[float(max(4, round(years * DAYS_PER_YEAR / 7))), "week"]]
     if years < 2:
         return [[float(max(2, min(23, round(years * 12)))), "month"]]
     whole = int(years)
@@ -219,8 +219,7 @@ def _age(rng: random.Random, youngest: float, oldest: float) -> list[list[float 
 
 
 def _years(age: list[list[float | str]]) -> float:
-    per = {"year": 1.0, "month": 1 / 12, "week": 7 / 365.25, "day": 1 / 365.25}
-    return sum(float(v) * per[str(u)] for v, u in age)
+    return sum(float(v) * YEARS_PER_UNIT[str(u)] for v, u in age)
 
 
 def _age_words(age: list[list[float | str]]) -> str:
@@ -252,7 +251,7 @@ def _summary(rng: random.Random, condition: tuple[str, str, str, str], age: list
     unit, fewest, most = PROFILES[name][1]
     lasted = rng.randint(fewest, most)
     if unit == "day":  # never longer than the patient has lived
-        lasted = max(1, min(lasted, int(years * 365.25) // 2))
+        lasted = max(1, min(lasted, int(years * DAYS_PER_YEAR) // 2))
     history = rng.choice(HISTORIES[_history_group(band, years)])
     (hr_lo, hr_hi), (sys_lo, sys_hi), (dia_lo, dia_hi), (rr_lo, rr_hi), (wbc_lo, wbc_hi) = VITALS[band]
     systolic = rng.randint(sys_lo, sys_hi)

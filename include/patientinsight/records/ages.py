@@ -1,15 +1,24 @@
-"""Ages as clinicians say them: "19 hours", "1 week", "10 months", "2 years 8 months", "64 years".
+"""Ages: the one table of years per unit, and how an age reads to a clinician: "19 hours", "1 week",
+"10 months", "2 years 8 months", "64 years", and its age group.
 
-Records keep the age in years (ingest/records.py rounds it to 4 decimals, about 53 minutes); this is
-only how it reads.
+Records keep the age in years (ingest/records.py rounds it to 4 decimals, about 53 minutes); the rest
+is only how it reads.
 """
 
 from __future__ import annotations
 
 import math
 
-HOURS_PER_YEAR = 365.25 * 24.0
 DAYS_PER_YEAR = 365.25
+HOURS_PER_YEAR = DAYS_PER_YEAR * 24.0
+# Years per unit; PMC-Patients writes an age as [[value, unit], ...] whose parts add up.
+YEARS_PER_UNIT = {
+    "year": 1.0,
+    "month": 1.0 / 12.0,
+    "week": 7.0 / DAYS_PER_YEAR,
+    "day": 1.0 / DAYS_PER_YEAR,
+    "hour": 1.0 / HOURS_PER_YEAR,
+}
 _EPSILON = 1e-6
 
 

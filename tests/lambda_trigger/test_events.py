@@ -1,7 +1,7 @@
-"""lambda_trigger/handler.py on malformed messages, against the same local Airflow stand-in as
-test_lambda_handler.py: a malformed message can never succeed, so it is skipped with a logged reason
-(what is missing, never a value), the good messages beside it are still triggered, nothing is put in
-batchItemFailures for it, and the handler never raises on its input."""
+"""events.py: AWS's documented sample events (S3, EventBridge, SNS in SQS) trigger the run of their object;
+a malformed message can never succeed, so it is skipped with a logged reason (what is missing, never a
+value), the good messages beside it are still triggered, nothing is put in batchItemFailures for it, and
+the handler never raises on its input. Against the local Airflow stand-in (standin.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,59 @@ from typing import Any
 
 import pytest
 
-from tests.lambda_events import eventbridge_event, s3_event, sqs_event
-from tests.unit import test_lambda_handler as lambda_tests
-from tests.unit.test_lambda_handler import AirflowStandIn, invoke, log_lines
+from tests.lambda_trigger.calls import invoke, log_lines
+from tests.lambda_trigger.sample_events import eventbridge_event, s3_event, sqs_event
+from tests.lambda_trigger.standin import AIRFLOW_RUN_ID, PASSWORD, AirflowStandIn
 
-# The Airflow stand-in and the log capture, shared with test_lambda_handler.py.
-airflow, env, _capture = lambda_tests.airflow, lambda_tests.env, lambda_tests._capture
 
+def test_s3_notification_triggers_the_dag_with_the_decoded_object(env: AirflowStandIn) -> None:
+    event = s3_event(
+        "intake-bucket", "intake/2026/pmc patients (v2).csv", size=2048, version_id="3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY"
+    )
+    record = event["Records"][0]
+    assert "pmc+patients+%28v2%29.csv" in record["s3"]["object"]["key"]  # as S3 encodes it
+
+    assert invoke(event) == {"triggered": 1, "duplicate": 0, "skipped": 0, "failed": 0}
+
+    [login] = env.calls("/auth/token")
+    assert login.body == {"username": "admin", "password": PASSWORD}
+    [post] = env.calls("/dagRuns")
+    assert post.path == "/api/v2/dags/patient_ingest/dagRuns"
+    assert post.headers["Authorization"].startswith("Bearer ") and post.headers["Content-Type"] == "application/json"
+    assert set(post.body) == {"dag_run_id", "logical_date", "conf"} and post.body["logical_date"] is None
+    assert post.body["conf"] == {
+        "source_uri": "s3://intake-bucket/intake/2026/pmc patients (v2).csv",
+        "bucket": "intake-bucket",
+        "key": "intake/2026/pmc patients (v2).csv",
+        "version_id": "3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY",
+        "etag": record["s3"]["object"]["eTag"],
+        "size": 2048,
+        "event_time": record["eventTime"],
+    }
+    assert AIRFLOW_RUN_ID.match(post.body["dag_run_id"])
+
+
+def test_eventbridge_object_created_keeps_the_key_as_sent(env: AirflowStandIn) -> None:
+    event = eventbridge_event("intake-bucket", "intake/a+b 1.json", version_id="IYV3p45BT0ac8hjHg1houSdS1a.Mro8e")
+    assert invoke(event)["triggered"] == 1
+    [post] = env.calls("/dagRuns")
+    assert post.body["conf"]["key"] == "intake/a+b 1.json"  # EventBridge does not URL-encode keys
+    assert post.body["conf"]["version_id"] == "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e"
+    assert post.body["conf"]["event_time"] == event["time"]
+
+
+def test_sns_envelope_inside_sqs_is_unwrapped(env: AirflowStandIn) -> None:
+    sns = {"Type": "Notification", "MessageId": "x", "Message": json.dumps(s3_event("b", "intake/c.csv"))}
+    assert invoke(sqs_event(sns)) == {
+        "triggered": 1,
+        "duplicate": 0,
+        "skipped": 0,
+        "failed": 0,
+        "batchItemFailures": [],
+    }
+
+
+# -- malformed ------------------------------------------------------------------------------------------------
 SECRET_KEY = "intake/jane-doe-2026.csv"  # an object key: it must not reach the reason of a malformed record
 
 

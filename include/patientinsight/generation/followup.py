@@ -7,8 +7,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from patientinsight.generation.deadline import follow_up_safely
+from patientinsight.generation.protocol import Generator
 from patientinsight.retrieval.cases import CaseIndex
-from patientinsight.retrieval.generation import Generator, follow_up_safely
 
 
 class UnknownCases(LookupError):

@@ -1,0 +1,45 @@
+"""The Amazon MWAA backend, for a function whose Airflow is an MWAA environment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from answers import Answer, Retryable
+from config import mwaa_trigger_path
+
+
+@dataclass
+class MwaaBackend:
+    """Amazon MWAA: the same REST call through boto3 mwaa.invoke_rest_api (IAM auth, no password)."""
+
+    env_name: str
+    client: Any = None
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], timeout_s: float) -> Answer:
+        from botocore.exceptions import BotoCoreError, ClientError  # boto3 is in the Lambda runtime
+
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        try:
+            response = self._client(timeout_s).invoke_rest_api(
+                Name=self.env_name, Path=mwaa_trigger_path(dag_id), Method="POST", Body=body
+            )
+        except ClientError as exc:
+            error = exc.response
+            status = error.get("RestApiStatusCode") or error.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+            answer = error.get("RestApiResponse") or error.get("Error", {})
+            return Answer(int(status), json.dumps(answer, default=str))
+        except BotoCoreError as exc:  # endpoint unreachable, read timeout
+            raise Retryable(f"MWAA {self.env_name}: {type(exc).__name__}: {exc}") from exc
+        return Answer(int(response["RestApiStatusCode"]), json.dumps(response.get("RestApiResponse"), default=str))
+
+    def _client(self, timeout_s: float) -> Any:
+        if self.client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            # Our own loop retries with the invocation's deadline in mind; botocore's would not.
+            boto_config = BotoConfig(retries={"max_attempts": 1}, connect_timeout=timeout_s, read_timeout=timeout_s)
+            self.client = boto3.client("mwaa", config=boto_config)
+        return self.client

@@ -1,0 +1,52 @@
+"""mwaa.py: the real boto3 MWAA client against the stand-in's invoke_rest_api."""
+
+from __future__ import annotations
+
+import pytest
+from answers import TriggerError
+from config import Config
+from mwaa import MwaaBackend
+from triggering import Deadline, process
+
+from tests.lambda_trigger.sample_events import LambdaContext, s3_event
+from tests.lambda_trigger.standin import AirflowStandIn
+
+
+def mwaa_backend(url: str) -> MwaaBackend:
+    """The real boto3 MWAA client, sent to the stand-in (no `env.` host prefix on a local address)."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "mwaa",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(inject_host_prefix=False, retries={"max_attempts": 1}),
+    )
+    return MwaaBackend("patientinsight-prod", client)
+
+
+def test_mwaa_backend_invokes_the_rest_api(airflow: tuple[str, AirflowStandIn]) -> None:
+    url, state = airflow
+    config = Config(mwaa_env="patientinsight-prod", prefix="intake/", backoff_base_s=0.01)
+    backend = mwaa_backend(url)
+    deadline = Deadline.of(LambdaContext(30), config)
+    event = s3_event("b", "intake/x.csv")
+
+    assert process(event, config, backend, deadline)["triggered"] == 1
+    [call] = state.requests
+    assert call.path == "/restapi/patientinsight-prod"
+    assert call.body["Path"] == "/dags/patient_ingest/dagRuns" and call.body["Method"] == "POST"
+    assert (
+        call.body["Body"]["logical_date"] is None and call.body["Body"]["conf"]["source_uri"] == "s3://b/intake/x.csv"
+    )
+    assert "AWS4-HMAC-SHA256" in call.headers["Authorization"]  # IAM-signed, no Airflow password
+
+    assert process(event, config, backend, deadline)["duplicate"] == 1  # 409 inside RestApiClientException
+    state.script = [503]
+    assert process(s3_event("b", "intake/y.csv"), config, backend, deadline)["triggered"] == 1
+    state.dags.clear()
+    with pytest.raises(TriggerError, match=r"HTTP 404: The Dag with dag_id: `patient_ingest` was not found"):
+        process(s3_event("b", "intake/z.csv"), config, backend, deadline)
