@@ -37,6 +37,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `ends_module` stops what its module's fixture started (make run's Ctrl-C): it runs
+    after the module's other tests, in whatever order pytest-randomly put them."""
+    first_seen: dict[object, int] = {}
+    for number, item in enumerate(items):
+        first_seen.setdefault(item.parent, number)
+    items.sort(key=lambda item: (first_seen[item.parent], item.get_closest_marker("ends_module") is not None))
+
+
 @pytest.fixture(scope="session")
 def repo_root(pytestconfig: pytest.Config) -> Path:
     return pytestconfig.rootpath

@@ -273,6 +273,7 @@ def test_the_mlflow_link_of_the_ingest_leads_to_its_run(make_run: MakeRun) -> No
 
 
 @pytest.mark.integration
+@pytest.mark.ends_module  # Ctrl-C stops the module's stack: after the other tests of make_run
 @pytest.mark.timeout(900)
 def test_a_rest_triggered_run_starts_without_a_click_and_ctrl_c_stops_everything(make_run: MakeRun) -> None:
     assert make_run.airflow("GET", "/api/v2/dags/patient_ingest")["is_paused"] is False
