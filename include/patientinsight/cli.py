@@ -11,11 +11,14 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from patientinsight import progress
 from patientinsight.ingest.formats import described as source_formats
-from patientinsight.settings import RetrieverName, get_settings
+from patientinsight.settings import RetrieverName, Settings, get_settings
+
+if TYPE_CHECKING:
+    from patientinsight.index.types import VectorIndex
 
 # Exit codes, documented in README.md and `ingest --help`: scripts can tell a held-back version from
 # success and from failure (2 is argparse's, for a wrong command line).
@@ -137,13 +140,19 @@ def _ingest_exit_code(report: dict[str, Any]) -> int:
     return EXIT_HELD
 
 
+def _index(settings: Settings) -> VectorIndex:
+    """The configured index; Pinecone's key from the Airflow connection where there is one (index.factory)."""
+    from patientinsight.airflow.connections import pinecone_credentials
+    from patientinsight.index.factory import make_index
+
+    return make_index(settings, pinecone_credentials)
+
+
 def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (retriever, query mode): the published index on the holdout half, or the official
     benchmark with --benchmark."""
-    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.embedding.encoder import make_embedder
     from patientinsight.evaluation import report
-    from patientinsight.index.factory import make_index
     from patientinsight.retrieval.searcher import RETRIEVERS
 
     settings = get_settings()
@@ -152,7 +161,7 @@ def _eval(args: argparse.Namespace) -> list[dict[str, Any]]:
         return report.evaluate_benchmark(
             Path(args.benchmark), args.split, make_embedder(settings), settings, retrievers
         )
-    index = make_index(settings, pinecone_credentials)
+    index = _index(settings)
     version = index.published()
     if version is None:
         raise RuntimeError("no published index: run `patientinsight ingest SOURCE` first")
@@ -169,11 +178,7 @@ def _render_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
-    from patientinsight.airflow.connections import pinecone_credentials
-    from patientinsight.index.factory import make_index
-
-    settings = get_settings()
-    index = make_index(settings, pinecone_credentials)
+    index = _index(get_settings())
     version = index.published()
     if version is None:
         return {"index_version": None, "records": 0}
@@ -212,16 +217,14 @@ def _serve(args: argparse.Namespace) -> dict[str, Any]:
 
 def _query(args: argparse.Namespace) -> dict[str, Any]:
     """The API's answer, computed in this process from the published index."""
-    from patientinsight.airflow.connections import pinecone_credentials
     from patientinsight.embedding.encoder import make_embedder
     from patientinsight.generation.answering import answer
     from patientinsight.generation.factory import make_generator
-    from patientinsight.index.factory import make_index
     from patientinsight.index.types import Filters
     from patientinsight.retrieval.cases import CaseIndex
 
     settings = get_settings()
-    index = make_index(settings, pinecone_credentials)
+    index = _index(settings)
     version = index.published()
     if version is None:
         raise RuntimeError("no index version is published yet: run `patientinsight ingest SOURCE` first")

@@ -41,11 +41,6 @@ class Spill:
             self._claim = BuildClaim(Path(self._folder.name))
         return Path(self._folder.name)
 
-    @property
-    def written(self) -> bool:
-        """Whether anything was upserted."""
-        return self._writer is not None
-
     def write(self, batch: EmbeddedBatch) -> None:
         """The batch's records as one row group, its vectors appended; the batch itself is not kept."""
         frame = batch.records.loc[:, list(META_COLUMNS)].assign(chunk_count=batch.chunk_counts.astype(np.int64))
