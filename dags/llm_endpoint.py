@@ -54,6 +54,7 @@ def _on_failure(context: Any) -> None:
 @dag(
     **dag_arguments(
         "llm_endpoint",
+        description="Deploy OpenBioLLM (Hugging Face TGI) as a SageMaker endpoint, smoke-test it, log it to MLflow",
         owner="ml-engineering",
         tags=["llm", "sagemaker"],
         doc_md=__doc__,

@@ -31,6 +31,7 @@ def _on_failure(context: Any) -> None:
 @dag(
     **dag_arguments(
         "llm_endpoint_teardown",
+        description="Delete the SageMaker LLM endpoint, its configs, models and autoscaling: an idle GPU stops billing",
         owner="ml-engineering",
         tags=["llm", "sagemaker"],
         doc_md=__doc__,

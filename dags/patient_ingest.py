@@ -49,6 +49,7 @@ def _on_failure(context: Any) -> None:
     is_paused_upon_creation=False,
     **dag_arguments(
         "patient_ingest",
+        description="Read, validate, embed and index PMC-Patients case reports; evaluate the new version, publish it",
         owner="data-engineering",
         tags=["ingest"],
         doc_md=__doc__,

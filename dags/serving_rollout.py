@@ -48,6 +48,7 @@ def _on_failure(context: Any) -> None:
 @dag(
     **dag_arguments(
         "serving_rollout",
+        description="Roll the query service out to Kubernetes with helm (rolled back if not ready), verify /readyz",
         owner="data-engineering",
         tags=["serving", "deploy"],
         doc_md=__doc__,

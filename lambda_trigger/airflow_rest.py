@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -11,22 +12,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from answers import Answer, AuthError, Retryable, TriggerError, is_retryable, short
+from answers import Answer, AuthError, Retryable, is_retryable, json_object, not_from_airflow, short
 from auth import cached_token, forget_tokens, keep_token
 
 
 def _http(method: str, url: str, body: dict[str, Any] | None, headers: dict[str, str], timeout_s: float) -> Answer:
-    """One HTTP request; a connection error or timeout becomes Retryable, every answer an Answer."""
+    """One HTTP request; a connection error, a timeout or a garbled answer becomes Retryable, every answer an
+    Answer."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     for name, value in headers.items():
         request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return Answer(response.status, response.read().decode(errors="replace"))
+            return Answer(response.status, response.read().decode(errors="replace"), f"{method} {url}")
     except urllib.error.HTTPError as exc:
-        return Answer(exc.code, exc.read().decode(errors="replace"))
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        return Answer(exc.code, exc.read().decode(errors="replace"), f"{method} {url}")
+    # HTTPException: not an HTTP answer at all, or one cut short (BadStatusLine, IncompleteRead).
+    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise Retryable(f"{method} {url}: {type(reason).__name__}: {reason}") from exc
 
@@ -60,9 +63,8 @@ class RestBackend:
 
     def _login(self, timeout_s: float) -> str:
         username, password = self.credentials()
-        answer = _http(
-            "POST", f"{self.base_url}/auth/token", {"username": username, "password": password}, {}, timeout_s
-        )
+        url = f"{self.base_url}/auth/token"
+        answer = _http("POST", url, {"username": username, "password": password}, {}, timeout_s)
         if answer.status in (401, 403):
             self.forget_credentials()  # a rotated secret is read afresh by the next invocation
             raise AuthError(
@@ -70,7 +72,10 @@ class RestBackend:
                 f"(HTTP {answer.status}: {short(answer.body)}); check AIRFLOW_SECRET_ARN or AIRFLOW_PASSWORD"
             )
         if is_retryable(answer.status):
-            raise Retryable(f"POST {self.base_url}/auth/token: HTTP {answer.status}: {short(answer.body)}")
+            raise Retryable(f"POST {url}: HTTP {answer.status}: {short(answer.body)}")
         if answer.status not in (200, 201):
-            raise TriggerError(f"POST {self.base_url}/auth/token: HTTP {answer.status}: {short(answer.body)}")
-        return str(json.loads(answer.body)["access_token"])
+            raise AuthError(f"POST {url}: HTTP {answer.status}: {short(answer.body)}; check AIRFLOW_BASE_URL")
+        token = (json_object(answer.body) or {}).get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(not_from_airflow(answer, "an access_token"))
+        return token

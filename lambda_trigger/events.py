@@ -92,6 +92,9 @@ def parse_event(event: Any) -> Iterator[Item]:
     if not isinstance(records, list):
         yield Item(None, skip=f"unknown event shape with keys {sorted(event)[:10]}")
         return
+    if not records:  # nothing to trigger, but said so: every message (an SQS body too) leaves a line
+        yield Item(None, skip="event has no records (Records is empty)")
+        return
     for record in records:
         try:
             yield from _from_record(record)

@@ -20,19 +20,16 @@ class MwaaBackend:
     def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any], timeout_s: float) -> Answer:
         from botocore.exceptions import BotoCoreError, ClientError  # boto3 is in the Lambda runtime
 
+        path = mwaa_trigger_path(dag_id)
+        request = f"MWAA {self.env_name} POST {path}"
         body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
         try:
-            response = self._client(timeout_s).invoke_rest_api(
-                Name=self.env_name, Path=mwaa_trigger_path(dag_id), Method="POST", Body=body
-            )
+            response = self._client(timeout_s).invoke_rest_api(Name=self.env_name, Path=path, Method="POST", Body=body)
         except ClientError as exc:
-            error = exc.response
-            status = error.get("RestApiStatusCode") or error.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
-            answer = error.get("RestApiResponse") or error.get("Error", {})
-            return Answer(int(status), json.dumps(answer, default=str))
+            return _answer(exc.response, request)
         except BotoCoreError as exc:  # endpoint unreachable, read timeout
             raise Retryable(f"MWAA {self.env_name}: {type(exc).__name__}: {exc}") from exc
-        return Answer(int(response["RestApiStatusCode"]), json.dumps(response.get("RestApiResponse"), default=str))
+        return _answer(response, request)
 
     def _client(self, timeout_s: float) -> Any:
         if self.client is None:
@@ -43,3 +40,15 @@ class MwaaBackend:
             boto_config = BotoConfig(retries={"max_attempts": 1}, connect_timeout=timeout_s, read_timeout=timeout_s)
             self.client = boto3.client("mwaa", config=boto_config)
         return self.client
+
+
+def _answer(response: dict[str, Any], request: str) -> Answer:
+    """Airflow's answer as MWAA wraps it (RestApiStatusCode, RestApiResponse), or MWAA's own: no such
+    environment, access denied, throttled, or a page that is no MWAA answer. MWAA's own is kept as text, not
+    JSON, so that a 200 or 409 without Airflow's answer never counts as triggered or a duplicate."""
+    status = response.get("RestApiStatusCode")
+    if isinstance(status, int):
+        return Answer(status, json.dumps(response.get("RestApiResponse"), default=str), request)
+    error = response.get("Error") or {}
+    reason = f"{error.get('Code', 'no RestApiStatusCode')}: {error.get('Message') or 'not an answer of Airflow'}"
+    return Answer(int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)), reason, request)

@@ -9,10 +9,15 @@ from config import Config
 from events import S3Object
 
 RUN_ID_MAX = 250  # Airflow's run_id column
+# S3's naming rules for (general purpose) buckets: 3-63 characters, lowercase letters, digits, dots and
+# hyphens, a letter or digit at each end, no two dots in a row. No other name can hold an upload.
+BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def skip_reason(obj: S3Object, config: Config) -> str | None:
     """Why an object is not ingested, or None when it is."""
+    if not BUCKET_NAME.fullmatch(obj.bucket):
+        return "bucket name is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
     if obj.key.endswith("/"):
         return "folder marker"
     if not obj.key.startswith(config.prefix):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from answers import AuthError, Backend, Retryable, TriggerError, is_retryable, short
+from answers import AuthError, Backend, Retryable, TriggerError, is_retryable, json_object, not_from_airflow, short
 from config import Config
 from events import Item, S3Object, parse_event
 from objects import run_id_for, skip_reason
@@ -78,10 +78,16 @@ def trigger(obj: S3Object, config: Config, backend: Backend, deadline: Deadline)
             )
             time.sleep(delay)
             continue
-        if answer.status in (200, 201):
+        # A success counts only in Airflow's own words: a proxy's or another site's page triggered nothing.
+        if answer.status in (200, 201) and (json_object(answer.body) or {}).get("dag_run_id") == run_id:
             return "triggered"
-        if answer.status == 409:
+        if answer.status == 409 and json_object(answer.body) is not None:
             return "duplicate"  # this object's run exists already: a redelivery, and a success
+        if answer.status in (200, 201, 409):
+            raise TriggerError(
+                f"could not trigger DAG {config.dag_id!r} for {obj.uri} (run {run_id}): "
+                + not_from_airflow(answer, "Airflow's JSON answer")
+            )
         raise TriggerError(
             f"Airflow refused to trigger DAG {config.dag_id!r} for {obj.uri} (run {run_id}): "
             f"HTTP {answer.status}: {short(answer.body)}"
@@ -91,8 +97,7 @@ def trigger(obj: S3Object, config: Config, backend: Backend, deadline: Deadline)
 def process(event: Any, config: Config, backend: Backend, deadline: Deadline) -> dict[str, Any]:
     """Trigger every object of the event; the SQS messages that failed go to batchItemFailures."""
     results: dict[str, int] = {"triggered": 0, "duplicate": 0, "skipped": 0, "failed": 0}
-    failed_messages: list[str] = []
-    errors: list[Exception] = []
+    failures: list[tuple[str | None, Exception]] = []  # (SQS message id, error)
     auth_error: AuthError | None = None
     for item in parse_event(event):
         outcome, error = _process_item(item, config, backend, deadline, auth_error)
@@ -100,16 +105,24 @@ def process(event: Any, config: Config, backend: Backend, deadline: Deadline) ->
         if isinstance(error, AuthError):
             auth_error = error  # the rest fail at once: no login storm with a wrong password
         if error is not None:
-            errors.append(error)
-            if item.message_id and item.message_id not in failed_messages:
-                failed_messages.append(item.message_id)
-    summary: dict[str, Any] = {**results}
-    if failed_messages or _is_sqs(event):
-        summary["batchItemFailures"] = [{"itemIdentifier": m} for m in failed_messages]
-    elif errors:
-        # A direct (asynchronous) invocation: raising makes Lambda retry it, then send it to the DLQ.
-        raise errors[0] if len(errors) == 1 else TriggerError("; ".join(map(str, errors)))
-    return summary
+            failures.append((item.message_id, error))
+    sqs = _is_sqs(event)
+    if sqs and all(message_id for message_id, _ in failures):
+        failed_messages = list(dict.fromkeys(message_id for message_id, _ in failures))
+        return {**results, "batchItemFailures": [{"itemIdentifier": m} for m in failed_messages]}
+    if not failures:
+        return results
+    errors = [error for _, error in failures]
+    if sqs:
+        # SQS names a message by its messageId alone: a failed one without it cannot be listed, and left out
+        # it would be deleted. Raising makes SQS retry the whole batch (what was triggered comes back as a
+        # duplicate); unlike an empty itemIdentifier, it does so even without ReportBatchItemFailures.
+        raise TriggerError(
+            "a failed SQS message has no messageId to put in batchItemFailures, so the whole batch fails and "
+            "SQS retries every message: " + "; ".join(map(str, errors))
+        ) from errors[0]
+    # A direct (asynchronous) invocation: raising makes Lambda retry it, then send it to the DLQ.
+    raise errors[0] if len(errors) == 1 else TriggerError("; ".join(map(str, errors)))
 
 
 def _process_item(
@@ -136,4 +149,6 @@ def _process_item(
 
 def _is_sqs(event: Any) -> bool:
     records = event.get("Records") if isinstance(event, dict) else None
-    return isinstance(records, list) and any(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    return isinstance(records, list) and any(
+        isinstance(r, dict) and (r.get("eventSource") or r.get("EventSource")) == "aws:sqs" for r in records
+    )

@@ -7,6 +7,12 @@ import hmac
 import ipaddress
 import secrets
 import sys
+from collections.abc import Mapping
+from typing import Any
+
+# Where serving.protocol puts the address the server listens on: the ASGI scope's "server" is the local
+# address of the connection, which is 127.0.0.1 for a local client even when the service listens on 0.0.0.0.
+BIND_HOST = "patientinsight.bind_host"
 
 # API keys are random 32-byte tokens, so a plain SHA-256 suffices (no password-style stretching needed).
 
@@ -39,15 +45,21 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def bind_host(scope: Mapping[str, Any]) -> str | None:
+    """The address the service listens on, as the protocol said; None (keys required) when it did not."""
+    host = scope.get(BIND_HOST)
+    return host if isinstance(host, str) else None
+
+
 class KeyChecker:
     def __init__(self, spec: str, dev_mode: bool) -> None:
         self.keys = parse_keys(spec)
         self.dev_mode = dev_mode
 
-    def open_locally(self, server_host: str | None, client_host: str | None) -> bool:
-        """Dev mode waives keys only when the socket itself is bound to loopback and the client is local:
-        a dev setting left on a public bind still asks for keys."""
-        return self.dev_mode and is_loopback(server_host) and is_loopback(client_host)
+    def open_locally(self, bind_host: str | None, client_host: str | None) -> bool:
+        """Dev mode waives keys only when the service listens on loopback and the client is local: a dev
+        setting left on a public bind (0.0.0.0) still asks for keys, local clients included."""
+        return self.dev_mode and is_loopback(bind_host) and is_loopback(client_host)
 
     def identify(self, presented: str | None) -> str | None:
         """The id of the key presented, or None. Every configured key is compared, in constant time."""

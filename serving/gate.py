@@ -4,6 +4,7 @@ FastAPI reads it (`Gated`); a text over its limit is refused as FastAPI refuses 
 from __future__ import annotations
 
 import email.message
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,17 +13,25 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
+from serving.auth import bind_host
 from serving.deps import service
+
+log = logging.getLogger("serving.gate")
+
+# nginx's code for a client that closed its connection before the answer: never sent (nobody is there to
+# read it), but it is what the latency metrics count the request as.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def admit(request: Request) -> str:
     """The key check, then the rate limit: the caller's key id, or a 401 or 429."""
     state = service(request)
-    server = request.scope.get("server")
     key_id = state.keys.identify(request.headers.get("x-api-key"))
     if key_id is None:
-        if not state.keys.open_locally(server[0] if server else None, request.client.host if request.client else None):
+        client = request.client.host if request.client else None
+        if not state.keys.open_locally(bind_host(request.scope), client):
             raise HTTPException(401, "a valid API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
         key_id = "local-dev"
     wait = state.limiter.acquire(key_id)
@@ -39,14 +48,15 @@ async def check_json_text(request: Request) -> None:
     if not body:
         return
     content_type = request.headers.get("content-type")
-    if content_type:
-        parsed = email.message.Message()
-        parsed["content-type"] = content_type
-        subtype = parsed.get_content_subtype()
-        if parsed.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
-            raise HTTPException(415, "the body must be JSON (Content-Type: application/json)")
-        if parsed.get_content_charset("utf-8") not in ("utf-8", "utf8"):
-            raise HTTPException(400, "the body must be JSON text in UTF-8")
+    if not content_type:  # FastAPI would parse it as JSON anyway; the README promises a 415
+        raise HTTPException(415, "the body must be JSON (Content-Type: application/json)")
+    parsed = email.message.Message()
+    parsed["content-type"] = content_type
+    subtype = parsed.get_content_subtype()
+    if parsed.get_content_maintype() != "application" or not (subtype == "json" or subtype.endswith("+json")):
+        raise HTTPException(415, "the body must be JSON (Content-Type: application/json)")
+    if parsed.get_content_charset("utf-8") not in ("utf-8", "utf8"):
+        raise HTTPException(400, "the body must be JSON text in UTF-8")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -65,7 +75,11 @@ class Gated(APIRoute):
         async def gated(request: Request) -> Response:
             # In a thread: the rate limit may ask Redis.
             request.state.key_id = await run_in_threadpool(admit, request)
-            await check_json_text(request)
+            try:
+                await check_json_text(request)
+            except ClientDisconnect:  # a client that goes away mid-body is no error of the service
+                log.info("%s %s: the client closed the connection before its body arrived", request.method, self.path)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             return await handler(request)
 
         return gated

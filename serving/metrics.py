@@ -12,7 +12,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Histogram(
             "patientinsight_http_request_duration_seconds",
-            "HTTP request latency by route template, method and status.",
+            "HTTP request latency by route template, method and status class (2xx, 4xx, ...; unknown values: other).",
             ["route", "method", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,

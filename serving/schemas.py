@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from patientinsight.records.columns import MAX_UID_CHARS
 from patientinsight.retrieval.searcher import RETRIEVERS
 
 
@@ -43,7 +44,7 @@ class QueryRequest(BaseModel):
     k: JsonInt = Field(default=5, ge=1, le=50, description="How many similar cases to return.")
     filters: QueryFilters = Field(default_factory=QueryFilters)
     generate: bool = Field(default=True, description="Write an analysis of the cases.")
-    exclude: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+    exclude: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_UID_CHARS)]] = Field(
         default_factory=list,
         max_length=100,
         description="Case uids to leave out: no stage of the retrieval sees them (candidates, feedback, fusion).",
@@ -103,7 +104,7 @@ class FollowUpRequest(BaseModel):
     question: str = Field(
         min_length=1, description="A question about the cases (length limited by settings, as a query's text)."
     )
-    uids: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+    uids: list[Annotated[str, StringConstraints(min_length=1, max_length=MAX_UID_CHARS)]] = Field(
         min_length=1, max_length=50, description="The cases to answer from: the uids of an answer's cases, in order."
     )
 

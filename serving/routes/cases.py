@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path
 
+from patientinsight.records.columns import MAX_UID_CHARS
 from serving.deps import ERRORS, KeyId, Loaded
 from serving.gate import Gated
 from serving.schemas import CaseDetail
@@ -14,7 +15,7 @@ api = APIRouter(route_class=Gated)
 
 
 @api.get("/v1/cases/{patient_uid}", tags=["query"], response_model=CaseDetail, responses={**ERRORS, 404: {}})
-def case(patient_uid: Annotated[str, Path(max_length=128)], key_id: KeyId, index: Loaded) -> dict[str, Any]:
+def case(patient_uid: Annotated[str, Path(max_length=MAX_UID_CHARS)], key_id: KeyId, index: Loaded) -> dict[str, Any]:
     """One case of the loaded index version; an unknown uid is a 404."""
     found = index.case(patient_uid)
     if found is None:

@@ -27,6 +27,14 @@ def test_every_dag_has_tags_retries_and_a_failure_callback(dagbag) -> None:  # t
             assert task.on_failure_callback, f"{dag_id}.{task.task_id}"
 
 
+def test_every_dag_has_a_one_line_description(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """What the DAG list shows under each name (the REST API's `description`)."""
+    assert len(dagbag.dags) == 4
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.description and "\n" not in dag.description, dag_id
+        assert 20 <= len(dag.description) <= 120, (dag_id, dag.description)
+
+
 def test_plugin_adds_the_mlflow_link() -> None:
     from airflow import plugins_manager
 

@@ -85,6 +85,24 @@ def _pg_admin(sql: str) -> None:
         conn.close()
 
 
+class ProgressDeadline:
+    """A deadline that moves while the work does: it passes only after `stall_s` with nothing new seen.
+    Integration tests wait on it instead of a fixed wall-clock time (a worker at load average 14 is slow,
+    not wrong)."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._last: object = None
+        self._moved_at = time.monotonic()
+
+    def saw(self, progress: object) -> None:
+        if progress != self._last:
+            self._last, self._moved_at = progress, time.monotonic()
+
+    def stalled(self) -> bool:
+        return time.monotonic() - self._moved_at > self.stall_s
+
+
 @dataclass
 class Database:
     url: str
@@ -319,19 +337,31 @@ class AirflowStack:
             time.sleep(2)
         raise TimeoutError(f"DAG {dag_id} not parsed after {timeout_s:.0f} s:\n{self.tail('dag-processor')}")
 
+    def task_progress(self, dag_id: str, run_id: str) -> tuple[tuple[str, int, str, int], ...]:
+        """What the run's tasks have done so far: (task, map index, state, try) for each task instance."""
+        answer = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
+        return tuple(
+            sorted((t["task_id"], t["map_index"], str(t["state"]), t["try_number"]) for t in answer["task_instances"])
+        )
+
     def wait_for_run(self, dag_id: str, run_id: str, timeout_s: float = 600) -> dict[str, Any]:
-        """Until the run is finished; its task states and logs go into the message when it did not succeed."""
-        deadline = time.monotonic() + timeout_s
+        """Until the run is finished, for as long as its tasks keep moving: `timeout_s` is the longest wait
+        with no task instance changing state or try, so a loaded machine that runs a correct run slowly
+        does not fail it. Task states and logs go into the message when it did not succeed."""
+        progress = ProgressDeadline(timeout_s)
         run: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        while not progress.stalled():
             self._check_alive()
             run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
             if run["state"] in ("success", "failed"):
                 break
+            progress.saw(self.task_progress(dag_id, run_id))
             time.sleep(3)
         if run.get("state") != "success":
             raise AssertionError(
-                f"run {run_id} is {run.get('state')!r}, not success:\n{self.run_diagnostics(dag_id, run_id)}"
+                f"run {run_id} is {run.get('state')!r}, not success"
+                f"{f' (no task moved for {timeout_s:.0f} s)' if progress.stalled() else ''}:\n"
+                f"{self.run_diagnostics(dag_id, run_id)}"
             )
         return run
 

@@ -100,8 +100,7 @@ def upload(real_data_dir: Path, moto_url: str, tmp_path_factory: pytest.TempPath
     )
 
 
-@pytest.fixture
-def lambda_env(airflow: AirflowStack, monkeypatch: pytest.MonkeyPatch) -> None:
+def configure_lambda(airflow: AirflowStack, monkeypatch: pytest.MonkeyPatch) -> None:
     """The function's configuration for the development backend (user and password from the environment)."""
     for name, value in {
         "AIRFLOW_BASE_URL": airflow.base_url,
@@ -114,6 +113,30 @@ def lambda_env(airflow: AirflowStack, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MWAA_ENV_NAME", raising=False)
     monkeypatch.delenv("AIRFLOW_SECRET_ARN", raising=False)
+
+
+@pytest.fixture
+def lambda_env(airflow: AirflowStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure_lambda(airflow, monkeypatch)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    result: dict[str, Any]
+    run: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def delivered(airflow: AirflowStack, upload: Upload) -> Delivered:
+    """The upload delivered once and its run finished. Every test builds on it, so none depends on the
+    order pytest-randomly picks (and none stops the api-server while the run's tasks still talk to it)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        configure_lambda(airflow, monkeypatch)
+        result = handler.lambda_handler(upload.event(), LambdaContext(60))
+    made = runs(airflow)
+    assert len(made) == 1, made
+    airflow.wait_for_run(DAG_ID, made[0]["dag_run_id"], timeout_s=900)
+    return Delivered(result, made[0])
 
 
 def runs(airflow: AirflowStack) -> list[dict[str, Any]]:
@@ -141,11 +164,13 @@ def access_log_count(airflow: AirflowStack, path: str, status: int, at_least: in
 
 # --------------------------------------------------------------------------------------------- tests
 @pytest.mark.usefixtures("lambda_env")
-def test_upload_triggers_exactly_one_run_that_indexes_the_object(airflow: AirflowStack, upload: Upload) -> None:
-    result = handler.lambda_handler(upload.event(), LambdaContext(60))
-    assert result == {"triggered": 1, "duplicate": 0, "skipped": 0, "failed": 0}
+def test_upload_triggers_exactly_one_run_that_indexes_the_object(
+    airflow: AirflowStack, upload: Upload, delivered: Delivered
+) -> None:
+    assert delivered.result == {"triggered": 1, "duplicate": 0, "skipped": 0, "failed": 0}
 
     [run] = runs(airflow)
+    assert run["dag_run_id"] == delivered.run["dag_run_id"]
     obj = next(i.obj for i in parse_event(upload.event()))
     assert obj is not None and obj.key == upload.key  # '+' in the event decoded to spaces
     assert run["dag_run_id"] == run_id_for(obj)
@@ -160,7 +185,7 @@ def test_upload_triggers_exactly_one_run_that_indexes_the_object(airflow: Airflo
         "event_time": "2019-09-03T19:37:27.192Z",
     }
 
-    airflow.wait_for_run(DAG_ID, run["dag_run_id"], timeout_s=900)
+    assert run["state"] == "success"
     run_dir = airflow.patientinsight_home / "lake" / "runs" / run_key(run["dag_run_id"])
     validation = json.loads((run_dir / "validation.json").read_text())
     assert validation["source"] == upload.uri  # read from S3 through the aws connection, not a local copy
@@ -178,7 +203,7 @@ def test_upload_triggers_exactly_one_run_that_indexes_the_object(airflow: Airflo
 
 @pytest.mark.usefixtures("lambda_env")
 def test_the_same_upload_delivered_again_makes_no_second_run(
-    airflow: AirflowStack, upload: Upload, caplog: pytest.LogCaptureFixture
+    airflow: AirflowStack, upload: Upload, delivered: Delivered, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = runs(airflow)
     assert len(before) == 1
@@ -199,7 +224,11 @@ def test_the_same_upload_delivered_again_makes_no_second_run(
 
 @pytest.mark.usefixtures("lambda_env")
 def test_wrong_password_fails_at_once_with_a_clear_error(
-    airflow: AirflowStack, upload: Upload, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    airflow: AirflowStack,
+    upload: Upload,
+    delivered: Delivered,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_PASSWORD", "not-the-password")
     caplog.set_level(logging.INFO, logger="lambda_trigger")
@@ -221,7 +250,11 @@ def test_wrong_password_fails_at_once_with_a_clear_error(
 
 @pytest.mark.usefixtures("lambda_env")
 def test_api_server_down_retries_then_fails_with_a_clear_error(
-    airflow: AirflowStack, upload: Upload, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    airflow: AirflowStack,
+    upload: Upload,
+    delivered: Delivered,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("BACKOFF_BASE_S", "0.2")
     monkeypatch.setenv("BACKOFF_MAX_S", "1")

@@ -276,6 +276,9 @@ def test_the_mlflow_link_of_the_ingest_leads_to_its_run(make_run: MakeRun) -> No
 @pytest.mark.ends_module  # Ctrl-C stops the module's stack: after the other tests of make_run
 @pytest.mark.timeout(900)
 def test_a_rest_triggered_run_starts_without_a_click_and_ctrl_c_stops_everything(make_run: MakeRun) -> None:
+    listed = make_run.airflow("GET", "/api/v2/dags?limit=100")["dags"]
+    assert "patient_ingest" in {d["dag_id"] for d in listed}
+    assert {d["dag_id"] for d in listed if d["description"]} == {d["dag_id"] for d in listed}  # the list's one line
     assert make_run.airflow("GET", "/api/v2/dags/patient_ingest")["is_paused"] is False
     # As the S3 trigger does it: POST dagRuns with a conf. It must leave `queued` by itself.
     sample = next((Path(make_run.airflow_home).parent / "home").rglob("*.csv"))

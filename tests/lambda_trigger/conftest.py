@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from auth import clear_caches
 
 from tests.http_server import LocalServer
 from tests.lambda_trigger.standin import PASSWORD, AirflowApi, AirflowStandIn
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stands in for tests/conftest.py's autouse one: the function uses no model, so these tests need not
+    wait minutes for the encoder to be prepared."""
+    return tmp_path_factory.mktemp("no-models")
 
 
 @pytest.fixture

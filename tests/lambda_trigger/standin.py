@@ -1,5 +1,6 @@
 """A local stand-in for the Airflow 3 REST API (POST /auth/token, POST /api/v2/dags/{dag_id}/dagRuns)
-and the MWAA invoke_rest_api protocol, that records every request: the handler talks real HTTP to it."""
+and the MWAA invoke_rest_api protocol, that records every request: the handler talks real HTTP to it.
+It can also answer as something that is not Airflow, or not well (`Fault`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,41 @@ class Seen:
     body: Any
 
 
+@dataclass(frozen=True)
+class Fault:
+    """An answer given instead of Airflow's: a status with a body as it is (an HTML page, plain text, JSON
+    without what Airflow sends), or with `raw`, bytes that are no HTTP answer at all (b"": a hang-up)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    raw: bytes | None = None
+
+    @classmethod
+    def json(cls, status: int, payload: Any) -> Fault:
+        return cls(status, json.dumps(payload).encode())
+
+
+# What can come back from a login or a trigger call instead of Airflow's answer, by name.
+FAULTS: dict[str, Fault] = {
+    "401": Fault.json(401, {"detail": "Not authenticated"}),
+    "403": Fault.json(403, {"detail": "Forbidden"}),
+    "404": Fault.json(404, {"detail": "Not Found"}),
+    "409": Fault.json(409, {"detail": "already exists"}),
+    "500": Fault(500, b"Internal Server Error", "text/plain"),
+    "503": Fault(503, b"<html><body>503 Service Temporarily Unavailable</body></html>", "text/html"),
+    "200 HTML": Fault(
+        200, b"<!doctype html><html><title>Sign in</title><body>Please sign in</body></html>", "text/html"
+    ),
+    "200 not JSON": Fault(200, b"OK", "text/plain"),
+    "200 JSON array": Fault.json(200, ["access_token", "dag_run_id"]),
+    "201 without token": Fault.json(201, {"token_type": "bearer"}),
+    "409 HTML": Fault(409, b"<html><body>409 Conflict</body></html>", "text/html"),
+    "not HTTP": Fault(raw=b"SSH-2.0-OpenSSH_9.6\r\n"),
+    "hang-up": Fault(raw=b""),
+}
+
+
 @dataclass
 class AirflowStandIn:
     """State of the stand-in: what it was sent, and how it should answer."""
@@ -32,9 +68,15 @@ class AirflowStandIn:
     token_ttl_s: float = 3600
     script: list[int] = field(default_factory=list)  # statuses to answer dagRuns with first (503, 429...)
     refuse: set[str] = field(default_factory=set)  # object keys answered with 400
+    login_faults: list[Fault] = field(default_factory=list)  # answers to /auth/token before its own
+    trigger_faults: list[Fault] = field(default_factory=list)  # answers to dagRuns (REST or MWAA) before its own
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     requests: list[Seen] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """As new, for the next example of a property test: the server keeps this very object."""
+        self.__dict__.update(AirflowStandIn().__dict__)
 
     def calls(self, path_part: str) -> list[Seen]:
         return [r for r in self.requests if path_part in r.path]
@@ -55,14 +97,29 @@ class AirflowApi(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server calls it so)
         body = self.read_json()
         self.state.requests.append(Seen("POST", self.path, dict(self.headers), body))
-        if self.path == "/auth/token":
+        if self.path == "/auth/token" and self.state.login_faults:
+            self._fault(self.state.login_faults.pop(0))
+        elif self.path == "/auth/token":
             self._auth(body)
+        elif (self.path.endswith("/dagRuns") or self.path.startswith("/restapi/")) and self.state.trigger_faults:
+            self._fault(self.state.trigger_faults.pop(0))
         elif match := re.fullmatch(r"/api/v2/dags/([^/]+)/dagRuns", self.path):
             self.send_json(*self._trigger(match.group(1), body, self.headers.get("Authorization", "")))
         elif match := re.fullmatch(r"/restapi/([^/]+)", self.path):
             self._mwaa(body)
         else:
             self.send_json(404, {"detail": "Not Found"})
+
+    def _fault(self, fault: Fault) -> None:
+        if fault.raw is not None:
+            self.wfile.write(fault.raw)
+            self.close_connection = True
+            return
+        self.send_response(fault.status)
+        self.send_header("Content-Type", fault.content_type)
+        self.send_header("Content-Length", str(len(fault.body)))
+        self.end_headers()
+        self.wfile.write(fault.body)
 
     def _auth(self, body: dict[str, Any]) -> None:
         if body == {"username": "admin", "password": PASSWORD}:

@@ -31,5 +31,5 @@ def test_credentials_come_from_secrets_manager(
     monkeypatch.delenv("AIRFLOW_USERNAME")
     monkeypatch.delenv("AIRFLOW_PASSWORD")
     monkeypatch.setenv("AIRFLOW_SECRET_ARN", arn)
-    assert invoke(s3_event("b", "intake/x.csv"))["triggered"] == 1
+    assert invoke(s3_event("intake-bucket", "intake/x.csv"))["triggered"] == 1
     assert env.calls("/auth/token")[0].body == {"username": "admin", "password": PASSWORD}

@@ -55,7 +55,7 @@ def test_eventbridge_object_created_keeps_the_key_as_sent(env: AirflowStandIn) -
 
 
 def test_sns_envelope_inside_sqs_is_unwrapped(env: AirflowStandIn) -> None:
-    sns = {"Type": "Notification", "MessageId": "x", "Message": json.dumps(s3_event("b", "intake/c.csv"))}
+    sns = {"Type": "Notification", "MessageId": "x", "Message": json.dumps(s3_event("intake-bucket", "intake/c.csv"))}
     assert invoke(sqs_event(sns)) == {
         "triggered": 1,
         "duplicate": 0,
@@ -89,21 +89,24 @@ def replaced(event: dict[str, Any], value: Any, *path: str | int) -> dict[str, A
     return event
 
 
-SNS_OF_S3 = {"Type": "Notification", "MessageId": "x", "Message": json.dumps(s3_event("b", SECRET_KEY))}
+SNS_OF_S3 = {"Type": "Notification", "MessageId": "x", "Message": json.dumps(s3_event("intake-bucket", SECRET_KEY))}
 
 # The body of one SQS message that can never be triggered, and the reason it is skipped with.
 MALFORMED_BODIES: dict[str, tuple[dict[str, Any], str]] = {
-    "S3 record without s3": (without(s3_event("b", SECRET_KEY), "Records", 0, "s3"), "s3.object is missing"),
+    "S3 record without s3": (
+        without(s3_event("intake-bucket", SECRET_KEY), "Records", 0, "s3"),
+        "s3.object is missing",
+    ),
     "S3 record without an object key": (
-        without(s3_event("b", SECRET_KEY), "Records", 0, "s3", "object", "key"),
+        without(s3_event("intake-bucket", SECRET_KEY), "Records", 0, "s3", "object", "key"),
         "key is missing",
     ),
     "S3 object key that is not a string": (
-        replaced(s3_event("b", SECRET_KEY), 12345, "Records", 0, "s3", "object", "key"),
+        replaced(s3_event("intake-bucket", SECRET_KEY), 12345, "Records", 0, "s3", "object", "key"),
         "key is a JSON number",
     ),
     "S3 record without a bucket name": (
-        without(s3_event("b", SECRET_KEY), "Records", 0, "s3", "bucket", "name"),
+        without(s3_event("intake-bucket", SECRET_KEY), "Records", 0, "s3", "bucket", "name"),
         "s3.bucket.name is missing",
     ),
     "record that is not an object": ({"Records": ["aws:s3"]}, "malformed record: a JSON string, not an object"),
@@ -112,7 +115,7 @@ MALFORMED_BODIES: dict[str, tuple[dict[str, Any], str]] = {
         "malformed SNS notification: Message is a JSON object",
     ),
     "EventBridge event without detail": (
-        without(eventbridge_event("b", SECRET_KEY), "detail"),
+        without(eventbridge_event("intake-bucket", SECRET_KEY), "detail"),
         "malformed EventBridge event: detail.object is missing",
     ),
 }
@@ -133,7 +136,10 @@ def test_a_malformed_sqs_message_is_skipped_and_the_rest_of_the_batch_triggered(
 ) -> None:
     body, reason = MALFORMED_BODIES[case]
     event = sqs_event(
-        s3_event("b", "intake/one.csv"), body, s3_event("b", "intake/two.csv"), message_ids=["m-1", "m-bad", "m-2"]
+        s3_event("intake-bucket", "intake/one.csv"),
+        body,
+        s3_event("intake-bucket", "intake/two.csv"),
+        message_ids=["m-1", "m-bad", "m-2"],
     )
     result = invoke(event)
     assert result == {"triggered": 2, "duplicate": 0, "skipped": 1, "failed": 0, "batchItemFailures": []}
@@ -150,7 +156,7 @@ def test_a_malformed_sqs_message_is_skipped_and_the_rest_of_the_batch_triggered(
 def test_an_sqs_body_that_is_not_a_string_is_skipped(
     env: AirflowStandIn, caplog: pytest.LogCaptureFixture, body: Any, reason: str
 ) -> None:
-    event = sqs_event(s3_event("b", "intake/one.csv"), {}, message_ids=["m-1", "m-bad"])
+    event = sqs_event(s3_event("intake-bucket", "intake/one.csv"), {}, message_ids=["m-1", "m-bad"])
     event["Records"][1]["body"] = body
     assert invoke(event) == {"triggered": 1, "duplicate": 0, "skipped": 1, "failed": 0, "batchItemFailures": []}
     [line] = skipped_lines(caplog)
@@ -162,8 +168,8 @@ def test_only_the_message_that_failed_is_reported_beside_a_malformed_one(env: Ai
     malformed, _ = MALFORMED_BODIES["S3 record without s3"]
     event = sqs_event(
         malformed,
-        s3_event("b", "intake/refused.csv"),
-        s3_event("b", "intake/ok.csv"),
+        s3_event("intake-bucket", "intake/refused.csv"),
+        s3_event("intake-bucket", "intake/ok.csv"),
         message_ids=["m-bad", "m-refused", "m-ok"],
     )
     result = invoke(event)
@@ -173,7 +179,7 @@ def test_only_the_message_that_failed_is_reported_beside_a_malformed_one(env: Ai
 
 def _direct_s3_with(bad: Any) -> dict[str, Any]:
     """A direct S3 invocation: a bad record, then a good one."""
-    event = s3_event("b", "intake/good.csv")
+    event = s3_event("intake-bucket", "intake/good.csv")
     event["Records"].insert(0, bad)
     return event
 
@@ -181,7 +187,10 @@ def _direct_s3_with(bad: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        (_direct_s3_with(without(s3_event("b", SECRET_KEY), "Records", 0, "s3")["Records"][0]), "s3.object is missing"),
+        (
+            _direct_s3_with(without(s3_event("intake-bucket", SECRET_KEY), "Records", 0, "s3")["Records"][0]),
+            "s3.object is missing",
+        ),
         (_direct_s3_with(["not", "a", "record"]), "malformed record: a JSON array, not an object"),
         (
             _direct_s3_with({"EventSource": "aws:sns", "Sns": {"MessageId": "x"}}),
@@ -207,9 +216,9 @@ def test_a_direct_invocation_skips_the_malformed_record_and_triggers_the_good_on
 @pytest.mark.parametrize(
     "event",
     [
-        without(eventbridge_event("b", SECRET_KEY), "detail"),
-        replaced(eventbridge_event("b", SECRET_KEY), "oops", "detail"),
-        without(eventbridge_event("b", SECRET_KEY), "detail", "object", "key"),
+        without(eventbridge_event("intake-bucket", SECRET_KEY), "detail"),
+        replaced(eventbridge_event("intake-bucket", SECRET_KEY), "oops", "detail"),
+        without(eventbridge_event("intake-bucket", SECRET_KEY), "detail", "object", "key"),
         ["Records"],
         "an event",
         None,
@@ -261,10 +270,10 @@ def _mutated(event: Any, rng: random.Random) -> Any:
 
 
 EVENTS: list[Callable[[], Any]] = [
-    lambda: s3_event("b", "intake/x.csv"),
-    lambda: sqs_event(s3_event("b", "intake/x.csv"), s3_event("b", "intake/y.csv")),
+    lambda: s3_event("intake-bucket", "intake/x.csv"),
+    lambda: sqs_event(s3_event("intake-bucket", "intake/x.csv"), s3_event("intake-bucket", "intake/y.csv")),
     lambda: sqs_event(SNS_OF_S3),
-    lambda: eventbridge_event("b", "intake/x.json"),
+    lambda: eventbridge_event("intake-bucket", "intake/x.json"),
 ]
 
 
@@ -276,3 +285,17 @@ def test_the_handler_never_raises_on_its_input(env: AirflowStandIn) -> None:
         result = invoke(event)
         assert result["failed"] == 0 and result.get("batchItemFailures", []) == [], event
     assert env.runs  # some mutations leave a triggerable event
+
+
+def test_an_event_without_records_is_skipped_with_the_reason(
+    env: AirflowStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An empty batch, or an SQS message whose notification holds no record: a line says so, nothing is lost."""
+    assert invoke({"Records": []}) == {"triggered": 0, "duplicate": 0, "skipped": 1, "failed": 0}
+    event = sqs_event({"Records": []}, s3_event("intake-bucket", "intake/one.csv"), message_ids=["m-empty", "m-1"])
+    assert invoke(event) == {"triggered": 1, "duplicate": 0, "skipped": 1, "failed": 0, "batchItemFailures": []}
+    lines = skipped_lines(caplog)
+    assert [(line["message_id"], line["reason"]) for line in lines] == [
+        (None, "event has no records (Records is empty)"),
+        ("m-empty", "event has no records (Records is empty)"),
+    ]

@@ -7,8 +7,10 @@ from events import S3Object
 from objects import run_id_for
 
 from tests.lambda_trigger.calls import invoke, log_lines
-from tests.lambda_trigger.sample_events import s3_event
+from tests.lambda_trigger.sample_events import eventbridge_event, s3_event
 from tests.lambda_trigger.standin import AIRFLOW_RUN_ID, AirflowStandIn
+
+BAD_BUCKET = "bucket name is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
 
 
 @pytest.mark.parametrize(
@@ -24,16 +26,16 @@ from tests.lambda_trigger.standin import AIRFLOW_RUN_ID, AirflowStandIn
 def test_objects_not_to_ingest_are_skipped_with_the_reason(
     env: AirflowStandIn, caplog: pytest.LogCaptureFixture, key: str, size: int, event_name: str, reason: str
 ) -> None:
-    assert invoke(s3_event("b", key, size=size, event_name=event_name))["skipped"] == 1
+    assert invoke(s3_event("intake-bucket", key, size=size, event_name=event_name))["skipped"] == 1
     assert env.requests == []
     [line] = log_lines(caplog)
-    assert line == {"outcome": "skipped", "uri": f"s3://b/{key}", "message_id": None, "reason": reason}
+    assert line == {"outcome": "skipped", "uri": f"s3://intake-bucket/{key}", "message_id": None, "reason": reason}
 
 
 def test_upper_case_suffixes_and_gz_are_ingested(env: AirflowStandIn) -> None:
-    assert invoke(s3_event("b", "intake/A.CSV"))["triggered"] == 1
-    assert invoke(s3_event("b", "intake/a.jsonl.gz"))["triggered"] == 1
-    assert invoke(s3_event("b", "intake/a.NDJSON"))["triggered"] == 1  # read by ingest, so triggered
+    assert invoke(s3_event("intake-bucket", "intake/A.CSV"))["triggered"] == 1
+    assert invoke(s3_event("intake-bucket", "intake/a.jsonl.gz"))["triggered"] == 1
+    assert invoke(s3_event("intake-bucket", "intake/a.NDJSON"))["triggered"] == 1  # read by ingest, so triggered
 
 
 def test_run_id_is_deterministic_safe_and_tells_uploads_apart() -> None:
@@ -49,3 +51,23 @@ def test_run_id_is_deterministic_safe_and_tells_uploads_apart() -> None:
     odd = S3Object("b", "intake/../weird/ключ é/" + "x" * 400 + "..csv", None, "e", 1, None, "s")
     run_id = run_id_for(odd)
     assert AIRFLOW_RUN_ID.match(run_id) and ".." not in run_id and len(run_id) <= 250
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    ["", "ab", "x" * 64, "intake/bucket", "Intake-Bucket", "intake_bucket", "-intake", "intake-", "intake..bucket"],
+)
+def test_an_invalid_bucket_name_is_skipped_with_the_reason(
+    env: AirflowStandIn, caplog: pytest.LogCaptureFixture, bucket: str
+) -> None:
+    """No such bucket can hold an upload: a forged or garbled event, skipped and said so, never triggered."""
+    assert invoke(s3_event(bucket, "intake/x.csv"))["skipped"] == 1
+    assert invoke(eventbridge_event(bucket, "intake/x.csv"))["skipped"] == 1
+    assert env.requests == []
+    lines = log_lines(caplog)
+    assert [line["reason"] for line in lines] == [BAD_BUCKET] * 2
+
+
+@pytest.mark.parametrize("bucket", ["abc", "x" * 63, "intake.bucket-2", "0intake9"])
+def test_valid_bucket_names_are_ingested(env: AirflowStandIn, bucket: str) -> None:
+    assert invoke(s3_event(bucket, "intake/x.csv"))["triggered"] == 1

@@ -17,6 +17,7 @@ START_DATE = datetime(2026, 1, 1)
 def dag_arguments(
     dag_id: str,
     *,
+    description: str,
     owner: str,
     tags: list[str],
     doc_md: str | None,
@@ -26,6 +27,7 @@ def dag_arguments(
 ) -> dict[str, Any]:
     return {
         "dag_id": dag_id,
+        "description": description,  # the one line the DAG list and the REST API show
         "schedule": None,
         "start_date": START_DATE,
         "catchup": False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -43,13 +44,29 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def quiet_library_bars() -> None:
+    """Progress bars belong on a terminal. Away from one (an Airflow task, whose stderr the UI shows at
+    ERROR level) the libraries' "Loading weights" bar would read as an error in a green run."""
+    if sys.stderr.isatty():
+        return
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+
+
 @lru_cache(maxsize=2)
 def load_model(name: str) -> Any:
     """Load once per process: constructing a model per call costs ~50 ms and a lot of memory."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_library_bars()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(resolve_model_path(name))  # picks CUDA when torch sees a GPU
+    path = resolve_model_path(name)
+    model = SentenceTransformer(path)  # picks CUDA when torch sees a GPU
+    log.info("embedding model %s loaded from %s on %s", name, path, model.device)
+    return model
 
 
 @lru_cache(maxsize=2)

@@ -1,9 +1,9 @@
 """What the returned cases have in common, counted rather than written: the extractive analysis.
 
 No language model is involved, and the page says so. Each statement cites the cases it counts ([n], their
-position in the answer): the diagnoses their titles share, the age groups and sexes, and which of the
-description's findings each case's text mentions. The passages are not repeated: they are shown with the
-cases.
+position in the answer): the diagnoses they share (diagnoses.py), the age groups and sexes, and which of the
+description's findings each case's text reports, a finding that a case says is absent or negative not
+counting for it (negation.py). The passages are not repeated: they are shown with the cases.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from patientinsight.generation.diagnoses import Shared, shared_phrases
+from patientinsight.generation.negation import Status, case_sentences, case_status, pieces, sentence_terms
 from patientinsight.index.lexical import tokenize
 from patientinsight.records.ages import age_band, age_display
 from patientinsight.retrieval.cases import Case
 
 NO_MODEL = "No language model is configured"
 MAX_FINDINGS = 8
-MAX_TITLE_PHRASES = 4
 
 # Words of a description that say who the patient is, not what they have; and question words.
 _PERSON_WORDS = (
@@ -29,18 +30,15 @@ _PERSON_WORDS = (
 _PERSON_TERMS = frozenset(tokenize([_PERSON_WORDS])[0])
 _FINDING_SPLIT = re.compile(r"[,;:.!?()\[\]\n]+|\s(?:and|with|or|but|plus|without|who|after)\s", re.IGNORECASE)
 _LEADING = re.compile(r"^(?:(?:a|an|the|has|had|have|his|her|their|presents?|presented|of|in|on)\s+)+", re.IGNORECASE)
-
-# Words of a title that name no diagnosis.
-_TITLE_WORDS_WITHOUT_DIAGNOSIS = """
-    a an the of in on at to for with and or by from as is are was were its their his her after before during
-    due via vs versus into without case cases report reports series synthetic rare unusual uncommon patient
-    patients review literature novel presentation presenting treatment treated management diagnosis diagnosed
-    approach new young old woman man girl boy child children adult infant female male unique interesting
-    challenging successful associated related secondary following induced manifestation first
-"""
-_TITLE_STOP = frozenset(_TITLE_WORDS_WITHOUT_DIAGNOSIS.split())
-_TITLE_SEGMENTS = re.compile(r"[:;,.()?!\[\]\"“”]+")
-_TITLE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'’/-]*")
+# The cue words around a negated or doubted finding ("no rash", "ANA negative"): not part of the finding.
+_CUE_LEADING = re.compile(
+    r"^(?:(?:no|not|without|any|den(?:y|ies|ied)|negative\s+for|absence\s+of|free\s+of|lack\s+of|possibl[ey]"
+    r"|suspected|probable)\s+)+",
+    re.IGNORECASE,
+)
+_CUE_TRAILING = re.compile(
+    r"\s+(?:(?:was|were|is|are)\s+)?(?:negative|absent|normal|unremarkable|ruled\s+out|excluded)$", re.IGNORECASE
+)
 
 _BAND_WORDS = {
     "neonate": ("neonate", "neonates"),
@@ -60,68 +58,46 @@ def cite(refs: Iterable[int]) -> str:
 
 @dataclass(frozen=True)
 class Finding:
-    phrase: str  # as the description says it
+    phrase: str  # as the description says it, without its negation
     terms: frozenset[str]  # its stemmed words, as the lexical index has them
+    negated: bool = False  # the description says the patient does not have it ("no rash")
 
 
 def findings(description: str) -> list[Finding]:
-    """The description cut into findings ("fever", "productive cough"), each with the terms it needs.
-    Words about who the patient is, and numbers, are not findings."""
+    """The description cut into findings ("fever", "productive cough", and "rash" of "without rash", negated),
+    each with the terms it needs. Words about who the patient is, and numbers, are not findings."""
     out: list[Finding] = []
     seen: set[frozenset[str]] = set()
-    for part in _FINDING_SPLIT.split(description):
-        phrase = _LEADING.sub("", " ".join(part.split())).strip()
-        if not phrase:
-            continue
-        terms = frozenset(t for t in tokenize([phrase])[0] if not t.isdigit() and t not in _PERSON_TERMS)
-        if terms and terms not in seen:
-            seen.add(terms)
-            out.append(Finding(phrase, terms))
+    for piece in pieces(description):
+        for part in _FINDING_SPLIT.split(piece.text):
+            phrase = _LEADING.sub("", " ".join(part.split())).strip()
+            phrase = _CUE_TRAILING.sub("", _CUE_LEADING.sub("", phrase)).strip()
+            if not phrase:
+                continue
+            terms = frozenset(t for t in tokenize([phrase])[0] if not t.isdigit() and t not in _PERSON_TERMS)
+            if terms and terms not in seen:
+                seen.add(terms)
+                out.append(Finding(phrase, terms, negated=piece.status is Status.NEGATED))
     return out[:MAX_FINDINGS]
 
 
-def _case_terms(case: Case) -> set[str]:
-    return set(tokenize([case.text or " ".join(case.passages)])[0])
-
-
-def _title_phrases(titles: Sequence[str | None]) -> list[tuple[str, list[int]]]:
-    """Word sequences (up to four words, no filler) that at least two titles share, with the cases (from 1)
-    whose titles have them: the longest and most shared first."""
-    found: dict[tuple[str, ...], set[int]] = {}
-    surface: dict[tuple[str, ...], str] = {}
-    for ref, title in enumerate(titles, start=1):
-        for segment in _TITLE_SEGMENTS.split(title or ""):
-            run: list[str] = []
-            for word in [*_TITLE_WORD.findall(segment), ""]:  # "" ends the last run
-                if word and word.lower() not in _TITLE_STOP and not word.isdigit():
-                    run.append(word)
-                    continue
-                for size in range(1, min(4, len(run)) + 1):
-                    for start in range(len(run) - size + 1):
-                        words = run[start : start + size]
-                        key = tuple(w.lower() for w in words)
-                        found.setdefault(key, set()).add(ref)
-                        surface.setdefault(key, " ".join(w if w[1:] != w[1:].lower() else w.lower() for w in words))
-                run = []
-    shared = {key: refs for key, refs in found.items() if len(refs) >= 2}
-
-    def inside(small: tuple[str, ...], big: tuple[str, ...]) -> bool:
-        return len(small) < len(big) and any(big[i : i + len(small)] == small for i in range(len(big) - len(small) + 1))
-
-    kept = [
-        key for key, refs in shared.items() if not any(inside(key, other) and refs <= shared[other] for other in shared)
-    ]
-    kept.sort(key=lambda key: (-len(shared[key]), -len(key), min(shared[key])))
-    return [(surface[key], sorted(shared[key])) for key in kept[:MAX_TITLE_PHRASES]]
-
-
-def _titles_statement(cases: Sequence[Case]) -> str:
+def _diagnoses_statements(cases: Sequence[Case]) -> list[str]:
     n = len(cases)
-    phrases = _title_phrases([c.title for c in cases])
-    if not phrases:
-        return "Their titles name no diagnosis in common." if n > 1 else ""
-    parts = [f"{phrase} in {len(refs)} of {n} {cite(refs)}" for phrase, refs in phrases]
-    return "Their titles share: " + "; ".join(parts) + "."
+    shared = shared_phrases(cases)
+    diagnoses = [s for s in shared if s.diagnosis]
+    others = [s for s in shared if not s.diagnosis]
+
+    def counted(phrases: list[Shared]) -> str:
+        return "; ".join(f"{s.phrase} in {len(s.refs)} of {n} {cite(s.refs)}" for s in phrases)
+
+    statements = []
+    if diagnoses:
+        statements.append(f"Diagnoses they share (from their titles and texts): {counted(diagnoses)}.")
+    elif n > 1:
+        statements.append("Their titles and texts name no diagnosis in common.")
+    if others:
+        statements.append(f"Their titles also share: {counted(others)}.")
+    return statements
 
 
 def _ages_statement(cases: Sequence[Case]) -> str:
@@ -150,20 +126,47 @@ def _sexes_statement(cases: Sequence[Case]) -> str:
     return "Sex: " + "; ".join(parts) + "."
 
 
+@dataclass(frozen=True)
+class Counted:
+    finding: Finding
+    present: list[int]  # the cases (from 1) whose text asserts it
+    absent: list[int]  # those whose text says it is absent or negative (and nowhere that it is present)
+
+
+def count_findings(description: str, cases: Sequence[Case]) -> list[Counted]:
+    """Which cases report each finding of the description, and which say it is absent."""
+    said = [sentence_terms(case_sentences(case.text or " ".join(case.passages))) for case in cases]
+    out = []
+    for finding in findings(description):
+        status = [case_status(finding.terms, sentences) for sentences in said]
+        present = [ref for ref, s in enumerate(status, start=1) if s is Status.ASSERTED]
+        absent = [ref for ref, s in enumerate(status, start=1) if s is Status.NEGATED]
+        out.append(Counted(finding, present, absent))
+    return out
+
+
 def _findings_statement(description: str, cases: Sequence[Case]) -> str:
-    wanted = findings(description)
-    if not wanted:
-        return ""
-    terms = [_case_terms(case) for case in cases]
     n = len(cases)
     parts = []
-    for finding in wanted:
-        refs = [ref for ref, have in enumerate(terms, start=1) if finding.terms <= have]
-        if refs:
-            parts.append(f"“{finding.phrase}” in {len(refs)} of {n} {cite(refs)}")
+    for counted in count_findings(description, cases):
+        phrase, present, absent = counted.finding.phrase, counted.present, counted.absent
+        if counted.finding.negated:  # "no rash" in the description: the cases that also say so count
+            part = f"“{phrase}” absent, as in the description, " + (
+                f"in {len(absent)} of {n} {cite(absent)}" if absent else "in none"
+            )
+            if present:
+                part += f" (present in {cite(present)})"
         else:
-            parts.append(f"“{finding.phrase}” in none")
-    return "Findings of the description that the case texts mention: " + "; ".join(parts) + "."
+            part = f"“{phrase}” " + (f"in {len(present)} of {n} {cite(present)}" if present else "in none")
+            if absent:
+                part += f" (absent or negative in {cite(absent)})"
+        parts.append(part)
+    if not parts:
+        return ""
+    return (
+        "Findings of the description that the case texts report (a finding that a case says is absent or "
+        "negative does not count for it): " + "; ".join(parts) + "."
+    )
 
 
 def common_ground(description: str, cases: Sequence[Case]) -> str:
@@ -177,7 +180,7 @@ def common_ground(description: str, cases: Sequence[Case]) -> str:
         "cites the cases it counts."
     )
     statements = [
-        _titles_statement(cases),
+        *_diagnoses_statements(cases),
         _ages_statement(cases),
         _sexes_statement(cases),
         _findings_statement(description, cases),

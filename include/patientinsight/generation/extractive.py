@@ -1,22 +1,22 @@
 """The generator without a language model (the offline default, and every generator's fallback): an
 analysis counts what the cases have in common (commonality.py); a follow-up is answered with the cases'
-best-matching sentences, quoted and cited."""
+sentences that answer it (quoting.py), quoted and cited."""
 
 from __future__ import annotations
 
 from patientinsight.generation.commonality import NO_MODEL, common_ground
+from patientinsight.generation.intents import question_intents
 from patientinsight.generation.protocol import Analysis, resolve_citations
+from patientinsight.generation.quoting import intent_sentences, matching_sentences
 from patientinsight.retrieval.cases import Case
-from patientinsight.retrieval.passages import scored_sentences
 
 FOLLOW_UP_SENTENCES = 2  # per case, in the extractive answer
-# Words of a question that ask rather than say what to look for.
-_QUESTION_TERMS = frozenset({"which", "were", "was", "who", "what", "how", "mani", "ani", "did", "doe", "case"})
 
 
 class ExtractiveGenerator:
     """No language model: what the cases have in common, counted and cited (no passage repeated); a
-    follow-up is answered with the cases' sentences that best match the question, quoted and cited."""
+    follow-up is answered with the cases' sentences about what the question asks (its surgery, medications,
+    outcomes...) or, failing such an intent, those that share its words, quoted and cited."""
 
     name = "extractive"
 
@@ -25,23 +25,28 @@ class ExtractiveGenerator:
         return Analysis(self.name, text=text, citations=resolve_citations(text, cases))
 
     def follow_up(self, question: str, cases: list[Case]) -> Analysis:
+        intents = question_intents(question)
+        topics = " or ".join(intent.topic for intent in intents)
+        chosen = (
+            f"about {topics}, which the question asks about" if intents else "that best match the words of the question"
+        )
         lines = [
-            f"{NO_MODEL}, so this answer is not written by one: below are the sentences of the "
-            f"{len(cases)} cases that best match the words of the question, quoted as they are."
+            f"{NO_MODEL}, so this answer is not written by one: below are the sentences of the {len(cases)} "
+            f"cases {chosen}, quoted as they are."
         ]
         unmatched = []
         for ref, case in enumerate(cases, start=1):
-            best = [
-                sentence
-                for overlap, _, sentence in scored_sentences(question, case.text, _QUESTION_TERMS)
-                if overlap > 0
-            ][:FOLLOW_UP_SENTENCES]
+            if intents:
+                best = intent_sentences(question, case.text, FOLLOW_UP_SENTENCES, intents)
+            else:
+                best = matching_sentences(question, case.text, FOLLOW_UP_SENTENCES)
             if best:
                 lines.append(f"[{ref}] " + " … ".join(f"“{sentence}”" for sentence in best))
             else:
                 unmatched.append(ref)
         if unmatched:
             refs = ", ".join(f"[{n}]" for n in unmatched)
-            lines.append(f"No sentence of {refs} shares a word with the question.")
+            missing = f"reports {topics}" if intents else "shares a word with the question"
+            lines.append(f"No sentence of {refs} {missing}.")
         text = "\n".join(lines)
         return Analysis(self.name, text=text, citations=resolve_citations(text, cases))

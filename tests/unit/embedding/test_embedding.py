@@ -40,3 +40,32 @@ def test_embed_documents_counts_match_vectors(embedder: Embedder) -> None:
 def test_overlap_must_be_smaller_than_window() -> None:
     with pytest.raises(ValueError):
         Embedder(PACKAGED_MODEL, chunk_tokens=10, chunk_overlap=10)
+
+
+def test_a_task_process_shows_no_progress_bar_and_logs_what_it_loaded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An Airflow task's stderr is a pipe, and the UI shows what comes through it at ERROR level: the
+    libraries' "Loading weights" bar must stay off it, and one log line says what was loaded."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "from patientinsight.embedding.encoder import make_embedder\n"
+        "from patientinsight.settings import Settings\n"
+        "print(make_embedder(Settings()).encode(['chest pain on exertion']).shape)\n"
+    )
+    # torch fp32: every backend loads the model through load_model, and this one needs no measuring.
+    env = {
+        **os.environ,
+        "PATIENTINSIGHT_MODEL_CACHE_DIR": str(tmp_path / "models"),
+        "PATIENTINSIGHT_EMBEDDING_BACKEND": "torch",
+        "PATIENTINSIGHT_EMBEDDING_PRECISION": "fp32",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600, check=True
+    )
+    assert "Loading weights" not in done.stderr and "it/s]" not in done.stderr, done.stderr
+    assert "embedding model packaged:all-MiniLM-L6-v2 loaded from" in done.stdout
+    assert "(1, 384)" in done.stdout

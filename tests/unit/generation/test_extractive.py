@@ -1,5 +1,5 @@
-"""The extractive generator (issue 17, points 7 and 9): an analysis of statements that cite the cases, no
-passage repeated, and a follow-up answered with the best-matching sentences."""
+"""The extractive generator (issue 17, points 7 and 9; issue 26): an analysis of statements that cite the
+cases, no passage repeated, and a follow-up answered with the sentences about what it asks."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def test_the_extractive_analysis_counts_what_the_cases_share_and_cites_them() ->
     text = analysis.text or ""
     lines = text.splitlines()
     assert lines[0].startswith("No language model is configured") and "not written by" in lines[0]
-    titles, ages, sexes, shared = lines[1:]
-    assert "community-acquired pneumonia in 2 of 3 [1][2]" in titles
+    diagnoses, ages, sexes, shared = lines[1:]
+    assert diagnoses.startswith("Diagnoses they share") and "community-acquired pneumonia in 2 of 3 [1][2]" in diagnoses
     assert "1 child aged 3 years [2]" in ages and "1 adult aged 64 years [1]" in ages
     assert "1 older adult aged 70 years [3]" in ages
     assert "2 female [2][3]" in sexes and "1 male [1]" in sexes
@@ -74,14 +74,22 @@ def test_the_extractive_analysis_without_cases_or_shared_titles() -> None:
     assert "[1]" in text and "in common" in text and "Their titles" not in text
 
 
-def test_the_extractive_follow_up_quotes_the_best_matching_sentences_and_cites_them() -> None:
+def test_the_extractive_follow_up_quotes_the_sentences_about_what_it_asks_and_cites_them() -> None:
     found = cases()
     answer = ExtractiveGenerator().follow_up("Which of these were treated surgically or with drainage?", found)
     text = answer.text or ""
     lines = text.splitlines()
     assert lines[0].startswith("No language model is configured") and "quoted" in lines[0]
-    assert "[2] “She underwent surgical drainage of an empyema.”" in text
-    assert "[1] “He was treated with intravenous ceftriaxone and recovered.”" in text
+    assert "about surgery" in lines[0]
+    assert lines[1:] == [
+        "[2] “She underwent surgical drainage of an empyema.”",
+        "No sentence of [1], [3] reports surgery.",
+    ]
+    assert "ceftriaxone" not in text  # "treated" with a drug is no answer about surgery (issue 26, item 3)
     assert {c["ref"] for c in answer.citations} == {1, 2, 3}
+    drugs = ExtractiveGenerator().follow_up("Which medications were they given?", found).text or ""
+    assert "[1] “He was treated with intravenous ceftriaxone and recovered.”" in drugs and "surgical" not in drugs
+    words = ExtractiveGenerator().follow_up("Any consolidation on the chest radiograph?", found).text or ""
+    assert "[1] “A chest radiograph showed a right lower lobe consolidation.”" in words
     unmatched = ExtractiveGenerator().follow_up("Any haemoptysis?", found).text or ""
     assert "No sentence of [1], [2], [3] shares a word with the question." in unmatched
