@@ -45,6 +45,18 @@ def served(built_home: Path, folder: Path, env: dict[str, str]) -> Service:
     return Service(folder, env={"PATIENTINSIGHT_HOME": str(built_home), **env})
 
 
+def served_with_limits(built_home: Path, folder: Path, client_timeout_s: float, limit_concurrency: int) -> Service:
+    """The keyed service with a given head/body timeout and concurrency limit (rate limit out of the way):
+    what the slow- and many-client tests probe."""
+    env = {
+        "PATIENTINSIGHT_API_KEYS": keys_setting(),
+        "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000",
+        "PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S": str(client_timeout_s),
+        "PATIENTINSIGHT_SERVE_LIMIT_CONCURRENCY": str(limit_concurrency),
+    }
+    return served(built_home, folder, env)
+
+
 def extractive_analysis(query: str, cases: list[dict[str, Any]], built_home: Path) -> dict[str, Any]:
     """What the extractive generator (the offline default, and every generator's fallback) writes for the
     cases of an answer (it reads their whole text, from the index in `built_home`)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import API_KEY, keys_setting, served
+from tests.serving.conftest import API_KEY, served_with_limits
 from tests.serving.service import Service
 
 LIMIT = 4  # the service's serve_limit_concurrency here, as in the issue
@@ -26,13 +26,9 @@ TOO_MANY_CONNECTIONS = {"detail": "too many open connections from this address; 
 
 @pytest.fixture(scope="module")
 def service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env = {
-        "PATIENTINSIGHT_API_KEYS": keys_setting(),
-        "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000",
-        "PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
-        "PATIENTINSIGHT_SERVE_LIMIT_CONCURRENCY": str(LIMIT),
-    }
-    with served(built_home, tmp_path_factory.mktemp("connections"), env).running() as running:
+    with served_with_limits(
+        built_home, tmp_path_factory.mktemp("connections"), CLIENT_TIMEOUT_S, LIMIT
+    ).running() as running:
         yield running
 
 

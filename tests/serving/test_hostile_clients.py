@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import API_KEY, keys_setting, served
+from tests.serving.conftest import API_KEY, served_with_limits
 from tests.serving.service import Service
 
 QUERY = "A woman with fever and a productive cough."
@@ -29,13 +29,9 @@ TIMER_SLACK_S = 0.05
 
 @pytest.fixture(scope="module")
 def service(built_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    env = {
-        "PATIENTINSIGHT_API_KEYS": keys_setting(),
-        "PATIENTINSIGHT_RATE_LIMIT_PER_MINUTE": "100000",
-        "PATIENTINSIGHT_SERVE_CLIENT_TIMEOUT_S": str(CLIENT_TIMEOUT_S),
-        "PATIENTINSIGHT_SERVE_LIMIT_CONCURRENCY": str(MAX_CONCURRENCY),
-    }
-    with served(built_home, tmp_path_factory.mktemp("hostile"), env).running() as running:
+    with served_with_limits(
+        built_home, tmp_path_factory.mktemp("hostile"), CLIENT_TIMEOUT_S, MAX_CONCURRENCY
+    ).running() as running:
         yield running
 
 
