@@ -25,6 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight.airflow.connections import pinecone_credentials, storage_options_for
 from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
+from patientinsight.index.factory import make_index
 from patientinsight.ingest import run
 from patientinsight.ingest.approval import approval_body
 from patientinsight.ingest.formats import described as source_formats
@@ -158,11 +159,13 @@ def patient_ingest() -> None:
         return run.evaluate(get_settings(), state, built["version"], pinecone_credentials)
 
     @task.branch
-    def gate(state: run.State, evaluated: dict[str, Any]) -> str:
+    def gate(state: run.State, evaluated: dict[str, Any], built: dict[str, Any]) -> str:
         decision = run.gate(get_settings(), state, evaluated)
         ti = get_current_context()["ti"]
         ti.xcom_push(key="decision", value=decision)  # for the report
         if decision["needs_approval"]:  # what the approver reads: numbers side by side, the MLflow link
+            # Kept from pruning (other runs publish meanwhile) until approved (published) or rejected.
+            make_index(get_settings(), pinecone_credentials).hold(built["version"])
             ti.xcom_push(key="approval", value=approval_body(evaluated, decision, state.get(LINK_XCOM_KEY)))
         return "approve_publish" if decision["needs_approval"] else "publish"
 
@@ -188,6 +191,8 @@ def patient_ingest() -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def finish(state: run.State, steps: dict[str, Any]) -> dict[str, Any]:
         steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
+        if not steps["publish"]:  # rejected (or unanswered): a held version is pruned like any other
+            make_index(get_settings(), pinecone_credentials).release_hold(steps["build"]["version"])
         return run.finish(get_settings(), state, steps, pinecone_credentials)
 
     state = begin()
@@ -200,7 +205,7 @@ def patient_ingest() -> None:
     embedded >> built
     evaluated = evaluate(state, built)
     published = publish(state, built)
-    gate(state, evaluated) >> [published, approve]
+    gate(state, evaluated, built) >> [published, approve]
     approve >> published
     steps = {"validate": validated, "profile": profiled, "plan": planned}
     finish(state, {**steps, "build": built, "evaluate": evaluated, "publish": published})

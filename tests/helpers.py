@@ -1,5 +1,5 @@
 """Small helpers shared by tests: edited copies of the sample, the real records, MLflow read-back, and the
-Dockerfile's stages."""
+Dockerfile's stages, and one-record versions of an index."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -78,4 +81,17 @@ def commit_version(
     if new is not None:
         builder.upsert(new)
     builder.delete(list(deletes))
+    return str(builder.commit())
+
+
+def one_record(uid: str) -> EmbeddedBatch:
+    """An embedded batch of one record, `uid`, with a 3-wide vector."""
+    frame = pd.DataFrame({c: ["x"] for c in META_COLUMNS}).assign(uid=[uid], age_years=[40.0])
+    return EmbeddedBatch(frame, np.ones((1, 3), np.float32), np.array([1]))
+
+
+def one_record_version(index: Any, uid: str) -> str:
+    """A version on the published one with the record `uid` added, committed (not published)."""
+    builder = index.builder(index.published(), {"dim": 3})
+    builder.upsert(one_record(uid))
     return str(builder.commit())

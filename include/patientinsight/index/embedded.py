@@ -41,6 +41,12 @@ class EmbeddedIndex:
     def publish(self, version: str) -> None:
         self.versions.publish(version)
 
+    def hold(self, version: str) -> None:
+        self.versions.hold(version)
+
+    def release_hold(self, version: str) -> None:
+        self.versions.release_hold(version)
+
 
 _KEPT_SCANS = 16  # files whose last scan is kept (a version has at most 8 segments)
 

@@ -143,6 +143,12 @@ class PineconeIndex:
         self.versions.publish(version)
         pinecone_gc.collect_orphans(self.client, self.versions)
 
+    def hold(self, version: str) -> None:
+        self.versions.hold(version)
+
+    def release_hold(self, version: str) -> None:
+        self.versions.release_hold(version)
+
     def namespace_for(self, manifest: dict[str, Any]) -> str:
         """The shared namespace of this lake's versions embedded as `manifest` says (index.pinecone_keys)."""
         return lake_namespace(self.root, manifest)

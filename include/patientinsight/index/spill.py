@@ -10,11 +10,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from patientinsight.index.types import META_COLUMNS, STORED_RECORD, EmbeddedBatch
 from patientinsight.index.versions import BUILD_PREFIX, BuildClaim
+from patientinsight.records.columns import MAX_UID_CHARS
 
 UPSERT_RECORDS, UPSERT_VECTORS = "upserts.parquet", "upserts.f32"
 
@@ -43,6 +45,7 @@ class Spill:
 
     def write(self, batch: EmbeddedBatch) -> None:
         """The batch's records as one row group, its vectors appended; the batch itself is not kept."""
+        refuse_long_uids(batch.records["uid"])
         frame = batch.records.loc[:, list(META_COLUMNS)].assign(chunk_count=batch.chunk_counts.astype(np.int64))
         table = pa.Table.from_pandas(frame, schema=STORED_RECORD, preserve_index=False)
         if self._writer is None:
@@ -72,6 +75,18 @@ class Spill:
         if self._claim is not None:
             self._claim.release()
         self._folder = self._writer = self._claim = None
+
+
+def refuse_long_uids(uids: pd.Series) -> None:
+    """Every upsert of either backend comes here. Validation quarantines such records first; this is the
+    last line: a longer uid could not be asked about through the query API, nor be a Pinecone vector id."""
+    too_long = (uids.astype("string").str.len() > MAX_UID_CHARS).fillna(False)
+    if too_long.any():
+        first = str(uids[too_long].iloc[0])
+        raise ValueError(
+            f"record uid of {len(first)} characters ({first[:40]!r}...): the index takes at most "
+            f"{MAX_UID_CHARS}; {int(too_long.sum())} such record(s) in this batch"
+        )
 
 
 def read_rows(path: Path, offset: int, dim: int, rows: np.ndarray) -> np.ndarray:

@@ -2,14 +2,17 @@
 the CURRENT pointer (publish is one atomic switch), pruning old versions and removing what crashed
 builds left behind.
 
-A version is immutable once committed: it appears by renaming its whole staging folder. Publishing
-replaces one pointer file with os.replace, so a reader sees the old version or the new one, never
-half of one.
+A version is immutable once committed: it appears by renaming its whole staging folder, its files
+on disk first. Publishing replaces one pointer file (index.pointer), so a reader sees the old version
+or the new one, never half of one. A version the quality gate holds for a person's decision
+(index.holds) is kept, whatever the number of versions, until it is approved (published) or rejected.
 
 A build's working folders (`versions/.staging-*`, and the embedded builder's `.build-*` spill folder)
 hold an owner file (`BuildClaim`) that names the build's process and host and stays locked while it
-runs; the kernel drops the lock however the process dies. The next build or publish removes the
-folders that no live build owns (`VersionStore.remove_debris`).
+runs; the kernel drops the lock however the process dies. It stays in the folder through the rename
+that commits it, so a staging folder never lacks a locked owner file while its build is live. The next
+build or publish removes the folders that no live build owns, and the pointer's temp files that no
+live publisher writes (`VersionStore.remove_debris`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from patientinsight.index.durable import fsync_path, fsync_tree
+from patientinsight.index.holds import Holds
+from patientinsight.index.pointer import read_pointer, remove_stale_temps, write_pointer
 from patientinsight.index.types import StagedExtras
 
 log = logging.getLogger(__name__)
@@ -75,26 +81,36 @@ class VersionStore:
         self.versions_dir = self.root / "versions"
         self.release = release
         self.debris_grace_s = debris_grace_s
+        self.holds = Holds(self.root)
 
     def path(self, version: str) -> Path:
         return self.versions_dir / version
 
     def published(self) -> str | None:
-        try:
-            return (self.root / "CURRENT").read_text().strip() or None
-        except FileNotFoundError:
-            return None
+        return read_pointer(self.root)
 
     def manifest(self, version: str) -> dict[str, Any]:
         return read_manifest(self.path(version))
 
     def publish(self, version: str) -> None:
+        """Point CURRENT at `version` (an approval of a held one ends its hold), then prune."""
+        self._require(version)
+        write_pointer(self.root, version)
+        self.holds.release(version)  # published: protected as such until another is
+        self.prune(keep=version)
+
+    def hold(self, version: str) -> None:
+        """Keep `version` from pruning until it is published or `release_hold` (index.holds)."""
+        self._require(version)
+        self.holds.hold(version)
+
+    def release_hold(self, version: str) -> None:
+        """Rejected: `version` is pruned like any other from now on."""
+        self.holds.release(version)
+
+    def _require(self, version: str) -> None:
         if not (self.path(version) / "manifest.json").exists():
             raise FileNotFoundError(f"index version {version} does not exist")
-        tmp = self.root / f".CURRENT.{uuid.uuid4().hex}"
-        tmp.write_text(version + "\n")
-        tmp.replace(self.root / "CURRENT")  # atomic on POSIX: readers never see a partial pointer
-        self.prune(keep=version)
 
     def committed(self) -> list[str]:
         """The committed versions, oldest first: folders only (not the `<version>.metrics.json` files of
@@ -106,11 +122,13 @@ class VersionStore:
     def prune(self, keep: str) -> None:
         """Keep the newest `keep_versions` committed versions and remove the older ones, but never `keep`,
         the published one (another run may have published since) or the base of a live build; those
-        count toward the number kept. Then remove what crashed builds left behind."""
-        committed = self.committed()
+        count toward the number kept. Held versions are kept and not counted: they wait for a person.
+        Then remove what crashed builds left behind."""
+        held = self.holds.held()
+        counted = [v for v in self.committed() if v not in held]
         protected = {keep, self.published(), *self._live_bases()}
-        candidates = [v for v in committed if v not in protected]
-        for name in candidates[: max(0, len(committed) - self.keep_versions)]:
+        candidates = [v for v in counted if v not in protected]
+        for name in candidates[: max(0, len(counted) - self.keep_versions)]:
             if self.release is not None:
                 has_manifest = (self.path(name) / "manifest.json").exists()
                 manifest = read_manifest(self.path(name)) if has_manifest else None
@@ -126,14 +144,29 @@ class VersionStore:
         self.remove_debris()
 
     def remove_debris(self) -> list[Path]:
-        """Remove the working folders (staging, spill) that no live build owns: left by a build that
-        crashed or was killed. A live build's folders stay, on this host or any other."""
+        """Remove the working folders (staging, spill) that no live build owns, the owner files left in
+        versions whose commit was killed after its rename, and the pointer's temp files that no live
+        publisher writes: what builds and publishes that crashed or were killed left. A live build's
+        folders stay, on this host or any other."""
         folders = [*self.root.glob(f"{BUILD_PREFIX}*"), *self.versions_dir.glob(f"{STAGING_PREFIX}*")]
-        removed = [f for f in folders if f.is_dir() and not owned_by_live_build(f, self.debris_grace_s)]
+        removed = [f for f in folders if f.is_dir() and self._ended(f)]
         for folder in removed:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_folder(folder)
             log.warning("removed %s, left by a build that did not finish", folder)
-        return removed
+        for version in self.committed():
+            owner = self.path(version) / OWNER_FILE
+            if owner.exists() and not owned_by_live_build(owner.parent, self.debris_grace_s):
+                owner.unlink(missing_ok=True)  # the build's, not the version's
+        return removed + remove_stale_temps(self.root, self.debris_grace_s)
+
+    def _ended(self, folder: Path) -> bool:
+        """Whether no build works in `folder` any more. A staging folder with its manifest but no owner
+        file is one that earlier releases committed by unlinking the owner file, then renaming: its build
+        was killed in between (a live one renames a moment later, and `_remove_folder` lets it)."""
+        staged = folder.name.startswith(STAGING_PREFIX) and (folder / "manifest.json").exists()
+        if staged and not (folder / OWNER_FILE).exists():
+            return True
+        return not owned_by_live_build(folder, self.debris_grace_s)
 
     def _live_bases(self) -> set[str]:
         """The versions live builds are reading as their base."""
@@ -164,17 +197,30 @@ class VersionStore:
 
     def commit(self, staging: Path, manifest: dict[str, Any], staged_extras: StagedExtras | None) -> str:
         """Add the extras (the lexical index) from the staged records, write the manifest and let the
-        version appear: whole, or not at all."""
+        version appear: whole, or not at all, and on disk before it can be published."""
         if staged_extras is not None:
             staged_extras(staging)
             release_freed_memory()
         version = str(manifest["version"])
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        # The owner file is the build's, not the version's. Still locked until the staging block ends;
-        # unlinking it touches the folder, so it reads as fresh (live) for that moment.
-        (staging / OWNER_FILE).unlink(missing_ok=True)
+        fsync_tree(staging)
+        # The owner file, still locked, goes with the rename: the staging folder is owned to the end.
         staging.rename(self.path(version))
+        fsync_path(self.versions_dir)
+        # It is the build's, not the version's; if a kill keeps this from running, remove_debris does it.
+        (self.path(version) / OWNER_FILE).unlink(missing_ok=True)
         return version
+
+
+def _remove_folder(folder: Path) -> None:
+    """Renamed aside, then removed: a build that renames the folder itself meanwhile (its commit) wins or
+    loses that rename whole, so no version ever appears half removed."""
+    aside = folder.with_name(f"{folder.name}.removing-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return  # committed or removed meanwhile
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 class BuildClaim:

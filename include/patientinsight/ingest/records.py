@@ -11,8 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from patientinsight.records.ages import YEARS_PER_UNIT
+from patientinsight.records.ages import MAX_AGE_PARTS, YEARS_PER_UNIT
 from patientinsight.records.columns import RECORD_COLUMNS
+
+# The source field each record column is read from, which a quarantine reason names; `text` is read from
+# `patient` (v1) or `text` (v2), per row (Normalized.text_field).
+SOURCE_FIELDS = {
+    "uid": "patient_uid", "pmid": "PMID", "title": "title", "text": "patient", "age_years": "age",
+    "sex": "gender", "pub_date": "pub_date", "similar_patients": "similar_patients",
+    "relevant_articles": "relevant_articles",
+}  # fmt: skip
 
 # The shape the v1 CSV export writes relevance maps in ({'33492400': 1, ...}): read with two regular
 # expressions, about 10x faster than ast.literal_eval, which still reads every other shape.
@@ -26,6 +34,10 @@ _STR_INT_PAIR = re.compile(r"'([^'\\\n]*)'\s*:\s*(\d+)")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # What a malformed field can raise while it is parsed: each is that field's error, never a crash.
 PARSE_ERRORS = (ValueError, SyntaxError, TypeError, OverflowError, RecursionError, MemoryError)
+# Control characters other than tab, line feed and carriage return: C0, DEL and C1. They carry no clinical
+# meaning and would be written as they are to terminals and pages (BEL rings, ESC [ starts a terminal
+# sequence), so free text drops them; the raw row keeps them, should the row be quarantined for another reason.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -34,15 +46,27 @@ class Normalized:
 
     record: dict[str, Any]
     errors: list[tuple[str, str]] = field(default_factory=list)
+    text_field: str = "patient"  # v1's name of the summary; v2's is `text`
+
+    def source_field(self, column: str) -> str:
+        """The field of the source row that a record column was read from."""
+        return self.text_field if column == "text" else SOURCE_FIELDS.get(column, column)
 
 
-def parse_literal(value: Any) -> Any:
-    """The CSV export writes lists and dicts as Python literals ("[[60.0, 'year']]"); JSON has them typed."""
+def parse_literal(value: Any, expected: str) -> Any:
+    """The CSV export writes lists and dicts as Python literals ("[[60.0, 'year']]"); JSON has them typed.
+    Text that is no literal raises ValueError saying what was `expected`, not what ast saw: its messages
+    show its internals ("malformed node or string: <ast.Name object at 0x7f...>")."""
     if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
-        return ast.literal_eval(text)
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError):  # TypeError: an unhashable key, {[1]: 2}
+            raise ValueError(f"expected {expected}; the text is not a literal of that form") from None
+        except RecursionError:
+            raise ValueError(f"expected {expected}; the text is nested too deeply") from None
     return value
 
 
@@ -61,13 +85,15 @@ def _amount(value: Any) -> float:
 
 def age_in_years(value: Any) -> float | None:
     """[[7.0, 'year'], [11.0, 'month']] -> 7.9167; None or [] -> None. Raises ValueError on bad input."""
-    parsed = parse_literal(value)
+    parsed = parse_literal(value, "[[value, unit], ...] such as [[60.0, 'year']]")
     if parsed is None or parsed == []:
         return None
     if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
         return _amount(parsed)
     if not isinstance(parsed, (list, tuple)):
         raise ValueError("expected [[value, unit], ...]")
+    if len(parsed) > MAX_AGE_PARTS:
+        raise ValueError(f"expected at most {MAX_AGE_PARTS} [value, unit] pairs (one per unit), got {len(parsed)}")
     total = 0.0
     for part in parsed:
         if not isinstance(part, (list, tuple)) or len(part) != 2:
@@ -84,7 +110,7 @@ def relevance_map(value: Any) -> dict[str, int]:
     """{'33492400': 2} in either export; v2 has no relevance fields, which reads as {}."""
     if isinstance(value, str) and _STR_INT_MAP.fullmatch(value.strip()):
         return {key: int(number) for key, number in _STR_INT_PAIR.findall(value)}
-    parsed = parse_literal(value)
+    parsed = parse_literal(value, "a mapping of id to relevance such as {'33492400': 2}")
     if parsed is None:
         return {}
     if not isinstance(parsed, dict):
@@ -115,6 +141,12 @@ def _text(value: Any) -> str:
     if isinstance(value, (bool, list, tuple, dict)):  # no silent str() of a JSON list or object
         raise TypeError(f"expected text, got {type(value).__name__}")
     return str(value).strip()
+
+
+def _free_text(value: Any) -> str:
+    """Text a clinician reads (a title, a summary) without control characters (see _CONTROL)."""
+    text = _text(value)
+    return _CONTROL.sub("", text) if _CONTROL.search(text) else text
 
 
 def unstorable(value: Any) -> str | None:
@@ -165,6 +197,8 @@ def normalize_row(raw: dict[str, Any]) -> Normalized:
     errors: list[tuple[str, str]] = []
     if "_parse_error" in raw:
         errors.append(("row", f"invalid JSON ({raw['_parse_error']})"))
+    if "_csv_error" in raw:
+        errors.append(("row", f"malformed CSV row ({raw['_csv_error']}): a stray quote, or a comma outside quotes?"))
     if "_not_an_object" in raw:
         errors.append(("row", "not a JSON object"))
     for column, value in raw.items():
@@ -176,7 +210,7 @@ def normalize_row(raw: dict[str, Any]) -> Normalized:
         try:
             return parse(raw.get(column))
         except PARSE_ERRORS as exc:  # the field's error, named by its column in the source
-            errors.append((column, f"cannot parse {column}: {exc}"))
+            errors.append((column, f"cannot parse {column}: {str(exc) or type(exc).__name__}"))
             return default
 
     pmid = raw.get("PMID")
@@ -186,13 +220,13 @@ def normalize_row(raw: dict[str, Any]) -> Normalized:
     record: dict[str, Any] = {
         "uid": parsed("patient_uid", _text, ""),
         "pmid": parsed("PMID", lambda _: _text(pmid), ""),
-        "title": parsed("title", _text, ""),
-        "text": parsed(text_column, _text, ""),
+        "title": parsed("title", _free_text, ""),
+        "text": parsed(text_column, _free_text, ""),
         "age_years": parsed("age", age_in_years, None),
         "sex": parsed("gender", _text, "").upper(),
-        "pub_date": parsed("pub_date", _text, "") or None,
+        "pub_date": parsed("pub_date", _free_text, "") or None,
         "similar_patients": parsed("similar_patients", relevance_map, {}),
         "relevant_articles": parsed("relevant_articles", relevance_map, {}),
     }
     record["content_hash"] = content_hash(record)
-    return Normalized(record, errors)
+    return Normalized(record, errors, text_column)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import io
 import json
@@ -14,7 +15,6 @@ from typing import IO, Any
 
 import fsspec
 import ijson
-import pandas as pd
 
 from patientinsight.ingest.formats import described, format_of
 from patientinsight.settings import Settings
@@ -34,12 +34,23 @@ REQUIRED_COLUMNS = ("patient_uid", "PMID", "title", "age", "gender")
 ENCODING_HINT = "--encoding (the PATIENTINSIGHT_SOURCE_ENCODING setting; the DAG's 'encoding' param)"
 AWS_CONN_ID = Settings.model_fields["aws_conn_id"].default
 
-# pandas' C parser ends a field at a NUL byte (a 902-character summary was stored as 50). The reader
-# hands it an overlong UTF-8 NUL instead, which it keeps as two surrogate escapes, and turns that back
-# into "\x00" in the row, so that records.normalize_row quarantines the row, naming the field.
-_NUL_BYTES = b"\xc0\x80"
-_NUL_MARK = _NUL_BYTES.decode("utf-8", "surrogateescape")
 _UNDECODED = re.compile("[\udc80-\udcff]")  # surrogate escapes: bytes the source encoding could not decode
+
+# Keys a reader puts in a row it could not read as a record; records.normalize_row quarantines the row.
+UNREAD_MARKERS = frozenset({"_parse_error", "_not_an_object", "_csv_error"})
+
+# Python's csv module refuses fields over 131,072 characters, but a longer summary must reach validation
+# to be quarantined with its reason. 64 Mi characters is far beyond any real field: one that long is the
+# rest of the file swallowed by a quote that is never closed, which fails the file, naming the line.
+_MAX_CSV_FIELD_CHARS = 1 << 26
+csv.field_size_limit(max(csv.field_size_limit(), _MAX_CSV_FIELD_CHARS))  # process-wide, so only ever raised
+
+# Encodings in which an ASCII letter is more than one byte, by their byte order marks (UTF-32 LE first:
+# its mark begins with UTF-16 LE's).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)  # fmt: skip
 
 
 class SourceError(ValueError):
@@ -84,17 +95,15 @@ def read_chunks(
         raise SourceError(f"{uri}: unknown encoding '{encoding}'; name a Python codec with {ENCODING_HINT}") from None
     try:
         with fsspec.open(uri, "rb", compression="infer", **(storage_options or {})) as f:
-            decoded = _Utf8Reader(f, encoding, mark_nul=fmt == "csv")
+            decoded = _Utf8Reader(uri, f, encoding)
             stream = io.BufferedReader(decoded)
             if not stream.peek(1):
                 raise SourceError(f"{uri}: the file is empty (0 bytes{_unzipped(uri)}); upload the complete export")
-            rows = _READERS[fmt](uri, stream, chunk_rows)
+            rows = _READERS[fmt](uri, stream)
             yield from _chunked(uri, rows, chunk_rows)
             decoded.check_encoding(uri)
     except FileNotFoundError as exc:
         raise SourceError(f"{uri}: not found") from exc
-    except pd.errors.EmptyDataError as exc:  # only blank lines: pandas says "No columns to parse from file"
-        raise SourceError(f"{uri}: the file has no header row (it is blank); upload the complete export") from exc
     except EOFError as exc:
         raise SourceError(
             f"{uri}: the gzip data ends early: the file is truncated (an interrupted upload or copy?); "
@@ -112,7 +121,7 @@ def read_chunks(
         raise SourceError(
             f"{uri}: cannot be decoded as {encoding} ({exc.reason}); name the file's encoding with {ENCODING_HINT}"
         ) from exc
-    except (ijson.JSONError, json.JSONDecodeError, pd.errors.ParserError) as exc:
+    except (ijson.JSONError, json.JSONDecodeError) as exc:
         raise SourceError(f"{uri}: cannot be parsed as {fmt}: {exc}") from exc
     except _NO_CREDENTIALS as exc:  # s3fs passes botocore's error on as it is
         raise SourceError(
@@ -126,17 +135,36 @@ def _unzipped(uri: str) -> str:
     return " after gunzip" if uri.lower().split("?", 1)[0].endswith(".gz") else ""
 
 
+def wide_encoding(head: bytes) -> tuple[str, str] | None:
+    """(codec, evidence) when a file's first bytes look like UTF-16 or UTF-32, else None. Read as UTF-8 or
+    another 8-bit encoding, such a file is a NUL byte beside every ASCII letter, which every format reads
+    as garbage (a CSV as rows of too many fields). It is told by its byte order mark, or by NULs at more
+    than half the positions of one parity, which no 8-bit text has."""
+    for bom, codec in _WIDE_BOMS:
+        if head.startswith(bom):
+            return codec, f"it starts with the {codec.upper()} byte order mark"
+    sample = head[:1024]
+    if len(sample) >= 16:
+        for codec, lane in (("utf-16-le", sample[1::2]), ("utf-16-be", sample[0::2])):
+            if lane.count(0) * 2 > len(lane):
+                return codec, "a NUL byte is beside each letter"
+    return None
+
+
 class _Utf8Reader(io.RawIOBase):
     """The source's bytes re-encoded as UTF-8 from `encoding`. Bytes that do not decode come out as
     they went in (surrogateescape), so a reader can quarantine their row instead of failing the file;
-    the counts tell a stray bad byte from a file in another encoding."""
+    the counts tell a stray bad byte from a file in another encoding. A UTF-8 byte order mark (Windows
+    exports start with one) is not text: utf-8-sig drops it. A UTF-16 file fails at its first block."""
 
-    def __init__(self, raw: IO[bytes], encoding: str, mark_nul: bool) -> None:
+    def __init__(self, uri: str, raw: IO[bytes], encoding: str) -> None:
         super().__init__()
+        self._uri = uri
         self._raw = raw
         self._encoding = encoding
-        self._decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
-        self._mark_nul = mark_nul
+        codec = codecs.lookup(encoding).name
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig" if codec == "utf-8" else codec)("surrogateescape")
+        self._sniff = not codec.startswith(("utf-16", "utf-32"))  # those read their own byte order mark
         self._pending = memoryview(b"")
         self._eof = False
         self.undecoded = 0  # bytes `encoding` could not decode
@@ -149,16 +177,26 @@ class _Utf8Reader(io.RawIOBase):
         while not self._pending and not self._eof:
             block = self._raw.read(1 << 16)
             self._eof = not block
+            if self._sniff:
+                self._sniff = False
+                self._check_not_wide(block)
             text = self._decoder.decode(block, final=self._eof)
             if not text.isascii():
                 self._count(text)
-            if self._mark_nul and "\x00" in text:
-                text = text.replace("\x00", _NUL_MARK)
             self._pending = memoryview(text.encode("utf-8", "surrogateescape"))
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+    def _check_not_wide(self, head: bytes) -> None:
+        wide = wide_encoding(head)
+        if wide is not None:
+            codec, evidence = wide
+            raise SourceError(
+                f"{self._uri}: cannot be decoded as {self._encoding}: it looks like {codec.upper()} ({evidence}); "
+                f"name the file's encoding with {ENCODING_HINT}, e.g. --encoding {codec}"
+            )
 
     def _count(self, text: str) -> None:
         try:  # a strict encoding fails fast on a surrogate escape; scanning for them costs more
@@ -185,7 +223,7 @@ def _chunked(uri: str, rows: Iterator[dict[str, Any]], size: int) -> Iterator[Ra
     first = 1
     checked = False
     for row in rows:
-        if not checked and not row.keys() & {"_parse_error", "_not_an_object"}:
+        if not checked and not row.keys() & UNREAD_MARKERS:
             # JSON has no header: the first well-formed record stands for the file's columns.
             check_columns(uri, set(row))
             checked = True
@@ -198,27 +236,67 @@ def _chunked(uri: str, rows: Iterator[dict[str, Any]], size: int) -> Iterator[Ra
         yield RawChunk(batch, first)
 
 
-def _csv_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
-    # Everything as text: the literal-string columns are parsed per row, where errors can be quarantined.
+def _csv_rows(uri: str, f: io.BufferedReader[Any]) -> Iterator[dict[str, Any]]:
+    # Every field as text: the literal-string columns are parsed per row, where errors can be quarantined.
     # The reader hands over UTF-8; an undecodable byte stays as a surrogate escape, for its row alone.
-    reader = pd.read_csv(
-        f, dtype=str, keep_default_na=False, chunksize=chunk_rows, encoding="utf-8", encoding_errors="surrogateescape"
-    )
-    for frame in reader:
-        columns = [str(c) for c in frame.columns]
+    text = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next((cells for cells in reader if not _blank(cells)), None)
+        if header is None:
+            raise SourceError(f"{uri}: the file has no header row (it is blank); upload the complete export")
+        columns = _column_names(header)
         if not all(c.isascii() for c in columns) and any(_UNDECODED.search(c) for c in columns):
             raise SourceError(f"{uri}: the header row has bytes that cannot be decoded; see {ENCODING_HINT}")
         check_columns(uri, set(columns))
-        for row in frame.to_dict(orient="records"):
-            for key, value in row.items():
-                if isinstance(value, str) and not value.isascii() and _NUL_MARK in value:
-                    row[key] = value.replace(_NUL_MARK, "\x00")
-            yield row
+        end = reader.line_num
+        for cells in reader:
+            start, end = end + 1, reader.line_num
+            if _blank(cells):
+                continue
+            if len(cells) != len(columns):
+                # A stray quote or an unquoted comma or line break: this record alone is broken, so it is
+                # quarantined with its lines and fields, and the rest of the file is read.
+                lines = f"line {start}" if start == end else f"lines {start}-{end}"
+                problem = f"{lines}: {len(cells)} fields where the header has {len(columns)}"
+                yield {"_csv_error": problem, "_fields": cells}
+                continue
+            yield dict(zip(columns, cells, strict=True))
+    except csv.Error as exc:
+        raise SourceError(
+            f"{uri}: cannot be parsed as csv at line {reader.line_num} ({exc}): a quote that is never closed?"
+        ) from exc
 
 
-def _json_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
+def _blank(cells: list[str]) -> bool:
+    """An empty line, or one of only spaces: not a record (pandas skipped them too)."""
+    return not cells or (len(cells) == 1 and not cells[0].strip())
+
+
+def _column_names(header: list[str]) -> list[str]:
+    """The header's names as pandas (the reader before) gave them: an empty one is 'Unnamed: i', a repeated
+    one 'name.1', so that the first column of a name is the one read."""
+    names: list[str] = []
+    for i, cell in enumerate(header):
+        base = cell or f"Unnamed: {i}"
+        name, repeat = base, 0
+        while name in names:
+            repeat += 1
+            name = f"{base}.{repeat}"
+        names.append(name)
+    return names
+
+
+def _json_rows(uri: str, f: io.BufferedReader[Any]) -> Iterator[dict[str, Any]]:
     # ijson walks the top-level list item by item, so a 500 MB export never sits in memory whole. One list
     # cannot be read past a broken record, so that fails the file, naming the record.
+    first = f.peek(1 << 12).lstrip()[:1]
+    if first and first != b"[":  # ijson would find no items in an object and read nothing
+        found = "an object" if first == b"{" else "not an array"
+        raise SourceError(
+            f"{uri}: a JSON array of records is expected ([{{...}}, {{...}}]), but the top level is {found}; "
+            "a file of one record per line is JSON Lines: name it .jsonl"
+        )
     read = 0
     try:
         for item in ijson.items(f, "item", use_float=True):
@@ -237,24 +315,29 @@ def _json_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, An
         ) from exc
 
 
-def _jsonl_rows(uri: str, f: IO[bytes], chunk_rows: int) -> Iterator[dict[str, Any]]:
+def _jsonl_rows(uri: str, f: io.BufferedReader[Any]) -> Iterator[dict[str, Any]]:
     for number, line in enumerate(f, start=1):
         if not line.strip():
             continue
         try:
             # A byte that did not decode stays a surrogate escape in its string, for records to quarantine.
             item = json.loads(line.decode("utf-8", "surrogateescape"))
-        except (json.JSONDecodeError, RecursionError) as exc:
-            # A broken line is one bad row, not a broken file: it goes to quarantine.
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        except (ValueError, RecursionError) as exc:
+            # A broken line is one bad row, not a broken file: it goes to quarantine. ValueError beyond
+            # JSONDecodeError: an integer of more than 4,300 digits, which Python will not convert.
+            if isinstance(exc, json.JSONDecodeError):
+                reason = exc.msg
+            elif isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            else:
+                reason = "a number too long to read"
             yield {"_parse_error": f"line {number}: {reason}"}
             continue
         yield item if isinstance(item, dict) else {"_not_an_object": item}
 
 
-# Each reader of formats.FORMATS: (uri, stream, chunk_rows) -> raw rows. JSON is read item by item, so
-# only pandas' CSV reader takes chunk_rows; _chunked batches the rows of every format.
-_READERS: dict[str, Callable[[str, IO[bytes], int], Iterator[dict[str, Any]]]] = {
+# Each reader of formats.FORMATS: (uri, stream) -> raw rows; _chunked batches the rows of every format.
+_READERS: dict[str, Callable[[str, io.BufferedReader[Any]], Iterator[dict[str, Any]]]] = {
     "csv": _csv_rows,
     "json": _json_rows,
     "jsonl": _jsonl_rows,

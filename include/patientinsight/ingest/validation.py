@@ -12,16 +12,44 @@ import pandera.pandas as pa
 
 from patientinsight.ingest.records import Normalized, normalize_row, printable
 from patientinsight.ingest.sources import RawChunk
-from patientinsight.records.columns import RECORD_COLUMNS
+from patientinsight.records.columns import MAX_UID_CHARS, RECORD_COLUMNS
 
 MIN_TEXT_CHARS = 20
+# The longest summary of the 1,200 real records is 13,746 characters (mean about 3,000). 100,000 leaves
+# room for the longest case report and still refuses a file's worth of text in one field (1.14 million
+# characters came from a broken export), which would be embedded, stored and shown whole.
+MAX_TEXT_CHARS = 100_000
+# PMIDs are positive whole numbers handed out in order: about 40 million by 2025, 1.5 million a year. Nine
+# digits without a leading zero leave centuries of room, and refuse 0, 1e300 written out, or -1.
+PMID_PATTERN = r"^[1-9][0-9]{0,8}$"
 
 VALID_RECORD = pa.DataFrameSchema(
     {
-        "uid": pa.Column(str, pa.Check.str_matches(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")),
-        "pmid": pa.Column(str, pa.Check.str_matches(r"^\d+$")),
+        "uid": pa.Column(
+            str,
+            [
+                pa.Check.str_matches(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+                pa.Check.str_length(
+                    max_value=MAX_UID_CHARS,
+                    error=f"longer than {MAX_UID_CHARS} characters: the query API refuses such a uid, so the "
+                    "case could never be opened",
+                ),
+            ],
+        ),
+        "pmid": pa.Column(
+            str, pa.Check.str_matches(PMID_PATTERN, error="not a PMID: a whole number from 1 to 999999999")
+        ),
         "title": pa.Column(str, pa.Check.str_length(min_value=1)),
-        "text": pa.Column(str, pa.Check.str_length(min_value=MIN_TEXT_CHARS)),
+        "text": pa.Column(
+            str,
+            [
+                pa.Check.str_length(min_value=MIN_TEXT_CHARS),
+                pa.Check.str_length(
+                    max_value=MAX_TEXT_CHARS,
+                    error=f"longer than {MAX_TEXT_CHARS:,} characters, far beyond any real summary",
+                ),
+            ],
+        ),
         "age_years": pa.Column(float, pa.Check.in_range(0.0, 130.0), nullable=True),
         "sex": pa.Column(str, pa.Check.isin(["M", "F"])),
         "pub_date": pa.Column(str, nullable=True),
@@ -52,13 +80,23 @@ def _frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _reason(column: str, check: str, number: Any) -> str:
+    """A failed check in words: its error where it has one, else its name ("failed isin(['M', 'F'])")."""
+    schema_column = VALID_RECORD.columns.get(column)
+    if schema_column is not None and isinstance(number, (int, float)) and not pd.isna(number):
+        error = schema_column.checks[int(number)].error
+        if error:
+            return str(error)
+    return f"failed {check}"
+
+
 def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkResult:
     """Normalize and validate one chunk. `seen_uids` spans the whole source so duplicates are caught
     across chunks: the first record of a uid is kept, later ones are quarantined."""
     normalized: list[Normalized] = [normalize_row(raw) for raw in chunk.rows]
     row_numbers = [chunk.first_row + i for i in range(len(chunk.rows))]
     errors: dict[int, list[tuple[str, str]]] = {i: list(n.errors) for i, n in enumerate(normalized) if n.errors}
-    # A row that could not be read at all (a broken JSON line) has no fields to fail the schema on.
+    # A row that could not be read at all (a broken JSON line or CSV row) has no fields to fail the schema on.
     unread = {i for i, errs in errors.items() if any(f == "row" for f, _ in errs)}
 
     frame = _frame(n.record for n in normalized)
@@ -69,20 +107,21 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
         for _, case in cases.iterrows():
             index = case["index"]
             column = case["column"] if isinstance(case["column"], str) else "row"
-            check = str(case["check"])
+            reason = _reason(column, str(case["check"]), case.get("check_number"))
+            # Each reason names the field of the source (`age`, `patient`), not the record's column.
             if index is None or (isinstance(index, float) and pd.isna(index)):
                 # A column-level failure (wrong dtype for the whole column) concerns every row.
                 for i in range(len(frame)):
-                    errors.setdefault(i, []).append((column, f"failed {check}"))
+                    errors.setdefault(i, []).append((normalized[i].source_field(column), reason))
                 continue
             if int(index) not in unread:
-                errors.setdefault(int(index), []).append((column, f"failed {check}"))
+                errors.setdefault(int(index), []).append((normalized[int(index)].source_field(column), reason))
 
     for i, uid in enumerate(frame["uid"]):
         if i in errors or not uid:
             continue
         if uid in seen_uids:
-            errors[i] = [("uid", "duplicate uid in this source; the first occurrence was kept")]
+            errors[i] = [("patient_uid", "duplicate uid in this source; the first occurrence was kept")]
         else:
             seen_uids.add(uid)
 

@@ -19,6 +19,9 @@ YEARS_PER_UNIT = {
     "day": 1.0 / DAYS_PER_YEAR,
     "hour": 1.0 / HOURS_PER_YEAR,
 }
+# The most [value, unit] pairs an age may have: one per unit. The real records have one or two
+# ([[2.0, 'year'], [8.0, 'month']]); 100,000 pairs are a broken export, not an age.
+MAX_AGE_PARTS = len(YEARS_PER_UNIT)
 _EPSILON = 1e-6
 
 

@@ -38,6 +38,7 @@ from patientinsight.index.types import (
 )
 from patientinsight.ingest.run import run_ingest
 from patientinsight.ingest.steps import build_version, publish_version
+from patientinsight.records.columns import MAX_UID_CHARS
 from patientinsight.settings import Settings
 from tests.helpers import commit_version
 from tests.pinecone_standin import PineconeStandIn, standin_options
@@ -259,6 +260,51 @@ def test_publish_switches_pointer_and_prunes(backend: Backend) -> None:
     with pytest.raises(FileNotFoundError):
         index.publish("v-missing")
     assert index.published() == versions[-1]
+
+
+def test_a_held_version_outlives_pruning_until_approved_or_rejected(backend: Backend) -> None:
+    """The gate holds a worse version for a person; other runs publish meanwhile (keep_versions=1)."""
+    index = backend.index
+    index.versions.keep_versions = 1
+    first = build(index, None, batch(["a"], [unit(1, 0, 0)]))
+    index.publish(first)
+    held = build(index, first, batch(["b"], [unit(0, 1, 0)]))
+    index.hold(held)
+    later = build(index, first, batch(["c"], [unit(0, 0, 1)]))
+    index.publish(later)  # what a command-line ingest does while the approval waits
+    assert index.versions.committed() == [held, later]
+    assert backend.stored_versions() == {held, later}
+
+    index.publish(held)  # approved: the version, its vectors and all, is there to publish
+    assert index.published() == held and index.versions.committed() == [held]
+    assert [h.uid for h in index.open(held).search(unit(0, 1, 0), 2)] == ["b", "a"]
+    rejected = build(index, held, batch(["d"], [unit(1, 1, 0)]))
+    index.hold(rejected)
+    after = build(index, held, batch(["e"], [unit(1, 0, 1)]))
+    index.publish(after)  # the approved one was published: its hold ended, and it goes
+    assert index.versions.committed() == [rejected, after]
+
+    index.release_hold(rejected)  # the approver said no
+    newest = build(index, after, batch(["f"], [unit(0, 1, 1)]))
+    index.publish(newest)
+    assert index.versions.committed() == [newest]
+    assert backend.stored_versions() == {newest}
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        index.hold(rejected)
+
+
+def test_a_uid_longer_than_the_limit_is_refused(backend: Backend) -> None:
+    """Validation quarantines such records; the index refuses them too, naming the length."""
+    index = backend.index
+    builder = index.builder(None, MANIFEST)
+    builder.upsert(batch(["ok"], [unit(1, 0, 0)]))
+    too_long = "u" * (MAX_UID_CHARS + 1)
+    with pytest.raises(ValueError, match=rf"uid of {MAX_UID_CHARS + 1} characters.*at most {MAX_UID_CHARS}"):
+        builder.upsert(batch(["fine", too_long], [unit(0, 1, 0), unit(0, 0, 1)]))
+    index.publish(builder.commit())  # the refused batch left nothing behind
+    assert index.open(str(index.published())).hashes() == {"ok": "h-ok"}
+    longest = "w" * MAX_UID_CHARS
+    assert build(index, index.published(), batch([longest], [unit(0, 1, 0)])) is not None
 
 
 def test_readers_see_whole_versions_while_publishing(backend: Backend) -> None:

@@ -1,26 +1,26 @@
-"""Pruning keeps exactly `keep_versions` versions (never the published one or a live build's base), and
-the working folders of a build that died (`versions/.staging-*`, `.build-*`) are removed by the next one,
-while those of live builds, in this process or another, stay."""
+"""Pruning keeps exactly `keep_versions` versions (never the published one or a live build's base; held
+versions are kept beside them until their hold ends), and the working folders of a build that died
+(`versions/.staging-*`, `.build-*`) and a publish's temp file are removed by the next one, while those
+of live builds, in this process or another, stay."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from patientinsight.index.embedded import EmbeddedIndex
-from patientinsight.index.types import META_COLUMNS, EmbeddedBatch
+from patientinsight.index.holds import HELD_DIR, HOLD_S
 from patientinsight.index.versions import DEBRIS_GRACE_S, OWNER_FILE, read_owner
+from tests.helpers import one_record_version
 
 # A build in a process of its own that stops inside its commit (where the lexical index is built) and
 # says where it is: its staging folder, and its spill folder of upserts.
@@ -43,30 +43,9 @@ builder.commit(staged_extras=hang)
 """
 
 
-def one_record(uid: str) -> EmbeddedBatch:
-    frame = pd.DataFrame({c: ["x"] for c in META_COLUMNS}).assign(uid=[uid], age_years=[40.0])
-    return EmbeddedBatch(frame, np.ones((1, 3), np.float32), np.array([1]))
-
-
-def build(index: EmbeddedIndex, uid: str) -> str:
-    builder = index.builder(index.published(), {"dim": 3})
-    builder.upsert(one_record(uid))
-    return builder.commit()
-
-
 def folders(root: Path) -> set[Path]:
     """Every working folder of a build under an index root."""
     return {*root.glob(".build-*"), *(root / "versions").glob(".staging-*")}
-
-
-@pytest.fixture
-def hanging_builds() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
 
 
 def start_hanging_build(root: Path, uid: str, started: list[subprocess.Popen[str]]) -> tuple[int, dict[str, str]]:
@@ -93,7 +72,7 @@ def test_pruning_keeps_exactly_the_configured_versions_and_their_metrics_files(
     index = EmbeddedIndex(tmp_path, keep_versions=keep_versions)
     published: list[str] = []
     for i in range(keep_versions + 5):
-        version = build(index, f"u{i}")
+        version = one_record_version(index, f"u{i}")
         # Earlier releases cached each version's evaluation beside it: files, not versions.
         (index.versions_dir / f"{version}.metrics.json").write_text("{}")
         index.publish(version)
@@ -107,18 +86,18 @@ def test_pruning_keeps_exactly_the_configured_versions_and_their_metrics_files(
 
 def test_pruning_never_removes_the_published_version_or_a_live_builds_base(tmp_path: Path) -> None:
     index = EmbeddedIndex(tmp_path, keep_versions=1)
-    base = build(index, "a")
+    base = one_record_version(index, "a")
     index.publish(base)
     with index.versions.staging(base):  # a build reading `base` is running while others publish
-        newer = build(index, "b")
+        newer = one_record_version(index, "b")
         index.publish(newer)
         assert index.versions.committed() == [base, newer]
-    latest = build(index, "c")
+    latest = one_record_version(index, "c")
     index.publish(latest)
     assert index.versions.committed() == [latest]
 
     # Another run published `newer` after this one committed `latest`: pruning for `latest` keeps both.
-    newer = build(index, "d")
+    newer = one_record_version(index, "d")
     (tmp_path / "CURRENT").write_text(newer)
     index.versions.prune(keep=latest)
     assert index.versions.committed() == [latest, newer]
@@ -128,12 +107,12 @@ def test_pruning_never_removes_the_published_version_or_a_live_builds_base(tmp_p
 
 
 def test_a_killed_build_leaves_debris_the_next_build_removes_while_live_builds_keep_theirs(
-    tmp_path: Path, hanging_builds: list[subprocess.Popen[str]]
+    tmp_path: Path, processes: list[subprocess.Popen[str]]
 ) -> None:
     index = EmbeddedIndex(tmp_path, keep_versions=2)
-    index.publish(build(index, "base"))
-    killed_pid, killed = start_hanging_build(tmp_path, "killed", hanging_builds)
-    _, live = start_hanging_build(tmp_path, "live", hanging_builds)
+    index.publish(one_record_version(index, "base"))
+    killed_pid, killed = start_hanging_build(tmp_path, "killed", processes)
+    _, live = start_hanging_build(tmp_path, "live", processes)
     assert read_owner(Path(killed["staging"])) == {
         "pid": killed_pid,
         "host": socket.gethostname(),
@@ -142,11 +121,11 @@ def test_a_killed_build_leaves_debris_the_next_build_removes_while_live_builds_k
         "created": pytest.approx(time.time(), abs=120),
     }
     os.kill(killed_pid, signal.SIGKILL)
-    hanging_builds[0].wait(timeout=30)
+    processes[0].wait(timeout=30)
     assert {Path(killed["staging"]), Path(killed["spill"])} <= folders(tmp_path)  # what the kill left
 
     with index.versions.staging() as ours:  # a live build of this process, too
-        version = build(index, "next")
+        version = one_record_version(index, "next")
         index.publish(version)
         assert folders(tmp_path) == {Path(live["staging"]), Path(live["spill"]), ours}
     assert index.versions.committed()[-1] == version
@@ -183,6 +162,45 @@ def test_unlocked_working_folders_are_removed_by_their_owner_or_age(
         for path in (folder / OWNER_FILE, folder):
             if path.exists():
                 os.utime(path, (then, then))
-    version = build(index, "next")  # the next build
+    version = one_record_version(index, "next")  # the next build
     index.publish(version)
     assert folders(tmp_path) == (set() if removed else set(left))
+
+
+def test_what_a_killed_commit_or_publish_left_goes_at_once(tmp_path: Path) -> None:
+    """Hand-made, what tests/unit/index/test_crash_safety.py makes by killing real processes (where
+    strace may run): a whole staging folder whose owner file an earlier release unlinked before its
+    rename, an owner file left in a version committed by this release, a pointer's temp file."""
+    index = EmbeddedIndex(tmp_path, keep_versions=5)
+    base = one_record_version(index, "base")
+    index.publish(base)
+    whole = index.versions_dir / ".staging-whole"
+    shutil.copytree(index.versions.path(base), whole)  # manifest and all: only the rename was missing
+    left_in_version = index.versions.path(base) / OWNER_FILE
+    left_in_version.write_text(json.dumps({"pid": _finished_pid(), "host": socket.gethostname(), "locked": True}))
+    temp = tmp_path / ".CURRENT.0123456789abcdef"
+    temp.write_text(base + "\n")
+    young = index.versions_dir / ".staging-young"  # no owner file yet, no manifest: a build starting
+    young.mkdir()
+
+    index.publish(one_record_version(index, "next"))
+    assert folders(tmp_path) == {young}
+    assert not left_in_version.exists() and not temp.exists()
+    index.publish(base)  # the version the owner file was left in is whole
+    assert index.open(base).count() == 1
+
+
+def test_a_hold_ends_with_its_time(tmp_path: Path) -> None:
+    """A run that never decides (failed, marked failed) does not pin its version for ever."""
+    index = EmbeddedIndex(tmp_path, keep_versions=1)
+    index.publish(one_record_version(index, "a"))
+    held = one_record_version(index, "b")
+    index.hold(held)
+    index.publish(one_record_version(index, "c"))
+    assert held in index.versions.committed()
+    then = time.time() - HOLD_S - 60
+    os.utime(tmp_path / HELD_DIR / held, (then, then))
+    latest = one_record_version(index, "d")
+    index.publish(latest)
+    assert index.versions.committed() == [latest]
+    assert not list((tmp_path / HELD_DIR).iterdir())

@@ -34,7 +34,7 @@ def test_ingest_sample_then_rerun_then_change(settings: Settings, sample_csv: Pa
     for name in ("validation.json", "quarantine.jsonl", "profile.html", "profile.json", "report.json"):
         assert (run_dir / name).stat().st_size > 0, name
     (entry,) = [json.loads(line) for line in (run_dir / "quarantine.jsonl").open()]
-    assert entry["row"] == rows and entry["errors"][0]["field"] == "uid"
+    assert entry["row"] == rows and entry["errors"][0]["field"] == "patient_uid"
 
     index = make_index(settings)
     assert index.published() == first["index_version"]

@@ -167,3 +167,28 @@ def test_any_line_of_json_lines_is_a_row(lines: list[bytes]) -> None:
     assert read == len(good) + sum(1 for line in lines if line.strip())
     assert {"g-0", "g-1"} <= {uid for r in results for uid in r.valid["uid"]}
     assert all(writable(entry) for r in results for entry in r.quarantined)
+
+
+# Lines a broken CSV export holds: separators and quotes in the wrong places, or too few or many fields.
+csv_junk_line = st.text(alphabet=st.sampled_from(list("ab1 ,\"'[]{}")), max_size=40)
+
+
+@FILES
+@given(lines=st.lists(csv_junk_line, min_size=1, max_size=5))
+def test_any_line_of_a_csv_is_a_row_or_runs_into_the_next(lines: list[str]) -> None:
+    """Junk lines after good rows: without a quote, each non-blank line is one row (quarantined, with its
+    line number, when its fields do not match the header); a quote may join lines into one row. Either
+    way nothing fails the file and read = valid + quarantined (pandas failed it: 'Expected 8 fields')."""
+    uri = "memory://messy/junk.csv"
+    with fsspec.open(uri, "wb") as f:
+        f.write(HEADER + b"".join(good_line(f"g-{i}") for i in range(3)) + "\n".join(lines).encode() + b"\n")
+    seen: set[str] = set()
+    results = [validate_chunk(chunk, uri, seen) for chunk in read_chunks(uri, 4)]
+    read = sum(len(r.valid) + len(r.quarantined) for r in results)
+    assert {"g-0", "g-1", "g-2"} <= {uid for r in results for uid in r.valid["uid"]}
+    if not any('"' in line for line in lines):
+        assert read == 3 + sum(1 for line in lines if line.strip())
+    for entry in (e for r in results for e in r.quarantined):
+        assert entry["errors"] and writable(entry)
+        if entry["errors"][0]["field"] == "row":
+            assert entry["errors"][0]["reason"].startswith("malformed CSV row (line")

@@ -228,3 +228,174 @@ def test_the_encoding_setting() -> None:
     assert Settings(source_encoding="latin-1").source_encoding == "latin-1"
     with pytest.raises(ValueError, match="unknown encoding 'utf-9'"):
         Settings(source_encoding="utf-9")
+
+
+# ----------------------------------------------------------------------------------- issue 27: odd exports
+def validated(source: Path, run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """validate_source's report and quarantine entries: reading and validation, without embedding."""
+    report = validate_source(str(source), run_dir, chunk_rows=10, max_quarantine_ratio=0.5)
+    assert report["read"] == report["valid"] + report["quarantined"]
+    return report, quarantine({"report_dir": run_dir})
+
+
+def export(sample: Path, fmt: str) -> bytes:
+    """The sample in one of the formats, as UTF-8 bytes."""
+    rows = read_rows(sample)
+    if fmt == "csv":
+        return csv_bytes(rows)
+    if fmt == "json":
+        return json.dumps([typed(r) for r in rows], ensure_ascii=False).encode("utf-8")
+    return b"\n".join(_dumps(typed(r)) for r in rows) + b"\n"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_a_utf8_byte_order_mark_is_not_text(fmt: str, sample_csv: Path, tmp_path: Path) -> None:
+    """Windows exports start with a BOM: the first row reads like any other (JSON Lines quarantined it,
+    JSON failed the file)."""
+    source = tmp_path / f"windows.{fmt}"
+    source.write_bytes(b"\xef\xbb\xbf" + export(sample_csv, fmt))
+    report, entries = validated(source, tmp_path / "run")
+    assert report["read"] == len(read_rows(sample_csv)) and report["quarantined"] == 1  # the sample's duplicate
+    assert [e["errors"][0]["field"] for e in entries] == ["patient_uid"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+@pytest.mark.parametrize(
+    ("codec", "named"), [("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be")]
+)
+def test_a_utf16_file_names_the_encoding_option(
+    fmt: str, codec: str, named: str, sample_csv: Path, tmp_path: Path
+) -> None:
+    """Every format says the same (a CSV failed with a tokenizer error), with or without a BOM."""
+    source = tmp_path / f"unicode.{fmt}"
+    source.write_bytes(export(sample_csv, fmt).decode("utf-8").encode(codec))
+    with pytest.raises(SourceError) as caught:
+        validated(source, tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"{source}: cannot be decoded as utf-8: it looks like {named.upper()}")
+    assert f"--encoding {named}" in message and "PATIENTINSIGHT_SOURCE_ENCODING" in message
+    assert "tokeniz" not in message.lower()
+
+
+def test_a_utf16_file_reads_with_its_encoding(sample_csv: Path, tmp_path: Path) -> None:
+    source = tmp_path / "unicode.csv"
+    source.write_bytes(export(sample_csv, "csv").decode("utf-8").encode("utf-16"))
+    report = validate_source(str(source), tmp_path / "run", 10, 0.5, encoding="utf-16")
+    assert report["read"] == len(read_rows(sample_csv)) and report["quarantined"] == 1
+
+
+def test_a_json_object_is_not_an_array_of_records(sample_csv: Path, tmp_path: Path) -> None:
+    source = tmp_path / "wrapped.json"
+    source.write_text(json.dumps({"records": [typed(r) for r in read_rows(sample_csv)]}))
+    with pytest.raises(SourceError) as caught:
+        validated(source, tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"{source}: a JSON array of records is expected") and "an object" in message
+
+
+def test_a_malformed_csv_row_is_quarantined_with_its_line(sample_csv: Path, tmp_path: Path) -> None:
+    """A row with unquoted commas, and one whose quote is not closed on its line, go to quarantine naming
+    their lines and keeping their fields; the rest is read (pandas failed the file: 'Expected 10 fields')."""
+    rows = read_rows(sample_csv)
+    lines = csv_bytes(rows).split(b"\r\n")  # the header, then one line per row (no line breaks in the sample)
+    assert len(lines) == len(rows) + 2 and all(b'"' in line for line in lines[1:-1])
+    extra = lines[5] + b",unquoted, commas,x"  # record 6, on line 7
+    stray = b'9-9,9-9,1,x,"a title whose quote is not closed,A summary without quotes,[],M,{},{}'  # line 22
+    data = b"\r\n".join([*lines[:6], extra, *lines[6:20], stray, *lines[20:]])
+    source = tmp_path / "malformed.csv"
+    source.write_bytes(data)
+
+    report, entries = validated(source, tmp_path / "run")
+    unread = [e for e in entries if e["errors"][0]["field"] == "row"]
+    assert [e["row"] for e in unread] == [6, 21]  # records 6 and 21, on lines 7 and 22
+    first, second = (e["errors"][0]["reason"] for e in unread)
+    assert first.startswith("malformed CSV row (line 7: 13 fields where the header has 10)")
+    assert unread[0]["raw"]["_fields"][10:] == ["unquoted", " commas", "x"]
+    # The quote runs on into the next row (a quoted field may hold line breaks), which is quarantined with it.
+    assert second.startswith("malformed CSV row (lines 22-23: ")
+    assert unread[1]["raw"]["_fields"][4].startswith("a title whose quote is not closed,A summary")
+    assert report["read"] == len(rows) + 1
+    assert report["valid"] == len({r["patient_uid"] for r in rows}) - 1  # row 20 went with the stray quote
+
+
+HUGE_TEXT_CHARS = 1_140_000
+
+# Values that parse but no real record has: (uid suffix, the field named, a word of the reason, the edit).
+HOSTILE: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("long-uid", "patient_uid", "128", {"patient_uid": "9" * 200}),  # the API refuses it: never openable
+    ("pmid-1e300", "PMID", "PMID", {"PMID": 1e300}),
+    ("pmid-zero", "PMID", "PMID", {"PMID": 0}),
+    ("pmid-fraction", "PMID", "PMID", {"PMID": 33492400.5}),
+    ("many-ages", "age", "at most 5", {"age": [[1.0, "hour"]] * 100_000}),  # 11 years, once accepted
+    ("huge-text", "patient", "100,000", {"patient": "Fever. " * (HUGE_TEXT_CHARS // 7)}),
+    ("old-age", "age", "in_range", {"age": [[200.0, "year"]]}),  # named age, not the column age_years
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_values_beyond_any_real_record_are_quarantined(fmt: str, sample_csv: Path, tmp_path: Path) -> None:
+    rows = [typed(r) for r in read_rows(sample_csv)]
+    template = rows[0]
+    bad = [{**template, "patient_uid": f"{template['patient_uid']}{suffix}", **edit} for suffix, *_, edit in HOSTILE]
+    source = tmp_path / f"hostile.{fmt}"
+    if fmt == "csv":  # the CSV export writes the literal columns as Python literals
+        literals = ("age", "similar_patients", "relevant_articles")
+        source.write_bytes(
+            csv_bytes([{k: repr(v) if k in literals else str(v) for k, v in r.items()} for r in rows + bad])
+        )
+    else:
+        source.write_bytes(b"\n".join(_dumps(r) for r in rows + bad) + b"\n")
+
+    report, entries = validated(source, tmp_path / "run")
+    assert report["read"] == len(rows) + len(bad)
+    errors = {e["row"]: e["errors"] for e in entries if e["row"] > len(rows)}
+    for number, (suffix, field, word, _) in enumerate(HOSTILE, start=len(rows) + 1):
+        assert [e["field"] for e in errors[number]] == [field], suffix
+        assert word in errors[number][0]["reason"], (suffix, errors[number])
+    assert report["valid"] == len({r["patient_uid"] for r in rows})
+
+
+def test_a_huge_integer_is_one_bad_line(tmp_path: Path, sample_csv: Path) -> None:
+    """Python will not read an integer of more than 4,300 digits: a ValueError that escaped the reader."""
+    rows = [typed(r) for r in read_rows(sample_csv)]
+    line = _dumps(rows[0]).replace(b'"39000000"', b"9" * 5000, 1)
+    source = tmp_path / "digits.jsonl"
+    source.write_bytes(b"\n".join([*(_dumps(r) for r in rows), line]) + b"\n")
+    report, entries = validated(source, tmp_path / "run")
+    assert report["read"] == len(rows) + 1
+    assert entries[-1]["row"] == len(rows) + 1 and entries[-1]["errors"][0]["field"] == "row"
+    assert "too long" in entries[-1]["errors"][0]["reason"]
+
+
+def test_garbage_in_the_age_says_what_was_expected(tmp_path: Path, sample_csv: Path) -> None:
+    """ast's message showed a memory address: 'malformed node or string ... <ast.Name object at 0x7f...>'."""
+    rows = read_rows(sample_csv)
+    bad = [
+        {**rows[0], "patient_uid": f"age-{i}", "age": age} for i, age in enumerate(["[[sixty, 'year']]", "{[1]: 2}"])
+    ]
+    source = tmp_path / "ages.csv"
+    source.write_bytes(csv_bytes(rows + bad))
+    _, entries = validated(source, tmp_path / "run")
+    reasons = [e["errors"] for e in entries if e["uid"] in ("age-0", "age-1")]
+    assert len(reasons) == 2
+    for (error,) in reasons:
+        assert error["field"] == "age" and "[[60.0, 'year']]" in error["reason"]
+        assert "0x" not in error["reason"] and "ast" not in error["reason"]
+
+
+def test_control_characters_are_dropped_from_the_text(tmp_path: Path, sample_csv: Path) -> None:
+    """BEL and ESC sequences would be written as they are to terminals and pages; tab and line breaks stay."""
+    rows = [typed(r) for r in read_rows(sample_csv)]
+    uid = rows[0]["patient_uid"]
+    rows[0] = {**rows[0], "title": "\x1b[2JA title\x07", "patient": rows[0]["patient"] + "\x1b[31m\tred\x9b\r\nend\x7f"}
+    source = tmp_path / "controls.jsonl"
+    source.write_bytes(b"\n".join(_dumps(r) for r in rows) + b"\n")
+    run_dir = tmp_path / "run"
+    report, _ = validated(source, run_dir)
+    assert report["quarantined"] == 1  # the sample's duplicate only
+    import pandas as pd
+
+    records = pd.concat(pd.read_parquet(p) for p in sorted((run_dir / "records").glob("*.parquet")))
+    record = records.set_index("uid").loc[uid]
+    assert record["title"] == "[2JA title"
+    assert record["text"].endswith("[31m\tred\r\nend")
