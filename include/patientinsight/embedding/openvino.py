@@ -5,10 +5,13 @@ chosen inference precision (bf16 runs on AVX512_BF16 or AMX where the CPU has th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -83,13 +86,17 @@ def convert(onnx_path: Path, int8: bool, calibration: Callable[[], Iterator[Feed
             # TRANSFORMER keeps softmax, layer norms and the residual adds in float and applies
             # SmoothQuant; MIXED quantizes activations asymmetrically (what VNNI's u8 x s8 takes).
             batches = list(calibration())
-            model = nncf.quantize(
-                model,
-                nncf.Dataset(batches),
-                model_type=nncf.ModelType.TRANSFORMER,
-                preset=nncf.QuantizationPreset.MIXED,
-                subset_size=len(batches),  # every calibration batch
-            )
+            # NNCF draws its progress bars on standard output, where a command's --json answer goes: on
+            # standard error instead, and nowhere away from a terminal (an Airflow task's log).
+            bars = sys.stderr if sys.stderr.isatty() else io.StringIO()
+            with contextlib.redirect_stdout(bars):
+                model = nncf.quantize(
+                    model,
+                    nncf.Dataset(batches),
+                    model_type=nncf.ModelType.TRANSFORMER,
+                    preset=nncf.QuantizationPreset.MIXED,
+                    subset_size=len(batches),  # every calibration batch
+                )
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
 
     return _write_atomically(folder, write) / "model.xml"

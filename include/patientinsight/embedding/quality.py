@@ -22,8 +22,8 @@ from patientinsight.embedding.hardware import Precision
 # The exact class (fp32 on any runtime, bf16): interchangeable with torch fp32 (same_embedding).
 EXACT_MIN_COSINE = 0.999
 # int8: the worst over INT8_STUDIED on the check texts (embedding.measure.check_texts), rounded down.
-INT8_MIN_COSINE = 0.989
-INT8_MEAN_COSINE = 0.992
+INT8_MIN_COSINE = 0.987
+INT8_MEAN_COSINE = 0.991
 # Each studied model's agreement on the check texts (batch size 32, 2026-12-02): its MRR was measured on
 # the real records (docs/PERFORMANCE.md). ONNX Runtime's int8 scales follow the batch, so its vectors move
 # with the batch size; under another batch size it may fall outside the bound, and is then refused.
@@ -33,6 +33,11 @@ INT8_STUDIED = (
     # AVX2's int8 kernels give other vectors (lowest cosine 0.9951, mean 0.9972 against VNNI's, real records):
     # studied under an ISA cap on the AVX-512 CPU (an emulation); holdout short MRR 0.0042 below fp32.
     "openvino int8 (NNCF), AVX2 emulated (2026-12-02 MRR): lowest 0.99051, mean 0.99330",
+    # On a real AVX2-only CPU (2-core AMD EPYC, no AVX-512, no VNNI), 2026-12-07, the shipped retriever's
+    # MRR on the real records: ONNX int8 0.0001 below fp32 at most (holdout short), OpenVINO int8 0.0042
+    # (holdout short); both within 0.005 on tune and holdout, both query modes.
+    "onnx int8 (dynamic), AVX2 (2026-12-07 MRR): lowest 0.98722, mean 0.99134",
+    "openvino int8 (NNCF), AVX2 (2026-12-07 MRR): lowest 0.98995, mean 0.99334",
 )
 
 
