@@ -29,7 +29,7 @@ from patientinsight.index.factory import make_index
 from patientinsight.ingest import run
 from patientinsight.ingest.approval import approval_body
 from patientinsight.ingest.formats import described as source_formats
-from patientinsight.ingest.sources import SourceError
+from patientinsight.ingest.sources import SourceError, check_source
 from patientinsight.ingest.steps import QuarantineExceeded
 from patientinsight.settings import get_settings
 from patientinsight.tracking import LINK_XCOM_KEY
@@ -64,7 +64,8 @@ def _on_failure(context: Any) -> None:
             type="string",
             minLength=1,
             title="Source URI",
-            description=f"Local path, file:// or s3:// URI of a PMC-Patients export ({source_formats()}).",
+            description=f"Local path, file:// or s3:// URI of a PMC-Patients export ({source_formats()}). "
+            "A source that is not there fails the run at once, at its first task (begin), saying so.",
         ),
         "full_refresh": Param(
             False,
@@ -117,8 +118,14 @@ def patient_ingest() -> None:
     @task
     def begin() -> run.State:
         context = get_current_context()
-        state = run.begin(get_settings(), context["run_id"], dict(context["params"]))
+        settings = get_settings()
+        state = run.begin(settings, context["run_id"], dict(context["params"]))
         share_mlflow_link(context, state)
+        try:  # a source that is not there fails the run here, at once and without retries, saying so
+            check_source(state["source_uri"], storage_options_for(state["source_uri"], settings.aws_conn_id))
+        except SourceError as exc:
+            run.fail(settings, state)  # this task returns nothing for _on_failure to close
+            raise AirflowFailException(str(exc)) from exc
         return state
 
     @task

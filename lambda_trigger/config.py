@@ -61,6 +61,13 @@ class Config:
             return
         if not self.base_url:
             raise ConfigError("set AIRFLOW_BASE_URL (Airflow REST API) or MWAA_ENV_NAME (Amazon MWAA)")
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            # Without a scheme every request would fail with an error about an unknown URL type, per object.
+            raise ConfigError(
+                f"AIRFLOW_BASE_URL {self.base_url!r} is not an http(s) URL: write it whole, e.g. "
+                "https://airflow.example.org"
+            )
         if not self.secret_arn and not (self.username and self.password):
             raise ConfigError("set AIRFLOW_SECRET_ARN, or AIRFLOW_USERNAME and AIRFLOW_PASSWORD for development")
 

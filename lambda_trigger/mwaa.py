@@ -47,8 +47,18 @@ def _answer(response: dict[str, Any], request: str) -> Answer:
     environment, access denied, throttled, or a page that is no MWAA answer. MWAA's own is kept as text, not
     JSON, so that a 200 or 409 without Airflow's answer never counts as triggered or a duplicate."""
     status = response.get("RestApiStatusCode")
-    if isinstance(status, int):
+    if isinstance(status, int) and not isinstance(status, bool):
+        # Whatever Airflow's body is (an object, or an array or text from something else), it stays text
+        # here; answers.json_object decides whether it is Airflow's.
         return Answer(status, json.dumps(response.get("RestApiResponse"), default=str), request)
-    error = response.get("Error") or {}
+    error = _mapping(response.get("Error"))
     reason = f"{error.get('Code', 'no RestApiStatusCode')}: {error.get('Message') or 'not an answer of Airflow'}"
-    return Answer(int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)), reason, request)
+    http_status = _mapping(response.get("ResponseMetadata")).get("HTTPStatusCode")
+    if not isinstance(http_status, int) or isinstance(http_status, bool) or not 100 <= http_status <= 599:
+        http_status = 500
+    return Answer(http_status, reason, request)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A part of MWAA's answer that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}

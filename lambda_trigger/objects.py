@@ -9,15 +9,18 @@ from config import Config
 from events import S3Object
 
 RUN_ID_MAX = 250  # Airflow's run_id column
-# S3's naming rules for (general purpose) buckets: 3-63 characters, lowercase letters, digits, dots and
-# hyphens, a letter or digit at each end, no two dots in a row. No other name can hold an upload.
-BUCKET_NAME = re.compile(r"(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Every name S3 has ever allowed for a bucket that can hold an upload: today's rules (3-63 lowercase letters,
+# digits, dots and hyphens) and the legacy ones of us-east-1 buckets made before March 2018, which still
+# send events (up to 255 characters, capitals and underscores too). An empty name, a slash or a space never
+# named a bucket: such an event is forged or garbled.
+BUCKET_NAME = re.compile(r"[A-Za-z0-9._-]{3,255}")
+BAD_BUCKET = "bucket name is not one S3 allows (3-255 letters, digits, dots, hyphens or underscores)"
 
 
 def skip_reason(obj: S3Object, config: Config) -> str | None:
     """Why an object is not ingested, or None when it is."""
     if not BUCKET_NAME.fullmatch(obj.bucket):
-        return "bucket name is not a valid S3 bucket name (3-63 lowercase letters, digits, dots, hyphens)"
+        return BAD_BUCKET
     if obj.key.endswith("/"):
         return "folder marker"
     if not obj.key.startswith(config.prefix):

@@ -147,8 +147,9 @@ class Settings(BaseSettings):
     serve_limit_concurrency: int = Field(
         default=200,
         ge=1,
-        description="Open connections and requests in flight beyond which the service answers 503 at once "
-        "(uvicorn limit_concurrency); keep it above a proxy's pool of upstream connections.",
+        description="Requests in flight beyond which the service answers 503 at once (idle connections do not "
+        "count); also the most connections open from one client address. A proxy is one address: keep it above "
+        "the proxy's pool of upstream connections.",
     )
     audit_db_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the query audit table; default: SQLite in PATIENTINSIGHT_HOME."

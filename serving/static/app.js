@@ -127,16 +127,31 @@ function jumpTo(n) {
   item.focus({ preventScroll: true });
 }
 
-function describe(c) {
+// A raw score means nothing to a reader (its scale is the retriever's), so the page shows it against this
+// search's best match, in words and as a share, with the raw number and what it does not say on hover.
+function relevance(c, best, retriever) {
+  if (c.score === null || !(best > 0)) return el("span", "match –", "relevance");
+  const share = Math.max(0, Math.min(1, c.score / best));
+  const band = share >= 0.85 ? "close" : share >= 0.6 ? "partial" : "distant";
+  const node = el("span", `${band} match (${Math.round(share * 100)}% of the best)`, `relevance ${band}`);
+  node.title = `Raw ${retriever} score ${c.score.toFixed(3)}; the best case of this search scores ${best.toFixed(3)}. ` +
+    "The share compares cases of this search only: it is not a probability that a case is relevant.";
+  return node;
+}
+
+function describe(c, best, retriever) {
   const age = c.age_display || "age unknown";
   const sex = SEX[c.sex] || "sex unknown";
-  return `${age} · ${sex} · score ${c.score === null ? "–" : c.score.toFixed(3)} · PMID ${c.pmid || "–"}`;
+  const meta = el("div", `${age} · ${sex} · `, "case-meta");
+  meta.append(relevance(c, best, retriever), ` · PMID ${c.pmid || "–"}`);
+  return meta;
 }
 
 function showCases(data, query) {
   const list = document.getElementById("cases");
   const stems = queryStems(query);
   list.replaceChildren();
+  const best = Math.max(...data.cases.map((c) => (c.score === null ? 0 : c.score)), 0);
   data.cases.forEach((c, i) => {
     const ref = i + 1;
     const item = el("li", null, "case");
@@ -148,7 +163,7 @@ function showCases(data, query) {
     if (c.article_url) { title.href = c.article_url; title.target = "_blank"; title.rel = "noopener noreferrer"; }
     head.append(title);
     if (c.synthetic) head.append(el("span", "synthetic", "tag"));
-    item.append(head, el("div", describe(c), "case-meta"));
+    item.append(head, describe(c, best, data.retriever));
     const passages = el("ul", null, "passages");
     for (const p of c.passages) {
       const li = el("li");

@@ -113,9 +113,13 @@ def test_the_embed_pool_is_defined_for_local_runs(dag: Any, repo_root: Path) -> 
 
 
 def test_bad_source_fails_the_run_and_the_mlflow_run(dag: Any, home: Settings, tmp_path: Path) -> None:
+    """A source that is not there fails the first task, once (no retry), and nothing after it runs."""
     missing = tmp_path / "nothing-here.csv"
     dag_run = dag.test(run_conf={"source_uri": str(missing)})
     assert dag_run.state == "failed"
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in dag_run.get_task_instances()}
+    assert states["begin"] == ("failed", 1)
+    assert states["validate"][0] == "upstream_failed"
     assert make_index(home).published() is None
     from mlflow.tracking import MlflowClient
 

@@ -55,6 +55,8 @@ FAULTS: dict[str, Fault] = {
     "200 JSON array": Fault.json(200, ["access_token", "dag_run_id"]),
     "201 without token": Fault.json(201, {"token_type": "bearer"}),
     "409 HTML": Fault(409, b"<html><body>409 Conflict</body></html>", "text/html"),
+    # MWAA's wrapper with a body that is no Airflow answer inside (a list, where Airflow sends an object).
+    "MWAA 200 JSON array": Fault.json(200, {"RestApiStatusCode": 200, "RestApiResponse": ["dag_run_id"]}),
     "not HTTP": Fault(raw=b"SSH-2.0-OpenSSH_9.6\r\n"),
     "hang-up": Fault(raw=b""),
 }

@@ -20,6 +20,9 @@ def test_configuration_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch)
         Config.from_env()
     with pytest.raises(ConfigError, match="AIRFLOW_SECRET_ARN"):
         Config.from_env({"AIRFLOW_BASE_URL": "http://x"})
+    for no_scheme in ("airflow.example.org", "ftp://airflow.example.org", "https://"):
+        with pytest.raises(ConfigError, match=r"AIRFLOW_BASE_URL .* is not an http\(s\) URL"):
+            Config.from_env({"AIRFLOW_BASE_URL": no_scheme, "AIRFLOW_SECRET_ARN": "arn:aws:secretsmanager:x"})
     with pytest.raises(ConfigError, match="longer than 64"):
         Config.from_env({"MWAA_ENV_NAME": "env", "DAG_ID": "d" * 60})
     config = Config.from_env({"MWAA_ENV_NAME": "env", "S3_SUFFIXES": " .CSV, .Json ,"})

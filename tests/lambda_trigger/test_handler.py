@@ -40,7 +40,7 @@ good = st.fixed_dictionaries(
 )
 odd = st.fixed_dictionaries(
     {
-        "bucket": st.sampled_from(["intake-bucket", "", "intake/bucket", "Intake", "ab"]),
+        "bucket": st.sampled_from(["intake-bucket", "", "intake/bucket", "Legacy_Name", "ab"]),
         "key": st.sampled_from(["intake/a.csv", "intake/dir/", "elsewhere/x.csv", "intake/x.txt"]),
         "size": st.sampled_from([None, 0, 12]),
         "sequencer": st.sampled_from([None, "0A"]),

@@ -53,7 +53,7 @@ def test_mwaa_backend_invokes_the_rest_api(airflow: tuple[str, AirflowStandIn]) 
         process(s3_event("intake-bucket", "intake/z.csv"), config, backend, deadline)
 
 
-@pytest.mark.parametrize(("fault", "status"), [("200 HTML", 200), ("409 HTML", 409)])
+@pytest.mark.parametrize(("fault", "status"), [("200 HTML", 200), ("409 HTML", 409), ("MWAA 200 JSON array", 200)])
 def test_an_answer_that_is_not_airflows_through_mwaa_is_no_success(
     airflow: tuple[str, AirflowStandIn], fault: str, status: int
 ) -> None:

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from patientinsight.generation.diagnoses import Shared, shared_phrases
-from patientinsight.generation.negation import Status, case_sentences, case_status, pieces, sentence_terms
+from patientinsight.generation.negation import Status, case_status, pieces, sentence_terms
 from patientinsight.index.lexical import tokenize
 from patientinsight.records.ages import age_band, age_display
 from patientinsight.retrieval.cases import Case
+from patientinsight.retrieval.passages import split_sentences
 
 NO_MODEL = "No language model is configured"
 MAX_FINDINGS = 8
@@ -135,7 +136,7 @@ class Counted:
 
 def count_findings(description: str, cases: Sequence[Case]) -> list[Counted]:
     """Which cases report each finding of the description, and which say it is absent."""
-    said = [sentence_terms(case_sentences(case.text or " ".join(case.passages))) for case in cases]
+    said = [sentence_terms(split_sentences(case.text or " ".join(case.passages))) for case in cases]
     out = []
     for finding in findings(description):
         status = [case_status(finding.terms, sentences) for sentences in said]

@@ -14,9 +14,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from patientinsight.generation.negation import Status, case_sentences, sentence_terms
+from patientinsight.generation.negation import Status, sentence_terms
 from patientinsight.index.lexical import tokenize
 from patientinsight.retrieval.cases import Case
+from patientinsight.retrieval.passages import split_sentences
 
 MAX_DIAGNOSES = 4
 MAX_TITLE_PHRASES = 2  # of the title words that are no diagnosis: they say less
@@ -118,7 +119,7 @@ def shared_phrases(cases: Sequence[Case]) -> list[Shared]:
     stated: set[tuple[str, ...]] = set()
     for ref, case in enumerate(cases, start=1):
         title_runs = _runs(case.title or "", _TITLE_STOP)
-        text_runs = stated_diagnoses(case_sentences(case.text or " ".join(case.passages)))
+        text_runs = stated_diagnoses(split_sentences(case.text or " ".join(case.passages)))
         runs = title_runs + text_runs
         stems = _stems([w for run in runs for w in run])
         for number, run in enumerate(runs):

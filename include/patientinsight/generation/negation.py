@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from patientinsight.index.lexical import tokenize
-from patientinsight.retrieval.passages import split_sentences
+from patientinsight.retrieval.passages import PARAGRAPH_BREAK
 
 
 class Status(Enum):
@@ -80,15 +80,9 @@ _CUES = re.compile(
     ),
     re.IGNORECASE | re.VERBOSE,
 )
-# Where a clause ends: a full stop, semicolon, colon, question or exclamation mark; and the paragraph breaks
-# that the PMC-Patients CSV keeps as a literal backslash-n.
-_PARAGRAPHS = re.compile(r"\\n|\n")
-_CLAUSES = re.compile(rf"[.;:?!](?=\s|$)|{_PARAGRAPHS.pattern}")
-
-
-def case_sentences(text: str) -> list[str]:
-    """The sentences of a case text, each paragraph's apart."""
-    return [sentence for paragraph in _PARAGRAPHS.split(text) for sentence in split_sentences(paragraph)]
+# Where a clause ends: a full stop, semicolon, colon, question or exclamation mark; and a paragraph break
+# (retrieval.passages).
+_CLAUSES = re.compile(rf"[.;:?!](?=\s|$)|{PARAGRAPH_BREAK.pattern}")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 
 from patientinsight.generation.intents import Intent, intent_words
-from patientinsight.generation.negation import Status, case_sentences, pieces
+from patientinsight.generation.negation import Status, pieces
 from patientinsight.index.lexical import tokenize
-from patientinsight.retrieval.passages import scored_sentences
+from patientinsight.retrieval.passages import scored_sentences, split_sentences
 
 # Stemmed words of a question that ask rather than say what to look for.
 QUESTION_TERMS = frozenset(
@@ -32,7 +32,7 @@ def matching_sentences(question: str, text: str, n: int) -> list[str]:
 
 def intent_sentences(question: str, text: str, n: int, intents: Sequence[Intent]) -> list[str]:
     """Up to n sentences of `text` about one of `intents`, best first; none when no sentence asserts a cue."""
-    sentences = case_sentences(text)
+    sentences = split_sentences(text)
     asked = set(tokenize([question])[0]) - QUESTION_TERMS - _words(intent_words(question, intents))
     ranked = []
     for position, (sentence, terms) in enumerate(zip(sentences, tokenize(sentences), strict=True)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -93,17 +94,33 @@ def read_chunks(
         codecs.lookup(encoding)
     except LookupError:
         raise SourceError(f"{uri}: unknown encoding '{encoding}'; name a Python codec with {ENCODING_HINT}") from None
+    with _read_errors(uri, fmt, encoding), fsspec.open(uri, "rb", compression="infer", **(storage_options or {})) as f:
+        decoded = _Utf8Reader(uri, f, encoding)
+        stream = io.BufferedReader(decoded)
+        if not stream.peek(1):
+            raise SourceError(f"{uri}: the file is empty (0 bytes{_unzipped(uri)}); upload the complete export")
+        rows = _READERS[fmt](uri, stream)
+        yield from _chunked(uri, rows, chunk_rows)
+        decoded.check_encoding(uri)
+
+
+def check_source(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Fail at once when a source cannot be read at all (an unknown format, no such file, no credentials),
+    before a run does any work: its first byte is read, the rest is left to read_chunks."""
+    fmt = source_format(uri)
+    with _read_errors(uri, fmt, "utf-8"), fsspec.open(uri, "rb", **(storage_options or {})) as f:
+        f.read(1)
+
+
+@contextlib.contextmanager
+def _read_errors(uri: str, fmt: str, encoding: str) -> Iterator[None]:
+    """What reading a source can raise, as a SourceError that names the file and says what to do."""
     try:
-        with fsspec.open(uri, "rb", compression="infer", **(storage_options or {})) as f:
-            decoded = _Utf8Reader(uri, f, encoding)
-            stream = io.BufferedReader(decoded)
-            if not stream.peek(1):
-                raise SourceError(f"{uri}: the file is empty (0 bytes{_unzipped(uri)}); upload the complete export")
-            rows = _READERS[fmt](uri, stream)
-            yield from _chunked(uri, rows, chunk_rows)
-            decoded.check_encoding(uri)
+        yield
     except FileNotFoundError as exc:
         raise SourceError(f"{uri}: not found") from exc
+    except IsADirectoryError as exc:
+        raise SourceError(f"{uri}: a folder, not a file; name one export file in it") from exc
     except EOFError as exc:
         raise SourceError(
             f"{uri}: the gzip data ends early: the file is truncated (an interrupted upload or copy?); "

@@ -21,7 +21,7 @@ from patientinsight.embedding.encoder import Embedder
 from patientinsight.index.types import Filters, IndexReader
 from patientinsight.records.ages import age_display
 from patientinsight.records.synthetic import SYNTHETIC_TITLE
-from patientinsight.retrieval.passages import best_passages
+from patientinsight.retrieval.passages import best_passages, readable
 from patientinsight.retrieval.searcher import Searcher
 from patientinsight.settings import Settings
 
@@ -91,7 +91,7 @@ class Case:
             "passages": list(self.passages),
         }
         if with_text:
-            out["text"] = self.text
+            out["text"] = readable(self.text)
         return out
 
 

@@ -8,11 +8,26 @@ import re
 from patientinsight.index.lexical import tokenize
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+# PMC-Patients writes a summary's paragraph breaks as a literal backslash-n (739 of the 1,000 sample
+# summaries, in its CSV and its JSON alike). The stored text keeps it as the source has it (its content hash,
+# its tokens); what a person reads gets real line breaks.
+PARAGRAPH_BREAK = re.compile(r"\\n|\n")
+
+
+def readable(text: str) -> str:
+    """A summary as a person reads it: its paragraph breaks as line breaks."""
+    return text.replace("\\n", "\n") if "\\n" in text else text
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a summary (a full stop, ! or ? followed by a capital, digit or bracket)."""
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    """Sentences of a summary (a full stop, ! or ? followed by a capital, digit or bracket), each
+    paragraph's apart: no sentence runs over a paragraph break."""
+    return [
+        s.strip()
+        for paragraph in PARAGRAPH_BREAK.split(text.strip())
+        for s in _SENTENCE_END.split(paragraph.strip())
+        if s.strip()
+    ]
 
 
 def first_sentences(text: str, n: int = 2) -> str:

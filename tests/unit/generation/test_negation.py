@@ -9,9 +9,10 @@ import re
 import pytest
 
 from patientinsight.generation.commonality import common_ground, count_findings, findings
-from patientinsight.generation.negation import Status, case_sentences, pieces, sentence_terms
+from patientinsight.generation.negation import Status, pieces, sentence_terms
 from patientinsight.index.lexical import tokenize
 from patientinsight.retrieval.cases import Case
+from patientinsight.retrieval.passages import split_sentences
 
 pytestmark = pytest.mark.realdata
 
@@ -69,7 +70,7 @@ def test_real_sentences_with_each_cue(real_cases: list[Case], pattern: str, expe
     cue = re.compile(pattern, re.IGNORECASE)
     checked, wrong = 0, []
     for case in real_cases:
-        for sentence in case_sentences(case.text):
+        for sentence in split_sentences(case.text):
             found = cue.search(sentence)
             if not found or (expected is Status.ASSERTED and NEGATION_WORDS.search(sentence)):
                 continue
@@ -99,7 +100,7 @@ def test_the_analysis_counts_no_finding_that_a_real_case_says_is_negative(real_c
     negative = [
         ref
         for ref, case in enumerate(cases, start=1)
-        if any(DS_DNA.search(s) and re.search(r"\bnegative\b|\bdid not\b", s) for s in case_sentences(case.text))
+        if any(DS_DNA.search(s) and re.search(r"\bnegative\b|\bdid not\b", s) for s in split_sentences(case.text))
     ]
     assert len(negative) >= 3  # the real records state it negative, in several ways
     counted = {c.finding.phrase: c for c in count_findings(DESCRIPTION, cases)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patientinsight.ingest.sources import SourceError, read_chunks, source_format
+from patientinsight.ingest.sources import SourceError, check_source, read_chunks, source_format
 
 V1_ROW = {
     "patient_id": "0",
@@ -116,6 +116,19 @@ def test_broken_jsonl_line_is_a_row_not_a_crash(tmp_path: Path) -> None:
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"nope\.csv: not found"):
         rows_of(str(tmp_path / "nope.csv"))
+
+
+def test_the_source_check_fails_at_once_with_what_read_would_say(tmp_path: Path) -> None:
+    """What patient_ingest's first task checks (the trigger form's source): only whether it can be read."""
+    with pytest.raises(SourceError, match=r"nope\.csv: not found"):
+        check_source(str(tmp_path / "nope.csv"))
+    with pytest.raises(SourceError, match=r"notes\.txt: unknown format"):
+        check_source(str(tmp_path / "notes.txt"))
+    (tmp_path / "export.csv").mkdir()
+    with pytest.raises(SourceError, match=r"export\.csv: a folder, not a file"):
+        check_source(str(tmp_path / "export.csv"))
+    check_source(str(write_csv(tmp_path / "fine.csv", [V1_ROW])))
+    check_source(f"file://{write_csv(tmp_path / 'also.csv', [V1_ROW])}")
 
 
 def test_broken_json_file(tmp_path: Path) -> None:
