@@ -39,9 +39,15 @@ PATIENT_INDEX = Asset(name="patient_index", uri="patientinsight://index/patient_
 SETTINGS = get_settings()
 
 
+# begin's state, pushed before its own checks: a begin that fails after opening the MLflow run returns
+# nothing, and its run must still be closed.
+BEGUN_XCOM_KEY = "begun"
+
+
 def _on_failure(context: Any) -> None:
     """Close the run's MLflow run as FAILED, keeping the reports written so far."""
-    run.fail(get_settings(), context["ti"].xcom_pull(task_ids="begin"))
+    ti = context["ti"]
+    run.fail(get_settings(), ti.xcom_pull(task_ids="begin") or ti.xcom_pull(task_ids="begin", key=BEGUN_XCOM_KEY))
 
 
 # One run at a time: each version is built on the published one. Active once deployed: the S3 trigger's
@@ -121,10 +127,10 @@ def patient_ingest() -> None:
         settings = get_settings()
         state = run.begin(settings, context["run_id"], dict(context["params"]))
         share_mlflow_link(context, state)
+        context["ti"].xcom_push(key=BEGUN_XCOM_KEY, value=state)
         try:  # a source that is not there fails the run here, at once and without retries, saying so
             check_source(state["source_uri"], storage_options_for(state["source_uri"], settings.aws_conn_id))
         except SourceError as exc:
-            run.fail(settings, state)  # this task returns nothing for _on_failure to close
             raise AirflowFailException(str(exc)) from exc
         return state
 
@@ -159,20 +165,22 @@ def patient_ingest() -> None:
     # Runs when every shard succeeded, or when there was none to run (nothing changed).
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def build(state: run.State) -> dict[str, Any]:
-        return run.build(get_settings(), state, pinecone_credentials)
+        built = run.build(get_settings(), state, pinecone_credentials)
+        # Kept from pruning (a command-line ingest may publish meanwhile) while it is evaluated and, if the
+        # gate asks, until a person answers: published, or released by finish.
+        make_index(get_settings(), pinecone_credentials).hold(built["version"])
+        return built
 
     @task
     def evaluate(state: run.State, built: dict[str, Any]) -> dict[str, Any]:
         return run.evaluate(get_settings(), state, built["version"], pinecone_credentials)
 
     @task.branch
-    def gate(state: run.State, evaluated: dict[str, Any], built: dict[str, Any]) -> str:
+    def gate(state: run.State, evaluated: dict[str, Any]) -> str:
         decision = run.gate(get_settings(), state, evaluated)
         ti = get_current_context()["ti"]
         ti.xcom_push(key="decision", value=decision)  # for the report
         if decision["needs_approval"]:  # what the approver reads: numbers side by side, the MLflow link
-            # Kept from pruning (other runs publish meanwhile) until approved (published) or rejected.
-            make_index(get_settings(), pinecone_credentials).hold(built["version"])
             ti.xcom_push(key="approval", value=approval_body(evaluated, decision, state.get(LINK_XCOM_KEY)))
         return "approve_publish" if decision["needs_approval"] else "publish"
 
@@ -198,7 +206,7 @@ def patient_ingest() -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def finish(state: run.State, steps: dict[str, Any]) -> dict[str, Any]:
         steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
-        if not steps["publish"]:  # rejected (or unanswered): a held version is pruned like any other
+        if not steps["publish"]:  # rejected (or unanswered): pruned like any other version from now on
             make_index(get_settings(), pinecone_credentials).release_hold(steps["build"]["version"])
         return run.finish(get_settings(), state, steps, pinecone_credentials)
 
@@ -212,7 +220,7 @@ def patient_ingest() -> None:
     embedded >> built
     evaluated = evaluate(state, built)
     published = publish(state, built)
-    gate(state, evaluated, built) >> [published, approve]
+    gate(state, evaluated) >> [published, approve]
     approve >> published
     steps = {"validate": validated, "profile": profiled, "plan": planned}
     finish(state, {**steps, "build": built, "evaluate": evaluated, "publish": published})

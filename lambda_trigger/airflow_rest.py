@@ -27,11 +27,24 @@ def _http(method: str, url: str, body: dict[str, Any] | None, headers: dict[str,
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return Answer(response.status, response.read().decode(errors="replace"), f"{method} {url}")
     except urllib.error.HTTPError as exc:
-        return Answer(exc.code, exc.read().decode(errors="replace"), f"{method} {url}")
+        error = exc  # an error status: its body is read below, where a read cut short is caught too
     # HTTPException: not an HTTP answer at all, or one cut short (BadStatusLine, IncompleteRead).
-    except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Retryable(f"{method} {url}: {type(reason).__name__}: {reason}") from exc
+    except _GARBLED as exc:
+        raise _retryable(method, url, exc) from exc
+    try:
+        return Answer(error.code, error.read().decode(errors="replace"), f"{method} {url}")
+    except _GARBLED as exc:
+        raise _retryable(method, url, exc) from exc
+    finally:
+        error.close()
+
+
+_GARBLED = (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException)
+
+
+def _retryable(method: str, url: str, exc: BaseException) -> Retryable:
+    reason = getattr(exc, "reason", exc)
+    return Retryable(f"{method} {url}: {type(reason).__name__}: {reason}")
 
 
 @dataclass

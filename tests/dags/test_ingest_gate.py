@@ -54,9 +54,10 @@ def run_answering(dag: Any, api: Any, conf: dict[str, Any], answer: str | None) 
                     path = f"/api/v2/dags/patient_ingest/dagRuns/{run_id}/taskInstances/approve_publish/-1/hitlDetails"
                     detail = api.get(path)
                     if detail.status_code == 200 and detail.json().get("response_received") is False:
+                        held = sorted(make_index(get_settings()).versions.holds.held())  # while it waits
                         response = api.patch(path, json={"chosen_options": [answer], "params_input": {}})
                         if response.status_code == 200:
-                            answered.append({"run_id": run_id, "detail": detail.json(), "status": 200})
+                            answered.append({"run_id": run_id, "detail": detail.json(), "status": 200, "held": held})
                         else:
                             refused.append(f"HTTP {response.status_code}: {response.text[:200]}")
             except Exception as exc:  # e.g. the metadata database busy: ask again
@@ -101,6 +102,8 @@ def test_worse_version_waits_for_a_person(
     report = report_of(home, dag_run)
     assert report["gate"]["needs_approval"] is True
     index = make_index(home)
+    # Held from pruning while it waited for the answer; released once answered, either way.
+    assert asked[0]["held"] == [report["staged_version"]] and index.versions.holds.held() == set()
     if answer == "Approve":
         assert report["published"] and index.published() == report["staged_version"] != published
     else:

@@ -58,6 +58,8 @@ FAULTS: dict[str, Fault] = {
     # MWAA's wrapper with a body that is no Airflow answer inside (a list, where Airflow sends an object).
     "MWAA 200 JSON array": Fault.json(200, {"RestApiStatusCode": 200, "RestApiResponse": ["dag_run_id"]}),
     "not HTTP": Fault(raw=b"SSH-2.0-OpenSSH_9.6\r\n"),
+    # An error answer whose body is cut short (a proxy or a server that died mid-answer).
+    "503 cut short": Fault(raw=b'HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n{"detail"'),
     "hang-up": Fault(raw=b""),
 }
 

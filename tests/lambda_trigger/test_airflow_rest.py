@@ -93,7 +93,7 @@ def test_a_trigger_answer_that_is_not_airflows_fails_the_message(
     assert said in line["error"] and "s3://intake-bucket/intake/x.csv" in line["error"]
 
 
-@pytest.mark.parametrize("fault", ["not HTTP", "hang-up"])
+@pytest.mark.parametrize("fault", ["not HTTP", "hang-up", "503 cut short"])
 @pytest.mark.parametrize("call", ["/auth/token", "/dagRuns"])
 def test_an_answer_that_is_no_http_answer_is_retried(
     env: AirflowStandIn, caplog: pytest.LogCaptureFixture, fault: str, call: str

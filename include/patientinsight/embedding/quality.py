@@ -24,7 +24,7 @@ EXACT_MIN_COSINE = 0.999
 # int8: the worst over INT8_STUDIED on the check texts (embedding.measure.check_texts), rounded down.
 INT8_MIN_COSINE = 0.987
 INT8_MEAN_COSINE = 0.991
-# Each studied model's agreement on the check texts (batch size 32, 2026-12-02): its MRR was measured on
+# Each studied model's agreement on the check texts (batch size 32, on the date given): its MRR was measured on
 # the real records (docs/PERFORMANCE.md). ONNX Runtime's int8 scales follow the batch, so its vectors move
 # with the batch size; under another batch size it may fall outside the bound, and is then refused.
 INT8_STUDIED = (

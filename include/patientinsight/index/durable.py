@@ -5,15 +5,22 @@ the final name (ext4's delayed allocation; XFS)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file's data, or a folder's entries, to the disk."""
+    """Flush a file's data, or a folder's entries, to the disk. Some network and FUSE file systems refuse
+    to sync a folder (EINVAL, or not supported): there the folder's entries are as durable as that file
+    system makes them, and the write goes on."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP) or not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise
     finally:
         os.close(fd)
 

@@ -52,6 +52,8 @@ OWNER_FILE = ".owner.json"  # in a build's working folder: who builds there, loc
 # live for this long: no build runs for a day, and a live one on this host is known by its lock and pid.
 DEBRIS_GRACE_S = 24 * 3600.0
 STAGING_PREFIX, BUILD_PREFIX = ".staging-", ".build-"
+# A working folder moved aside to be removed: renamed first, so that it is gone whole from its own name.
+TRASH_PREFIX = ".trash-"
 LEGACY_METRICS = ".metrics.json"  # `<version>.metrics.json`, the evaluation cache of earlier releases
 
 
@@ -157,12 +159,15 @@ class VersionStore:
             owner = self.path(version) / OWNER_FILE
             if owner.exists() and not owned_by_live_build(owner.parent, self.debris_grace_s):
                 owner.unlink(missing_ok=True)  # the build's, not the version's
+        for trash in [*self.root.glob(f"{TRASH_PREFIX}*"), *self.versions_dir.glob(f"{TRASH_PREFIX}*")]:
+            shutil.rmtree(trash, ignore_errors=True)  # what a removal could not finish: nothing reads it
         return removed + remove_stale_temps(self.root, self.debris_grace_s)
 
     def _ended(self, folder: Path) -> bool:
         """Whether no build works in `folder` any more. A staging folder with its manifest but no owner
         file is one that earlier releases committed by unlinking the owner file, then renaming: its build
-        was killed in between (a live one renames a moment later, and `_remove_folder` lets it)."""
+        was killed in between. (A build of an earlier release still live renames a moment later: it wins
+        that rename, or loses it whole and its commit fails; `_remove_folder`.)"""
         staged = folder.name.startswith(STAGING_PREFIX) and (folder / "manifest.json").exists()
         if staged and not (folder / OWNER_FILE).exists():
             return True
@@ -215,7 +220,7 @@ class VersionStore:
 def _remove_folder(folder: Path) -> None:
     """Renamed aside, then removed: a build that renames the folder itself meanwhile (its commit) wins or
     loses that rename whole, so no version ever appears half removed."""
-    aside = folder.with_name(f"{folder.name}.removing-{uuid.uuid4().hex[:8]}")
+    aside = folder.with_name(f"{TRASH_PREFIX}{uuid.uuid4().hex[:12]}")  # no working folder's prefix
     try:
         folder.rename(aside)
     except FileNotFoundError:

@@ -31,7 +31,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def first_sentences(text: str, n: int = 2) -> str:
-    """The opening of a summary, the way a clinician would describe the patient."""
+    """The opening of a summary, the way a clinician would describe the patient. It splits as the
+    evaluation's short queries always have (across a paragraph break too), so their numbers stay comparable."""
     return " ".join(_SENTENCE_END.split(text.strip(), maxsplit=n)[:n])
 
 
