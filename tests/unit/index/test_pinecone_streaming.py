@@ -261,9 +261,10 @@ print(json.dumps({"peaks": peaks, "vectors": vectors}))
 
 def test_commit_memory_does_not_grow_with_the_records(tmp_path: Path, standin_process: tuple[str, str]) -> None:
     """Python memory traced during the commit, for 2,000 and 8,000 records of 256 dimensions: four times
-    the records add a small fraction of their vectors' float32 size; what the commit holds is set by
-    `concurrency` and `batch_size`. (Measured: about 8.6 and 9.2 MB; the builder that held every batch
-    peaked at about 23 and 78 MB, as it made every vector's upsert item before sending any.) Traced in a
+    the records add less than their vectors' float32 size; what the commit holds is set by `concurrency`
+    and `batch_size`. (Measured: about 8.6 and 9.2 MB, and 7.3 and 9.4 on a busy machine; the builder that
+    held every batch peaked at about 23 and 78 MB, as it made every vector's upsert item before sending
+    any.) Traced in a
     process of its own: tracemalloc counts every thread's allocations, and a test process holds other
     tests' threads (servers, pollers)."""
     url, api_key = standin_process
@@ -274,5 +275,8 @@ def test_commit_memory_does_not_grow_with_the_records(tmp_path: Path, standin_pr
     found = json.loads(done.stdout.strip().splitlines()[-1])
     peaks = {int(n): peak for n, peak in found["peaks"].items()}
     assert found["vectors"] == {"100": 100, "2000": 2000, "8000": 8000}
-    added_vectors = (8000 - 2000) * 256 * 4  # float32: the least a builder holding them would add
-    assert peaks[8000] - peaks[2000] < added_vectors / 4, peaks
+    # float32: the least a builder holding them would add (the old one added about 55 MB). What is in flight
+    # (`concurrency` batches of upsert items) moves the peaks by about 2 MB from run to run on a busy machine,
+    # so the bound is the vectors' size, not a fraction of it.
+    added_vectors = (8000 - 2000) * 256 * 4
+    assert peaks[8000] - peaks[2000] < added_vectors, peaks

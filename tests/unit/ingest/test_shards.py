@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from patientinsight.embedding import quality
 from patientinsight.embedding.encoder import Embedder, make_embedder
 from patientinsight.index.factory import make_index
 from patientinsight.ingest.shards import embed_shard, embed_summary, plan_shards
@@ -71,11 +72,14 @@ def test_sharded_build_equals_the_unsharded_one(settings: Settings, sample_csv: 
     assert one.hashes() == many.hashes() and one.count() == summary["embedded"]
     order = list(one.hashes())
     assert list(many.hashes()) == order  # same records in the same order: the lexical index agrees too
-    # The same vectors up to rounding (the project's bar for "the same embedding"): with reduced precision
-    # (int8 with bf16 float parts, the default on VNNI CPUs) a text's vector depends in the fourth decimal
-    # on the batch it was padded into, and shards batch differently.
+    # The same vectors up to rounding (the project's bar for "the same embedding", 0.999), since shards batch
+    # differently: in exact numerics a text's vector depends on its batch only through padding. int8 moves
+    # more: ONNX Runtime's dynamic quantization (the measured default on AVX2-only CPUs) scales by the whole
+    # batch, so a text in another batch is about as far as int8 is from fp32 (cosine 0.992 at least, seen on
+    # the AVX2 EPYC), and no further than the studied int8 bound allows.
     cosines = (np.asarray(one.vectors) * np.asarray(many.vectors)).sum(axis=1)
-    assert cosines.min() > 0.999
+    bar = quality.EXACT_MIN_COSINE if embedding["numerics"] == "fp32" else quality.INT8_MIN_COSINE
+    assert cosines.min() > bar, (embedding["backend"], embedding["precision"])
 
 
 def test_a_missing_shard_stops_the_build_and_a_retried_shard_completes_it(settings: Settings, sample_csv: Path) -> None:
