@@ -18,6 +18,7 @@ import pandas as pd
 
 from patientinsight.evaluation.metrics import Query
 from patientinsight.index.lexical import document_texts, tokenize
+from patientinsight.records.ages import YEARS_PER_UNIT
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 NUMBER = re.compile(r"^[0-9][0-9.,\-]*$")  # a lab value or a count: "84", "1.28", "46-51"
@@ -37,7 +38,6 @@ GENERIC = frozenset({
 })
 # fmt: on
 AGE = re.compile(r"\b(\d+(?:\.\d+)?)[- ](year|month|week|day)s?[- ]old\b", re.I)
-YEARS_PER = {"year": 1.0, "month": 1 / 12, "week": 1 / 52, "day": 1 / 365}
 FEMALE = re.compile(r"\b(?:woman|female|girl|lady|she|her|mother|primigravida)\b", re.I)
 MALE = re.compile(r"\b(?:man|male|boy|gentleman|he|his)\b", re.I)
 
@@ -89,7 +89,7 @@ def idf_floor(shares: dict[str, float], most: float) -> Callable[[Query], Query]
 def patient_of(text: str) -> tuple[float | None, str | None]:
     """The described patient's age in years and sex ("F", "M"), from the words a clinician uses."""
     match = AGE.search(text)
-    age = float(match.group(1)) * YEARS_PER[match.group(2).lower()] if match else None
+    age = float(match.group(1)) * YEARS_PER_UNIT[match.group(2).lower()] if match else None
     female, male = len(FEMALE.findall(text)), len(MALE.findall(text))
     return age, "F" if female > male else "M" if male > female else None
 

@@ -186,7 +186,7 @@ def try_levers(searcher: Searcher, records: pd.DataFrame, physician: dict[str, l
     on_tune = {n: {s: mean_metrics(per, METRICS) for s, per in sets.items()} for n, sets in per_tune.items()}
     chosen = choose(on_tune, baseline.name)
     holdout = QuerySets(searcher, lever_sets("holdout", physician["holdout"], records))
-    product_holdout = {n: holdout.run(n, product(searcher, "hybrid_rerank")) for n in holdout.sets}
+    baseline_holdout = score(holdout, baseline)  # the product, scored the same way as on tune
     per_holdout = score(holdout, next(lever for lever in tried if lever.name == chosen))
     compared = {
         split: {
@@ -194,7 +194,7 @@ def try_levers(searcher: Searcher, records: pd.DataFrame, physician: dict[str, l
             for s in per
         }
         for split, per, base in (
-            ("tune", per_tune[chosen], per_tune[baseline.name]), ("holdout", per_holdout, product_holdout)
+            ("tune", per_tune[chosen], per_tune[baseline.name]), ("holdout", per_holdout, baseline_holdout)
         )
     }  # fmt: skip
     helps = compared["tune"]["physician"]["ndcg@10"]["difference"] > 0
