@@ -135,7 +135,9 @@ function relevance(c, best, retriever) {
   const band = share >= 0.85 ? "close" : share >= 0.6 ? "partial" : "distant";
   const node = el("span", `${band} match (${Math.round(share * 100)}% of the best)`, `relevance ${band}`);
   node.title = `Raw ${retriever} score ${c.score.toFixed(3)}; the best case of this search scores ${best.toFixed(3)}. ` +
-    "The share compares cases of this search only: it is not a probability that a case is relevant.";
+    "The share compares cases of this search only: it is not a probability that a case is relevant. " +
+    (retriever.startsWith("hybrid") ? "0% is the average of the cases this search weighed (the hybrid score's zero)." :
+      "0% is a score of zero.");
   return node;
 }
 
