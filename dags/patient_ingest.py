@@ -25,7 +25,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from patientinsight.airflow.connections import pinecone_credentials, storage_options_for
 from patientinsight.airflow.defaults import dag_arguments, share_mlflow_link
-from patientinsight.index.factory import make_index
 from patientinsight.ingest import run
 from patientinsight.ingest.approval import approval_body
 from patientinsight.ingest.formats import described as source_formats
@@ -165,11 +164,7 @@ def patient_ingest() -> None:
     # Runs when every shard succeeded, or when there was none to run (nothing changed).
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def build(state: run.State) -> dict[str, Any]:
-        built = run.build(get_settings(), state, pinecone_credentials)
-        # Kept from pruning (a command-line ingest may publish meanwhile) while it is evaluated and, if the
-        # gate asks, until a person answers: published, or released by finish.
-        make_index(get_settings(), pinecone_credentials).hold(built["version"])
-        return built
+        return run.build(get_settings(), state, pinecone_credentials)
 
     @task
     def evaluate(state: run.State, built: dict[str, Any]) -> dict[str, Any]:
@@ -206,8 +201,6 @@ def patient_ingest() -> None:
     @task(trigger_rule=TriggerRule.NONE_FAILED)
     def finish(state: run.State, steps: dict[str, Any]) -> dict[str, Any]:
         steps["gate"] = get_current_context()["ti"].xcom_pull(task_ids="gate", key="decision")
-        if not steps["publish"]:  # rejected (or unanswered): pruned like any other version from now on
-            make_index(get_settings(), pinecone_credentials).release_hold(steps["build"]["version"])
         return run.finish(get_settings(), state, steps, pinecone_credentials)
 
     state = begin()

@@ -170,8 +170,13 @@ def build(settings: Settings, state: State, credentials: CredentialsLookup | Non
     # that embeds nothing. A plan written before plans recorded it has none.
     planned = read_json(Path(state["run_dir"]) / "plan.json")
     embedding = planned.get("embedding") or process_embedder(settings).describe()
-    return _step(settings, state, "build", lambda: steps.build_version(
-        Path(state["run_dir"]), make_index(settings, credentials), embedding, bm25_params(settings)))  # fmt: skip
+    index = make_index(settings, credentials)
+    built = _step(settings, state, "build", lambda: steps.build_version(
+        Path(state["run_dir"]), index, embedding, bm25_params(settings)))  # fmt: skip
+    # Kept from pruning (another run may publish meanwhile) while it is evaluated and, where the gate asks,
+    # until a person answers: publishing it ends the hold, and finish releases one that was not published.
+    index.hold(built["version"])
+    return built
 
 
 def evaluate(
@@ -206,7 +211,10 @@ def finish(
     # Skipped steps (publish after a rejection) hand over None; the shards left their sums in the lake.
     results = {k: v for k, v in done.items() if v}
     results["embed"] = shard_steps.embed_summary(run_dir)
-    report = steps.run_report(run_dir, results, make_index(settings, credentials))
+    index = make_index(settings, credentials)
+    if results.get("build") and not results.get("publish"):  # rejected, unanswered or held back
+        index.release_hold(results["build"]["version"])
+    report = steps.run_report(run_dir, results, index)
     counts = ("read", "indexed", "quarantined", "embedded", "unchanged", "deleted", "published")
     tracked = _tracked(settings, state)
     tracked.log_metrics({k: float(report[k]) for k in counts})

@@ -121,7 +121,8 @@ def validate_chunk(chunk: RawChunk, source: str, seen_uids: set[str]) -> ChunkRe
         if i in errors or not uid:
             continue
         if uid in seen_uids:
-            errors[i] = [("patient_uid", "duplicate uid in this source; the first occurrence was kept")]
+            duplicate = "duplicate uid in this source; the first occurrence was kept"
+            errors[i] = [(normalized[i].source_field("uid"), duplicate)]
         else:
             seen_uids.add(uid)
 
