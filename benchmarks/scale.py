@@ -30,6 +30,7 @@ Prints one JSON object (--json) or Markdown tables for docs/PERFORMANCE.md. No r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -188,19 +189,14 @@ def matmul_peaks(threads: int, n_max: int = 2048, budget_s: float = 0.3, repeats
                 return torch.randint(-128, 127, (n, n), dtype=dtype), torch.randint(-128, 127, (n, n), dtype=dtype)
             return torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
 
-        def seconds(a: Any, b: Any, dtype: Any = dtype) -> float:
-            started = time.perf_counter()
-            torch._int_mm(a, b) if dtype == torch.int8 else a @ b
-            return time.perf_counter() - started
+        def product(a: Any, b: Any, dtype: Any = dtype) -> Any:
+            return torch._int_mm(a, b) if dtype == torch.int8 else a @ b
 
         small = operands(256)
-        seconds(*small)  # warm: kernel selection, thread pool
-        rate = 2 * 256**3 / seconds(*small)
+        rate = 2 * 256**3 / _best_seconds(functools.partial(product, *small), 1)  # warmed: kernel selection, threads
         n = int(min(n_max, max(256, (budget_s * rate / 2) ** (1 / 3))) // 256 * 256)
         a, b = operands(n)
-        seconds(a, b)
-        best = min(seconds(a, b) for _ in range(repeats))
-        peaks[name] = round(2 * n**3 / best / 1e9, 1)
+        peaks[name] = round(2 * n**3 / _best_seconds(functools.partial(product, a, b), repeats) / 1e9, 1)
     peaks["int8_linear"] = _int8_linear_peak(n_max, repeats)
     return peaks
 
@@ -220,13 +216,18 @@ def _int8_linear_peak(n: int, repeats: int) -> float:
         )
     x = torch.randn(n, n)
     with torch.inference_mode():
-        layer(x)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            layer(x)
-            best = min(best, time.perf_counter() - started)
-    return round(2 * n**3 / best / 1e9, 1)
+        return round(2 * n**3 / _best_seconds(lambda: layer(x), repeats) / 1e9, 1)
+
+
+def _best_seconds(call: Any, repeats: int) -> float:
+    """The fastest of `repeats` timed calls, after one untimed call that warms it."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def model_gflop(lengths: list[int], layers: int = 6, hidden: int = 384) -> float:
