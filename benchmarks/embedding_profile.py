@@ -43,7 +43,8 @@ def profile(pair: tuple[str, str], n: int, batch: int, threads: int, cache: Path
     import openvino as ov
 
     from patientinsight.embedding import openvino as ov_path
-    from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches
+    from patientinsight.embedding.encoder import Embedder, length_batches
+    from patientinsight.embedding.model import PACKAGED_MODEL
 
     embedder = Embedder(
         PACKAGED_MODEL, "truncate", batch_size=batch, backend=pair[0], precision=pair[1], threads=threads,

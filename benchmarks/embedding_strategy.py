@@ -17,7 +17,8 @@ from pathlib import Path
 
 from _common import machine, real_records, stamp
 
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.model import PACKAGED_MODEL
 from patientinsight.evaluation.metrics import build_queries, evaluate_queries
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.types import EmbeddedBatch

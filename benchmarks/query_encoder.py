@@ -26,8 +26,9 @@ import numpy as np
 from _common import machine, real_records, stamp
 from scale import default_choice, pair_name, parse_pairs, shipped_mrr
 
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
 from patientinsight.embedding.hardware import NUMERICS, candidates
+from patientinsight.embedding.model import PACKAGED_MODEL
 from patientinsight.retrieval.passages import first_sentences
 
 

@@ -151,7 +151,8 @@ def encode_latency(queries: list[str], repeats: int) -> list[tuple[str, dict[str
     the encoder on every core): p50/p99 ms for torch fp32 and the default backend and precision."""
     from threadpoolctl import threadpool_limits
 
-    from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+    from patientinsight.embedding.encoder import Embedder
+    from patientinsight.embedding.model import PACKAGED_MODEL
 
     threadpool_limits(limits=1, user_api="blas")
     rows = []

@@ -45,8 +45,9 @@ import numpy as np
 import pandas as pd
 from _common import REAL_CSV, machine, real_records, stamp
 
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
 from patientinsight.embedding.hardware import ISA_CAPS, native_bf16
+from patientinsight.embedding.model import PACKAGED_MODEL
 from patientinsight.ingest.lake import run_key
 from patientinsight.settings import Settings
 

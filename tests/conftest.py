@@ -88,7 +88,8 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder():  # type: ignore[no-untyped-def]
-    from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+    from patientinsight.embedding.encoder import Embedder
+    from patientinsight.embedding.model import PACKAGED_MODEL
 
     return Embedder(PACKAGED_MODEL, strategy="chunk", chunk_tokens=64, chunk_overlap=16)
 

@@ -1,5 +1,6 @@
-"""llm_endpoint and llm_endpoint_teardown with dag.test(), against a real moto server (a subprocess) reached
-through the Airflow aws connection's endpoint_url: real provider operators, real boto3, a real MLflow store.
+"""llm_endpoint and llm_endpoint_teardown with dag.test(), against a real moto server (moto's ThreadedMotoServer,
+started once by tests/conftest.py) reached through the Airflow aws connection's endpoint_url: real provider
+operators, real boto3, a real MLflow store.
 
 moto 5.2.5 implements CreateModel/CreateEndpointConfig/CreateEndpoint, Application Auto Scaling and the
 sagemaker-runtime answer queue, but not UpdateEndpoint, and its endpoints never fail: tests/moto_sagemaker.py

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from auth import clear_caches
@@ -45,6 +46,21 @@ def env(airflow: tuple[str, AirflowStandIn], monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("BACKOFF_BASE_S", "0.01")
     monkeypatch.setenv("BACKOFF_MAX_S", "0.05")
     return state
+
+
+@pytest.fixture
+def secrets_manager(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A boto3 Secrets Manager client of the real moto server, the function's AWS environment pointed at it."""
+    import boto3
+
+    for name, value in {
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return boto3.client("secretsmanager")
 
 
 @pytest.fixture(autouse=True)

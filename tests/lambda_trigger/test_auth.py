@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -12,20 +13,10 @@ from tests.lambda_trigger.standin import PASSWORD, AirflowStandIn
 
 
 def test_credentials_come_from_secrets_manager(
-    env: AirflowStandIn, moto_url: str, monkeypatch: pytest.MonkeyPatch
+    env: AirflowStandIn, secrets_manager: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Production path: a real (moto) Secrets Manager server holds {"username", "password"}."""
-    import boto3
-
-    for name, value in {
-        "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    secrets = boto3.client("secretsmanager")
-    arn = secrets.create_secret(
+    arn = secrets_manager.create_secret(
         Name="patientinsight/airflow-api", SecretString=json.dumps({"username": "admin", "password": PASSWORD})
     )["ARN"]
     monkeypatch.delenv("AIRFLOW_USERNAME")

@@ -5,39 +5,15 @@ layout. Screenshots go to build/test-artifacts/page/ (git-ignored; CI keeps the 
 from __future__ import annotations
 
 import contextlib
-import logging
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.serving.page import ask, shot
 from tests.serving.service import Service
 
 QUERY = "Polyuria, polydipsia, vomiting and abdominal pain; blood glucose 32 mmol/L with ketonaemia"
-ARTIFACTS = Path("build/test-artifacts/page")
-
-
-def shot(driver: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    driver.save_screenshot(str(path))
-    logging.getLogger(__name__).warning("screenshot: %s", path.resolve())  # shown in the test's report
-    return path
-
-
-def ask(driver: Any, url: str, k: int = 3) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url + "/")
-    driver.find_element(By.ID, "text").send_keys(QUERY)
-    driver.find_element(By.ID, "k").clear()
-    driver.find_element(By.ID, "k").send_keys(str(k))
-    driver.find_element(By.ID, "submit").click()
-    WebDriverWait(driver, 60).until(ec.text_to_be_present_in_element((By.ID, "status"), "similar cases"))
 
 
 def test_case_view_citations_and_banner(dev_service: Service, browser) -> None:  # type: ignore[no-untyped-def]
@@ -45,7 +21,7 @@ def test_case_view_citations_and_banner(dev_service: Service, browser) -> None: 
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.set_window_size(1280, 1000)
-    ask(browser, dev_service.url)
+    ask(browser, dev_service.url, QUERY)
     wait = WebDriverWait(browser, 30)
     banner = browser.find_element(By.ID, "synthetic-banner")
     wait.until(lambda d: banner.is_displayed())
@@ -95,7 +71,7 @@ def test_follow_up_box(dev_service: Service, browser) -> None:  # type: ignore[n
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.set_window_size(1280, 1000)
-    ask(browser, dev_service.url)
+    ask(browser, dev_service.url, QUERY)
     box = browser.find_element(By.ID, "followup-text")
     assert box.is_displayed()
     box.send_keys("Which of these were treated with an insulin infusion?")
@@ -117,7 +93,7 @@ def test_keyboard_reaches_everything_with_visible_focus(dev_service: Service, br
     from selenium.webdriver.common.keys import Keys
 
     browser.set_window_size(1280, 1000)
-    ask(browser, dev_service.url)
+    ask(browser, dev_service.url, QUERY)
     # From the top of the page: the skip link is its first stop.
     browser.execute_script("window.scrollTo(0, 0); document.querySelector('a.skip').focus()")
 
@@ -193,7 +169,7 @@ def test_text_colours_meet_wcag_aa(dev_service: Service, browser) -> None:  # ty
     from selenium.webdriver.common.by import By
 
     browser.set_window_size(1280, 1000)
-    ask(browser, dev_service.url)
+    ask(browser, dev_service.url, QUERY)
     browser.find_element(By.CSS_SELECTOR, "button.open-case").click()
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -221,7 +197,7 @@ def test_phone_width_layout(dev_service: Service, browser) -> None:  # type: ign
         browser.execute_cdp_cmd(
             "Emulation.setDeviceMetricsOverride", {"width": 375, "height": 812, "deviceScaleFactor": 2, "mobile": True}
         )
-    ask(browser, dev_service.url)
+    ask(browser, dev_service.url, QUERY)
     assert browser.execute_script("return window.innerWidth") <= 420
     browser.find_element(By.CSS_SELECTOR, "button.open-case").click()
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, "#case-view-1 .case-text"))

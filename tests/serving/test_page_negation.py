@@ -14,8 +14,8 @@ import pytest
 from patientinsight.index.lexical import tokenize
 from patientinsight.retrieval.passages import split_sentences
 from tests.helpers import REAL_CSV, read_rows, write_rows
-from tests.serving import test_page_clinician as page
 from tests.serving.conftest import served
+from tests.serving.page import ask, shot
 from tests.serving.service import Service
 
 pytestmark = pytest.mark.realdata
@@ -90,14 +90,12 @@ def test_the_analysis_shows_no_negated_finding_as_present(
     real_service: Service,
     real_rows: list[dict[str, str]],
     browser,  # type: ignore[no-untyped-def]
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from selenium.webdriver.common.by import By
 
     texts = {row["patient_uid"]: row["patient"] for row in real_rows}
     browser.set_window_size(1280, 1000)
-    monkeypatch.setattr(page, "QUERY", QUERY)  # what page.ask types
-    page.ask(browser, real_service.url, k=5)
+    ask(browser, real_service.url, QUERY, k=5)
     uids = [item.get_attribute("data-uid") for item in browser.find_elements(By.CSS_SELECTOR, "#cases > li")]
     analysis = browser.find_element(By.ID, "analysis-text").text
     assert "not written by" in analysis
@@ -119,14 +117,13 @@ def test_the_analysis_shows_no_negated_finding_as_present(
     present, absent = counted[dsdna]
     assert not set(present) & set(negative) and set(negative) <= set(absent)
     assert "Diagnoses they share" in analysis or "no diagnosis in common" in analysis
-    page.shot(browser, "analysis-negation-real")
+    shot(browser, "analysis-negation-real")
 
 
 def test_scores_read_as_shares_of_the_best_and_a_case_keeps_its_paragraphs(
     real_service: Service,
     real_rows: list[dict[str, str]],
     browser,  # type: ignore[no-untyped-def]
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 26, item 4: a band and a share of this search's best score, the raw score on hover; and the
     real summaries' paragraph breaks (a literal backslash-n in PMC-Patients) shown as line breaks."""
@@ -135,8 +132,7 @@ def test_scores_read_as_shares_of_the_best_and_a_case_keeps_its_paragraphs(
 
     texts = {row["patient_uid"]: row["patient"] for row in real_rows}
     browser.set_window_size(1280, 1000)
-    monkeypatch.setattr(page, "QUERY", QUERY)
-    page.ask(browser, real_service.url, k=5)
+    ask(browser, real_service.url, QUERY, k=5)
     items = browser.find_elements(By.CSS_SELECTOR, "#cases > li")
     shares = []
     for item in items:

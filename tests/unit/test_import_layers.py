@@ -185,3 +185,23 @@ def test_the_lambda_imports_nothing_of_the_project(repo_root: Path) -> None:
                 if name.split(".")[0] in PROJECT:
                     found.append(f"{path.name}:{getattr(node, 'lineno', 0)} imports {name}")
     assert found == []
+
+
+# The query service's image holds the library's serving side only: no ingest, evaluation, Airflow or
+# MLflow code, not even behind a function-local import that only a request would reach.
+SERVING_NEVER = (
+    *(f"patientinsight.{part}" for part in ("ingest", "evaluation", "airflow", "cli", "llm", "rollout", "tracking")),
+    "airflow",
+    "mlflow",
+)
+
+
+def test_the_service_imports_no_ingest_side(repo_root: Path) -> None:
+    found = []
+    for path in sorted((repo_root / "serving").rglob("*.py")):
+        module = ".".join(path.relative_to(repo_root).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            for name in _imported(node, module, path.name == "__init__.py"):
+                if any(name == never or name.startswith(never + ".") for never in SERVING_NEVER):
+                    found.append(f"{path.relative_to(repo_root)}:{getattr(node, 'lineno', 0)} imports {name}")
+    assert found == []

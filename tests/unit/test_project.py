@@ -30,3 +30,17 @@ def test_airflow_settings_convert_to_import_files(repo_root: Path) -> None:
     assert files["connections"]["aws_default"]["conn_type"] == "aws"
     assert '"region_name": "us-east-1"' in files["connections"]["aws_default"]["extra"]
     assert files["pools"]["embedding"]["slots"] >= 1
+
+
+MODULE_LINES = 400  # a module longer than this has two jobs more often than not: split it by job
+
+
+def test_no_module_is_longer_than_the_house_allows(repo_root: Path) -> None:
+    folders = ("include", "serving", "dags", "plugins", "lambda_trigger")
+    lengths = {
+        str(path.relative_to(repo_root)): len(path.read_text(encoding="utf-8").splitlines())
+        for folder in folders
+        for path in (repo_root / folder).rglob("*.py")
+    }
+    assert len(lengths) > 100, "the walk found the project's modules"
+    assert {path: n for path, n in lengths.items() if n > MODULE_LINES} == {}

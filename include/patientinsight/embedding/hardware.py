@@ -17,7 +17,7 @@ Precision = Literal["fp32", "bf16", "int8"]
 Pair = tuple[Backend, Precision]
 # Vectors in one class are interchangeable (lowest cosine against torch fp32 >= 0.999 on the real
 # records: fp32 on any runtime, bf16); int8 vectors differ materially, so switching to or from int8
-# re-embeds (encoder.same_embedding).
+# re-embeds (identity.same_embedding).
 NUMERICS: dict[Precision, str] = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}
 
 # What each backend can run. int8 needs a calibrated (OpenVINO, NNCF) or dynamically quantized (ONNX

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import uuid
@@ -102,12 +103,22 @@ def quantize_onnx(source: Path, path: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    # The quantizer logs an INFO line per tensor through the root logger itself (logging.info): hundreds of
+    # lines in a task's log. Only those records are dropped, and only meanwhile; child loggers' records pass
+    # (a logger's filters see only the records logged on it).
+    root = logging.getLogger()
+    root.addFilter(_warnings_only)
     try:
         quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
         tmp.replace(path)
     finally:
+        root.removeFilter(_warnings_only)
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
 
 
 def onnx_providers() -> list[str]:

@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from patientinsight.embedding.encoder import Embedder, same_embedding
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.identity import same_embedding
 from patientinsight.evaluation.metrics import PROTOCOL, Query, build_queries, paired_interval, per_query
 from patientinsight.evaluation.report import links_of, query_vectors, ranker, with_texts
 from patientinsight.index.lexical import has_lexical

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from patientinsight.embedding.encoder import EMBEDDING_KEYS, numerics
+from patientinsight.embedding.identity import EMBEDDING_KEYS, numerics
 from patientinsight.index.types import Filters
 from patientinsight.settings import Settings
 
@@ -103,7 +103,7 @@ def pinecone_filter(filters: Filters | None) -> dict[str, Any] | None:
 def shared_namespace(manifest: dict[str, Any], lake: str) -> str:
     """The namespace of every version of the lake `lake` (its id) embedded as `manifest` says: a lake's
     pruning knows only its own versions, so no other lake's versions may share its vectors. Versions
-    that embedding.encoder.same_embedding calls the same (EMBEDDING_KEYS, numerics) share vectors."""
+    that embedding.identity.same_embedding calls the same (EMBEDDING_KEYS, numerics) share vectors."""
     identity = {**{k: manifest.get(k) for k in EMBEDDING_KEYS}, "numerics": numerics(manifest)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"vectors-{lake}-{digest}"

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from patientinsight import progress
-from patientinsight.embedding.encoder import Embedder, same_embedding
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.identity import same_embedding
 from patientinsight.evaluation import gate as publish_gate
 from patientinsight.index.lexical import PLAIN_BM25, Bm25Params, lexical_index_hook
 from patientinsight.index.types import VectorIndex

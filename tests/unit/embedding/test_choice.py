@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from patientinsight.embedding import choice, measure, quality
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
 from patientinsight.embedding.hardware import Pair, candidates, forced
 from patientinsight.embedding.measure import Row, decide, round_robin
+from patientinsight.embedding.model import PACKAGED_MODEL
 
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
 AVX2_ONLY = frozenset({"avx2", "fma"})

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.model import PACKAGED_MODEL
 
 
 def test_chunks_are_verbatim_overlapping_windows(embedder: Embedder) -> None:

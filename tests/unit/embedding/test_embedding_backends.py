@@ -15,8 +15,10 @@ import pytest
 
 from patientinsight.embedding import encoder
 from patientinsight.embedding import onnx as onnx_export
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder, length_batches, make_embedder, same_embedding
+from patientinsight.embedding.encoder import Embedder, length_batches, make_embedder
 from patientinsight.embedding.hardware import candidates, forced
+from patientinsight.embedding.identity import same_embedding
+from patientinsight.embedding.model import PACKAGED_MODEL
 from patientinsight.embedding.tokens import UnsupportedModel, model_head
 from patientinsight.settings import Settings
 
@@ -241,3 +243,18 @@ def test_settings_choose_backend_and_threads(tmp_path: Path) -> None:
     assert Settings(home=tmp_path).embed_threads >= 1
     with pytest.raises(ValueError):
         Embedder(PACKAGED_MODEL, backend="tensorflow")
+
+
+def test_int8_quantization_keeps_the_log_readable(
+    onnx_embedder: Embedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime's quantizer logs an INFO line per tensor on the root logger: none of them reaches the log
+    (its warnings do), and the root logger takes INFO records again afterwards."""
+    exported = onnx_export.export_path(onnx_embedder.cache_dir, PACKAGED_MODEL, onnx_embedder.model)
+    assert exported.exists()
+    with caplog.at_level(logging.INFO):
+        quantized = onnx_export.quantize_onnx(exported, tmp_path / "int8.onnx")
+        logging.info("after the quantizer")
+    assert quantized.stat().st_size > 0
+    infos = [r.getMessage() for r in caplog.records if r.name == "root" and r.levelno < logging.WARNING]
+    assert infos == ["after the quantizer"]

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patientinsight.embedding.encoder import PACKAGED_MODEL, Embedder
+from patientinsight.embedding.encoder import Embedder
+from patientinsight.embedding.model import PACKAGED_MODEL
 from patientinsight.evaluation.metrics import LeakError, Query, build_queries, evaluate_queries
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.lexical import Bm25Params, lexical_index_hook
