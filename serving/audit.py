@@ -2,7 +2,8 @@
 (SQLite by default, PostgreSQL in production). No query text is stored: its length and a prefix of its
 hash only.
 
-Rows are written by one background thread in small batches, so a query never waits on the database
+Rows are written by one background thread in small batches (what arrives within LINGER_S shares one
+commit), so a query never waits on the database
 and SQLite sees a single writer. While the database is unreachable the service keeps answering: the
 rows wait in a bounded in-memory backlog (`backlog_max` rows), the writer retries with a growing pause
 (up to `retry_max_s`), and each failed attempt is logged and counted in /metrics. When the database
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 200  # rows per insert
+LINGER_S = 0.2  # how long the first row of a batch waits for others
 BACKLOG_MAX = 10_000  # rows kept while the database is away
 
 metadata = MetaData()
@@ -140,6 +143,13 @@ class AuditLog:
             with self._wake:
                 while not self._rows and not self._closing:
                     self._wake.wait()
+                # Group commit: the rows of the next LINGER_S share one transaction. A commit per query
+                # cost 0.7 ms of CPU per row on SQLite (0.03 ms in a batch), beside every search.
+                deadline = time.monotonic() + LINGER_S
+                while len(self._rows) < BATCH_ROWS and not self._closing:
+                    if (left := deadline - time.monotonic()) <= 0:
+                        break
+                    self._wake.wait(left)
                 batch = [self._rows[i] for i in range(min(BATCH_ROWS, len(self._rows)))]
                 closing = self._closing
             if not batch:

@@ -4,7 +4,7 @@ needs (uids, ages, sexes, chunk counts and starts), and what is read from the se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,12 +157,15 @@ class VersionRecords:
         frame = self.frame(["uid", "content_hash"])
         return dict(zip(frame["uid"].tolist(), frame["content_hash"].tolist(), strict=True))
 
-    def records(self, uids: list[str]) -> pd.DataFrame:
-        """The stored records of these uids (all META_COLUMNS), in the order asked; a uid the version
-        does not hold gives a row of nulls."""
+    def records(self, uids: list[str], columns: Sequence[str] = META_COLUMNS) -> pd.DataFrame:
+        """These columns (uid always among them) of the stored records of these uids, in the order asked;
+        a uid the version does not hold gives a row of nulls."""
+        columns = ["uid", *(c for c in columns if c != "uid")]
         positions = self.position_of()
         found = [(i, positions[u]) for i, u in enumerate(uids) if u in positions]
-        table = self.table(np.array([p for _, p in found], dtype=np.int64), list(META_COLUMNS)).to_pandas()
+        table = self.table(np.array([p for _, p in found], dtype=np.int64), columns).to_pandas()
+        if len(found) == len(uids):  # the usual case (a search's hits): the rows are the ones asked, in order
+            return table
         table.index = [i for i, _ in found]
         return table.reindex(range(len(uids))).assign(uid=list(uids)).reset_index(drop=True)
 
@@ -191,8 +194,8 @@ class AnsweredByRecords:
     def hashes(self) -> dict[str, str]:
         return self.meta.hashes()
 
-    def records(self, uids: list[str]) -> pd.DataFrame:
-        return self.meta.records(uids)
+    def records(self, uids: list[str], columns: Sequence[str] = META_COLUMNS) -> pd.DataFrame:
+        return self.meta.records(uids, columns)
 
     def frame(self, columns: list[str]) -> pd.DataFrame:
         return self.meta.frame(columns)

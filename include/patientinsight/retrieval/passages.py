@@ -52,7 +52,10 @@ def scored_sentences(query: str, text: str, ignore: frozenset[str] = frozenset()
     on the point beats a long one that mentions it in passing. `ignore`: query terms that do not count."""
     sentences = split_sentences(text)
     wanted, *terms = _terms([query, *sentences])
-    wanted -= ignore
+    return _ranked(wanted - ignore, sentences, terms)
+
+
+def _ranked(wanted: set[str], sentences: list[str], terms: list[set[str]]) -> list[tuple[int, float, str]]:
     scored = []
     for position, (sentence, words) in enumerate(zip(sentences, terms, strict=True)):
         overlap = len(wanted & words)
@@ -67,4 +70,17 @@ def best_passages(query: str, text: str, n: int) -> list[str]:
     Lexical on purpose: embedding every sentence of every hit would cost more than the whole search
     (tens of ms per query on two cores), while the case's rank already comes from the retriever.
     """
-    return [sentence for _, _, sentence in scored_sentences(query, text)[:n]]
+    return passages_of(query, [text], n)[0]
+
+
+def passages_of(query: str, texts: list[str], n: int) -> list[list[str]]:
+    """`best_passages` of each text, the query and every sentence tokenized in one call (each call costs
+    a fixed ~0.3 ms)."""
+    split = [split_sentences(text) for text in texts]
+    wanted, *terms = _terms([query, *(sentence for sentences in split for sentence in sentences)])
+    out, start = [], 0
+    for sentences in split:
+        ranked = _ranked(wanted, sentences, terms[start : start + len(sentences)])
+        out.append([sentence for _, _, sentence in ranked[:n]])
+        start += len(sentences)
+    return out

@@ -145,29 +145,46 @@ class Searcher:
     def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
         return self._reranked_pool(query, vector, hidden)[0]
 
-    def _reranked_pool(
+    def _rescored(
         self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
         """The pool (`rerank_pool`) rescored by dense and BM25 z-scores taken over it (the dense side
-        reads only the pool's vectors); the other matching records follow in BM25 order, so the top
-        of the ranking is the same whatever k a caller asks for. A query no visible record shares a
-        term with is ranked by the dense scores alone. `scores` hides the hidden records. Also returns
-        the pool: every score outside it is lower than any inside."""
+        reads only the pool's vectors): (pool, its fused scores, the other matching records, every BM25
+        score, the query vector); the fused scores are None when no visible record shares a term with
+        the query (the pool is empty)."""
         encoding = _ENCODING.submit(self.query_vector, query) if vector is None else None
         pool, rest, lexical = self.rerank_pool(query, hidden)
         if encoding is not None:
             vector = encoding.result()
         assert vector is not None  # given, or encoded while BM25 ran
         if len(pool) == 0:
-            return self.reader.scores(vector)[0], pool
+            return pool, None, rest, lexical, vector
         dense = self.reader.scores_at(vector, pool)
         w = self.config.rerank_weight
         fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[pool], None)
+        return pool, fused.astype(np.float32, copy=False), rest, lexical, vector
+
+    def _reranked_pool(
+        self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every record's hybrid_rerank score: the pool's fused ones (`_rescored`), then the other
+        matching records in BM25 order, so the top of the ranking is the same whatever k a caller asks
+        for. A query no visible record shares a term with is ranked by the dense scores alone. `scores`
+        hides the hidden records. Also returns the pool: every score outside it is lower than any inside."""
+        rescored = self._rescored(query, vector, hidden)
+        return self._spread(*rescored), rescored[0]
+
+    def _spread(
+        self, pool: np.ndarray, fused: np.ndarray | None, rest: np.ndarray, lexical: np.ndarray, vector: np.ndarray
+    ) -> np.ndarray:
+        """`_rescored`'s answer as every record's score (the dense ones alone for an empty pool)."""
+        if fused is None:
+            return self.reader.scores(vector)[0]
         out = np.full(len(lexical), -np.inf, dtype=np.float32)
         out[pool] = fused
         if len(rest):  # below every candidate, in BM25 order
             out[rest] = float(fused.min()) - 2.0 + lexical[rest] / float(lexical[rest].max())
-        return out, pool
+        return out
 
     def search(
         self,
@@ -193,8 +210,9 @@ class Searcher:
         partitioned."""
         if k <= 0:
             return []
-        out, pool = self._reranked_pool(query, vector, hidden)
-        if len(pool) >= k:
-            best = pool[np.argsort(-out[pool], kind="stable")[:k]]
-            return [Hit(self.reader.uid_at(int(i)), float(out[i]), 0) for i in best]
+        pool, fused, _, _, _ = rescored = self._rescored(query, vector, hidden)
+        if fused is not None and len(pool) >= k:  # no array of every record's score is made
+            best = np.argsort(-fused, kind="stable")[:k]
+            return [Hit(self.reader.uid_at(int(pool[i])), float(fused[i]), 0) for i in best]
+        out = self._spread(*rescored)
         return [Hit(self.reader.uid_at(i), score, 0) for i, score in self.reader.top(_hide(out, hidden), k)]

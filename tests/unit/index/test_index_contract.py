@@ -6,16 +6,13 @@ layer), through the pipeline's own steps."""
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import threading
 import time
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +39,7 @@ from patientinsight.records.columns import MAX_UID_CHARS
 from patientinsight.settings import Settings
 from tests.helpers import commit_version
 from tests.pinecone_standin import PineconeStandIn, standin_options
+from tests.protocols import protocol_drift
 
 MANIFEST = {"dim": 3, "model": "test"}
 
@@ -82,9 +80,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     if request.param == "embedded":
         yield Backend(EmbeddedIndex(tmp_path / "index", keep_versions=2), None)
         return
-    with PineconeStandIn() as standin:
-        options = standin_options(standin.url, standin.api_key, batch_size=2)
-        yield Backend(PineconeIndex(tmp_path / "index", options, keep_versions=2), standin)
+    standin: PineconeStandIn = request.getfixturevalue("standin")  # the one stand-in fixture (conftest.py)
+    options = standin_options(standin.url, standin.api_key, batch_size=2)
+    yield Backend(PineconeIndex(tmp_path / "index", options, keep_versions=2), standin)
 
 
 def batch(
@@ -98,40 +96,6 @@ build = partial(commit_version, manifest=MANIFEST)
 
 
 # -- the contract ---------------------------------------------------------------------------------------
-
-
-def protocol_drift(implementation: object, protocol: type) -> list[str]:
-    """Where an implementation differs from its Protocol: a missing member, a property that is not one,
-    or a method whose parameters (names, kinds, defaults) or resolved annotations differ. isinstance on
-    a runtime_checkable Protocol checks only that the names exist."""
-    drift = []
-    for name, expected in vars(protocol).items():
-        if name.startswith("_"):
-            continue
-        actual = getattr(type(implementation), name, None)
-        if isinstance(expected, property):  # read-only: a property or an instance attribute, of its type
-            kind = typing.get_type_hints(expected.fget)["return"]
-            value = getattr(implementation, name, None) if actual is None or isinstance(actual, property) else actual
-            if not isinstance(value, typing.get_origin(kind) or kind) or callable(value):
-                drift.append(f"{name}: {value!r} where the Protocol has a property of {kind}")
-        elif actual is None:
-            drift.append(f"{name}: missing")
-        elif callable(expected):
-            want, got = inspect.signature(expected), inspect.signature(actual)
-            shape = [(p.name, p.kind, p.default) for p in want.parameters.values()]
-            if shape != [(p.name, p.kind, p.default) for p in got.parameters.values()]:
-                drift.append(f"{name}: parameters {got} instead of {want}")
-            elif not _same_hints(typing.get_type_hints(expected), typing.get_type_hints(actual)):
-                drift.append(f"{name}: annotations {typing.get_type_hints(actual)} instead of those of {protocol}")
-    return drift
-
-
-def _same_hints(wanted: dict[str, Any], got: dict[str, Any]) -> bool:
-    """Parameters annotated alike; the return alike too, or (covariant) a class where the Protocol returns
-    another Protocol, whose own members test_implements_the_protocols checks on the returned object."""
-    returns, returned = wanted.pop("return", None), got.pop("return", None)
-    covariant = getattr(returns, "_is_protocol", False) and isinstance(returned, type)
-    return wanted == got and (returns == returned or covariant)
 
 
 def test_implements_the_protocols(backend: Backend) -> None:
@@ -184,6 +148,9 @@ def test_upsert_counts_hashes_and_top_k_order(backend: Backend) -> None:
     assert [h.uid for h in reader.search(unit(1, 0, 0), k=2)] == ["a", "b"]
     assert reader.search(unit(1, 0, 0), k=0) == []
     assert reader.records(["c", "a"])["uid"].tolist() == ["c", "a"]
+    some = reader.records(["c", "missing", "a"], ["content_hash"])  # only the columns asked, uid among them
+    assert list(some.columns) == ["uid", "content_hash"] and some["uid"].tolist() == ["c", "missing", "a"]
+    assert some["content_hash"].tolist()[::2] == ["h-c", "h-a"] and pd.isna(some["content_hash"][1])
 
 
 def test_top_k_counts_records_not_chunks(backend: Backend) -> None:

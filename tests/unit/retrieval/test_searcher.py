@@ -15,7 +15,7 @@ from patientinsight.evaluation.report import evaluate_benchmark
 from patientinsight.index.embedded import EmbeddedIndex
 from patientinsight.index.lexical import LexicalIndex, lexical_index_hook, tokenize, write_index
 from patientinsight.index.types import EmbeddedBatch, Filters
-from patientinsight.retrieval.searcher import RETRIEVERS, Searcher
+from patientinsight.retrieval.searcher import RETRIEVERS, RetrievalConfig, Searcher
 from patientinsight.settings import Settings
 
 TEXTS = [
@@ -76,6 +76,23 @@ def test_every_retriever_ranks_and_filters(searcher: Searcher, retriever: str) -
     children = searcher.search("fever", 4, Filters(age_max=17), retriever)
     assert children and {h.uid for h in children} <= {"2-1", "3-1"}
     assert searcher.search("fever", 4, Filters(age_min=100), retriever) == []
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("hide", [None, "exclude", "filter"])
+def test_hybrid_rerank_top_k_is_the_top_of_its_scores(searcher: Searcher, k: int, hide: str | None) -> None:
+    """A pool of 2 for a query 3 records match: k <= 2 is answered from the pool alone, k > 2 from every
+    record's scores; both give what ranking `scores` gives, hits and scores alike."""
+    small_pool = Searcher(searcher.reader, searcher.embedder, RetrievalConfig(rerank_candidates=2))
+    query = "fever cough consolidation"
+    exclude = ["0-1"] if hide == "exclude" else []
+    filters = Filters(age_min=10) if hide == "filter" else None
+    scores = small_pool.scores("hybrid_rerank", query, exclude=exclude, filters=filters)
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])][:k]
+    expected = [(small_pool.reader.uid_at(i), float(scores[i])) for i in order]
+    hits = small_pool.search(query, k, filters, "hybrid_rerank", exclude=exclude)
+    assert [(h.uid, h.score) for h in hits] == expected
+    assert len(hits) == min(k, 3 if hide is None else 2)
 
 
 def test_unknown_retriever(searcher: Searcher) -> None:
