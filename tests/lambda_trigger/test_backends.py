@@ -4,6 +4,7 @@ the secret when one is named, else from the variables."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from airflow_rest import RestBackend
@@ -24,19 +25,20 @@ def test_rest_with_the_variables_credentials() -> None:
 
 
 def test_rest_with_the_secrets_credentials(secrets_manager: Any) -> None:
-    """The secret (a real moto Secrets Manager) is read when the backend first needs it, and read again
-    after the backend forgets it (a rotated password)."""
+    """The secret (a real moto Secrets Manager) is read when the backend first needs it, not when it is
+    made, and read again after the backend forgets it (a rotated password)."""
     from auth import clear_caches
 
-    secrets = secrets_manager
-    arn = secrets.create_secret(
-        Name="patientinsight/backends-test", SecretString=json.dumps({"username": "svc", "password": "one"})
-    )["ARN"]
+    name = f"patientinsight/backends-test-{uuid.uuid4().hex}"
     clear_caches()
-    backend = make_backend(Config(base_url="http://airflow:8080", secret_arn=arn))
-    assert isinstance(backend, RestBackend) and backend.credentials() == ("svc", "one")
-    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": "svc", "password": "two"}))
-    assert backend.credentials() == ("svc", "one")  # cached: one read per warm Lambda
-    backend.forget_credentials()
-    assert backend.credentials() == ("svc", "two")
-    clear_caches()
+    try:
+        backend = make_backend(Config(base_url="http://airflow:8080", secret_arn=name))  # a name serves as an id
+        assert isinstance(backend, RestBackend)  # made before the secret exists: nothing was read yet
+        secrets_manager.create_secret(Name=name, SecretString=json.dumps({"username": "svc", "password": "one"}))
+        assert backend.credentials() == ("svc", "one")
+        secrets_manager.put_secret_value(SecretId=name, SecretString=json.dumps({"username": "svc", "password": "two"}))
+        assert backend.credentials() == ("svc", "one")  # cached: one read per warm Lambda
+        backend.forget_credentials()
+        assert backend.credentials() == ("svc", "two")
+    finally:
+        clear_caches()

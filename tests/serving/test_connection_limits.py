@@ -5,7 +5,6 @@ opening. The idle clients come from other loopback addresses (127.0.0.2, ...) th
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.serving.conftest import API_KEY, served_with_limits
+from tests.serving.raw_http import parse, read_until_closed
 from tests.serving.service import Service
 
 LIMIT = 4  # the service's serve_limit_concurrency here, as in the issue
@@ -40,13 +40,7 @@ def connect(service: Service, source: str) -> socket.socket:
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], object]:
     """Reads until the server closes: status, headers (lower-case names) and JSON body."""
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, json.loads(body)
+    return parse(read_until_closed(sock))
 
 
 def fill(service: Service, source: str, stack: ExitStack) -> list[socket.socket]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.serving.conftest import API_KEY, served_with_limits
+from tests.serving.raw_http import parse, read_until_closed
 from tests.serving.service import Service
 
 QUERY = "A woman with fever and a productive cough."
@@ -40,18 +41,8 @@ def exchange(service: Service, data: bytes, wait_s: float = 10.0) -> tuple[bytes
     started = time.monotonic()
     with socket.create_connection((service.host, service.port), timeout=wait_s) as sock:
         sock.sendall(data)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        received = read_until_closed(sock)
     return received, time.monotonic() - started
-
-
-def parse(raw: bytes) -> tuple[int, dict[str, str], object]:
-    """Status, headers (lower-case names) and JSON body of one raw HTTP/1.1 response."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, json.loads(body)
 
 
 def post(service: Service, body: bytes, content_type: str | None = "application/json", key: str | None = API_KEY):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import threading
 import uuid
 import warnings
 from functools import lru_cache
@@ -104,17 +105,22 @@ def quantize_onnx(source: Path, path: Path) -> Path:
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     # The quantizer logs an INFO line per tensor through the root logger itself (logging.info): hundreds of
-    # lines in a task's log. Only those records are dropped, and only meanwhile; child loggers' records pass
-    # (a logger's filters see only the records logged on it).
+    # lines in a task's log. Meanwhile, INFO records logged on the root logger itself are dropped (the
+    # project logs through named loggers, whose records a root filter never sees). One quantization at a
+    # time per process, so that no other one removes the filter while this one runs.
     root = logging.getLogger()
-    root.addFilter(_warnings_only)
-    try:
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
-        tmp.replace(path)
-    finally:
-        root.removeFilter(_warnings_only)
-        tmp.unlink(missing_ok=True)
+    with _QUANTIZING:
+        root.addFilter(_warnings_only)
+        try:
+            quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+            tmp.replace(path)
+        finally:
+            root.removeFilter(_warnings_only)
+            tmp.unlink(missing_ok=True)
     return path
+
+
+_QUANTIZING = threading.Lock()
 
 
 def _warnings_only(record: logging.LogRecord) -> bool:

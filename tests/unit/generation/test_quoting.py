@@ -111,9 +111,12 @@ OUTCOME_WORDS = re.compile(
 
 @pytest.mark.realdata
 def test_the_outcome_is_answered_from_outcome_sentences(real_cases: list[Case]) -> None:
+    answered = 0
     for start in range(0, 100, 5):
         group = real_cases[start : start + 5]
         text = ExtractiveGenerator().follow_up("What was their outcome?", group).text or ""
         for sentences in quoted(text).values():
             assert all(OUTCOME_WORDS.search(s) for s in sentences), sentences
             assert not any(re.search(r"(?:nipple|vaginal|purulent|nasal) discharge", s) for s in sentences)
+            answered += bool(sentences)
+    assert answered >= 60  # of the 100 real cases (76 when written): most report how the patient did

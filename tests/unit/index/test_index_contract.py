@@ -151,6 +151,10 @@ def test_upsert_counts_hashes_and_top_k_order(backend: Backend) -> None:
     some = reader.records(["c", "missing", "a"], ["content_hash"])  # only the columns asked, uid among them
     assert list(some.columns) == ["uid", "content_hash"] and some["uid"].tolist() == ["c", "missing", "a"]
     assert some["content_hash"].tolist()[::2] == ["h-c", "h-a"] and pd.isna(some["content_hash"][1])
+    held = reader.records(["c", "a", "a"], ["content_hash", "uid"])  # every uid held: the direct path
+    assert list(held.columns) == ["uid", "content_hash"] and list(held.index) == [0, 1, 2]
+    assert held.to_dict("list") == {"uid": ["c", "a", "a"], "content_hash": ["h-c", "h-a", "h-a"]}
+    assert reader.records([], ["content_hash"]).empty
 
 
 def test_top_k_counts_records_not_chunks(backend: Backend) -> None:

@@ -78,21 +78,33 @@ def test_every_retriever_ranks_and_filters(searcher: Searcher, retriever: str) -
     assert searcher.search("fever", 4, Filters(age_min=100), retriever) == []
 
 
+BEST_NOT_FIRST = "fever with conjunctival injection and a cough"  # the pool's best is its second by position
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 @pytest.mark.parametrize("hide", [None, "exclude", "filter"])
-def test_hybrid_rerank_top_k_is_the_top_of_its_scores(searcher: Searcher, k: int, hide: str | None) -> None:
-    """A pool of 2 for a query 3 records match: k <= 2 is answered from the pool alone, k > 2 from every
-    record's scores; both give what ranking `scores` gives, hits and scores alike."""
+@pytest.mark.parametrize("query", ["fever cough consolidation", BEST_NOT_FIRST, "zebra"])
+def test_hybrid_rerank_top_k_is_the_top_of_its_scores(searcher: Searcher, k: int, hide: str | None, query: str) -> None:
+    """With a pool of 2, k <= 2 is answered from the pool alone, k > 2 from every record's scores, and a
+    query no record shares a term with ("zebra") from the dense scores: each gives what ranking `scores`
+    gives, hits and scores alike."""
     small_pool = Searcher(searcher.reader, searcher.embedder, RetrievalConfig(rerank_candidates=2))
-    query = "fever cough consolidation"
     exclude = ["0-1"] if hide == "exclude" else []
     filters = Filters(age_min=10) if hide == "filter" else None
     scores = small_pool.scores("hybrid_rerank", query, exclude=exclude, filters=filters)
     order = [int(i) for i in np.argsort(-scores, kind="stable") if np.isfinite(scores[i])][:k]
     expected = [(small_pool.reader.uid_at(i), float(scores[i])) for i in order]
     hits = small_pool.search(query, k, filters, "hybrid_rerank", exclude=exclude)
-    assert [(h.uid, h.score) for h in hits] == expected
-    assert len(hits) == min(k, 3 if hide is None else 2)
+    assert expected and [(h.uid, h.score) for h in hits] == expected
+
+
+def test_the_pools_best_need_not_come_first_in_it(searcher: Searcher) -> None:
+    """The case the test above must hold for: the pool's best record is not its first by position, so a top
+    k taken from the pool unsorted would be caught."""
+    small_pool = Searcher(searcher.reader, searcher.embedder, RetrievalConfig(rerank_candidates=2))
+    pool, _, _ = small_pool.rerank_pool(BEST_NOT_FIRST, None)
+    best = small_pool.search(BEST_NOT_FIRST, 1, retriever="hybrid_rerank")[0]
+    assert len(pool) == 2 and small_pool.reader.positions([best.uid])[0] == pool[1]
 
 
 def test_unknown_retriever(searcher: Searcher) -> None:
