@@ -3,10 +3,10 @@
 hash only.
 
 Rows are written by one background thread in small batches (what arrives within LINGER_S shares one
-commit), so a query never waits on the database
-and SQLite sees a single writer. While the database is unreachable the service keeps answering: the
-rows wait in a bounded in-memory backlog (`backlog_max` rows), the writer retries with a growing pause
-(up to `retry_max_s`), and each failed attempt is logged and counted in /metrics. When the database
+commit), so a query never waits on the database and SQLite sees a single writer. While the database is
+unreachable the service keeps answering: the rows wait in a bounded in-memory backlog (`backlog_max`
+rows), the writer retries with a growing pause (up to `retry_max_s`), and each failed attempt is logged
+and counted in /metrics. When the database
 returns, the backlog is written and the log says how many rows caught up and how many were lost. Rows
 that arrive while the backlog is full are dropped and counted (`patientinsight_audit_records_dropped`);
 so are rows still waiting when the service stops with the database away. A batch whose commit the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,11 +145,8 @@ class AuditLog:
                 # Group commit: the rows of the next LINGER_S share one transaction. A commit per query
                 # cost 0.7 ms of CPU per row on SQLite (0.03 ms in a batch), beside every search.
                 # Not while the database fails: the retry's pause is the wait then.
-                deadline = time.monotonic() + (LINGER_S if self._failing_since is None else 0.0)
-                while len(self._rows) < BATCH_ROWS and not self._closing:
-                    if (left := deadline - time.monotonic()) <= 0:
-                        break
-                    self._wake.wait(left)
+                if self._failing_since is None:
+                    self._wake.wait_for(lambda: len(self._rows) >= BATCH_ROWS or self._closing, LINGER_S)
                 batch = [self._rows[i] for i in range(min(BATCH_ROWS, len(self._rows)))]
                 closing = self._closing
             if not batch:

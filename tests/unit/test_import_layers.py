@@ -55,18 +55,23 @@ def _imported(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
         yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
+def _names_imported(path: Path, module: str) -> Iterator[tuple[str, int]]:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for name in _imported(node, module, path.name == "__init__.py"):
+            yield name, getattr(node, "lineno", 0)
+
+
 def _graph(library: Path) -> dict[str, dict[str, int]]:
     """Each library module -> the library modules it imports (the deepest one each import names) -> a line."""
     paths = {_module_name(library, p): p for p in sorted(library.rglob("*.py"))}
     graph: dict[str, dict[str, int]] = {}
     for module, path in paths.items():
         edges = graph.setdefault(module, {})
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            for name in _imported(node, module, path.name == "__init__.py"):
-                while name and name not in paths:  # `from p import m` names the module m, else the package p
-                    name = name.rpartition(".")[0]
-                if name and name != module:
-                    edges.setdefault(name, getattr(node, "lineno", 0))
+        for name, line in _names_imported(path, module):
+            while name and name not in paths:  # `from p import m` names the module m, else the package p
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                edges.setdefault(name, line)
     return graph
 
 
@@ -180,10 +185,8 @@ def test_no_modules_import_each_other_in_a_circle(graph: dict[str, dict[str, int
 def test_the_lambda_imports_nothing_of_the_project(repo_root: Path) -> None:
     found = []
     for path in sorted((repo_root / "lambda_trigger").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            for name in _imported(node, path.stem, False):
-                if name.split(".")[0] in PROJECT:
-                    found.append(f"{path.name}:{getattr(node, 'lineno', 0)} imports {name}")
+        found += [f"{path.name}:{line} imports {name}" for name, line in _names_imported(path, path.stem)
+                  if name.split(".")[0] in PROJECT]  # fmt: skip
     assert found == []
 
 
@@ -195,12 +198,6 @@ SERVING_NEVER = (
     "airflow",
     "mlflow",
 )
-
-
-def _names_imported(path: Path, module: str) -> Iterator[tuple[str, int]]:
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        for name in _imported(node, module, path.name == "__init__.py"):
-            yield name, getattr(node, "lineno", 0)
 
 
 def _forbidden(name: str) -> bool:

@@ -143,7 +143,11 @@ class Searcher:
         return np.flatnonzero(chosen), matching[~chosen[matching]], lexical
 
     def _reranked(self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None) -> np.ndarray:
-        return self._reranked_pool(query, vector, hidden)[0]
+        """Every record's hybrid_rerank score: the pool's fused ones (`_rescored`), then the other
+        matching records in BM25 order, so the top of the ranking is the same whatever k a caller asks
+        for. A query no visible record shares a term with is ranked by the dense scores alone. `scores`
+        hides the hidden records."""
+        return self._spread(*self._rescored(query, vector, hidden))
 
     def _rescored(
         self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
@@ -164,20 +168,11 @@ class Searcher:
         fused = w * _standardized(dense, None) + (1 - w) * _standardized(lexical[pool], None)
         return pool, fused.astype(np.float32, copy=False), rest, lexical, vector
 
-    def _reranked_pool(
-        self, query: str, vector: np.ndarray | None, hidden: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Every record's hybrid_rerank score: the pool's fused ones (`_rescored`), then the other
-        matching records in BM25 order, so the top of the ranking is the same whatever k a caller asks
-        for. A query no visible record shares a term with is ranked by the dense scores alone. `scores`
-        hides the hidden records. Also returns the pool: every score outside it is lower than any inside."""
-        rescored = self._rescored(query, vector, hidden)
-        return self._spread(*rescored), rescored[0]
-
     def _spread(
         self, pool: np.ndarray, fused: np.ndarray | None, rest: np.ndarray, lexical: np.ndarray, vector: np.ndarray
     ) -> np.ndarray:
-        """`_rescored`'s answer as every record's score (the dense ones alone for an empty pool)."""
+        """`_rescored`'s answer as every record's score (the dense ones alone for an empty pool): every
+        score outside the pool is lower than any inside."""
         if fused is None:
             return self.reader.scores(vector)[0]
         out = np.full(len(lexical), -np.inf, dtype=np.float32)
