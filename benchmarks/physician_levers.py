@@ -1,6 +1,7 @@
 """Ranking levers tried on the physician-style descriptions, none of them shipped: rewrites of a query
 before hybrid_rerank reads it (the lexical side only; the dense side keeps the description's vector),
-and the patient's age and sex parsed from the description as a soft prior over the rerank pool.
+the patient's age and sex parsed from the description as a soft prior over the rerank pool, and the
+fusion's dense share.
 
 Each lever is a `Lever`: a name and a function from a query to the query as the retriever sees it.
 They are scored with benchmarks/retrieval_quality.py's `rerank_variant`, so a lever differs from the
@@ -37,6 +38,7 @@ GENERIC = frozenset({
     "ng", "pg", "iu", "per",
 })
 # fmt: on
+DENSE_SHARES = (0.2, 0.3, 0.4, 0.5, 0.6)  # hybrid_rerank's rerank_weight; the shipped one is not a lever
 AGE = re.compile(r"\b(\d+(?:\.\d+)?)[- ](year|month|week|day)s?[- ]old\b", re.I)
 FEMALE = re.compile(r"\b(?:woman|female|girl|lady|she|her|mother|primigravida)\b", re.I)
 MALE = re.compile(r"\b(?:man|male|boy|gentleman|he|his)\b", re.I)
@@ -47,6 +49,7 @@ class Lever:
     name: str
     rewrite: Callable[[Query], Query]
     prior: tuple[float, float] | None = None  # (sex weight, age weight) for rerank_variant
+    dense_share: float | None = None  # hybrid_rerank's rerank_weight, when the lever changes it
 
 
 def keep_words(text: str, keep: Callable[[str], bool]) -> str:
@@ -86,6 +89,20 @@ def idf_floor(shares: dict[str, float], most: float) -> Callable[[Query], Query]
     return lambda q: replace(q, text=keep_words(q.text, lambda w: not common(w)))
 
 
+def rare_terms_repeated(shares: dict[str, float], below: float) -> Callable[[Query], Query]:
+    """Words whose terms occur in fewer than `below` of the records are read twice (BM25 counts a
+    repeated query term each time): the rare, clinical words weigh more, the common ones stay."""
+
+    def rare(word: str) -> bool:
+        return all(shares.get(t, 0.0) < below for t in tokenize([word])[0])
+
+    def rewrite(q: Query) -> Query:
+        words = WORD.findall(q.text)
+        return replace(q, text=" ".join(w for word in words for w in ([word, word] if rare(word) else [word])))
+
+    return rewrite
+
+
 def patient_of(text: str) -> tuple[float | None, str | None]:
     """The described patient's age in years and sex ("F", "M"), from the words a clinician uses."""
     match = AGE.search(text)
@@ -109,18 +126,25 @@ def chained(*rewrites: Callable[[Query], Query]) -> Callable[[Query], Query]:
     return rewrite
 
 
-def levers(records: pd.DataFrame, priors: Iterable[tuple[float, float]]) -> list[Lever]:
-    """Every rewrite, each alone and with each prior (age and sex always from the description)."""
+def levers(records: pd.DataFrame, priors: Iterable[tuple[float, float]], dense_share: float) -> list[Lever]:
+    """Every rewrite, each alone and with each prior (age and sex always from the description), and
+    every dense share but the shipped one (`dense_share`)."""
+    shares = document_shares(records)
     rewrites: dict[str, Callable[[Query], Query]] = {
         "as written": lambda q: q,
         "numbers dropped": without_numbers,
         "negated findings dropped": without_negated,
         "generic case-report words dropped": without_generic,
-        "IDF floor (terms in >30% of records dropped)": idf_floor(document_shares(records), 0.3),
+        "IDF floor (terms in >30% of records dropped)": idf_floor(shares, 0.3),
+        "IDF floor (terms in >50% of records dropped)": idf_floor(shares, 0.5),
+        "rare terms (in <1% of records) read twice": rare_terms_repeated(shares, 0.01),
+        "rare terms (in <5% of records) read twice": rare_terms_repeated(shares, 0.05),
     }
     out = []
     for name, rewrite in rewrites.items():
         for sex_w, age_w in priors:
             label = name if (sex_w, age_w) == (0.0, 0.0) else f"{name}; prior sex {sex_w}, age {age_w}"
             out.append(Lever(label, chained(rewrite, with_patient), (sex_w, age_w)))
+    for share in (s for s in DENSE_SHARES if s != dense_share):  # the fusion's, the descriptions as written
+        out.append(Lever(f"as written; dense share {share}", with_patient, (0.0, 0.0), share))
     return out

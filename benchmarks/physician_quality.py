@@ -14,7 +14,7 @@ be chosen on; `holdout` is only reported. With `--levers`, the levers of benchma
 are scored on tune against the product, the best one by a rule fixed in advance (`choose`) is then
 scored once on holdout, with the corpus queries of retrieval_quality.py (short, full) beside them.
 
-    python benchmarks/physician_quality.py [--json] [--levers] [--queries benchmarks/physician_queries]
+    python benchmarks/physician_quality.py [--json] [--levers] [--corpus] [--queries benchmarks/physician_queries]
 """
 
 from __future__ import annotations
@@ -173,12 +173,15 @@ def try_levers(searcher: Searcher, records: pd.DataFrame, physician: dict[str, l
     """Every lever on tune; the chosen one against the product on holdout, every query set."""
     frame = searcher.reader.frame(["age_years", "sex"])
     ages, sexes = frame["age_years"].to_numpy(float), frame["sex"].to_numpy(object)
-    tried = levers(records, PRIORS)
+    tried = levers(records, PRIORS, searcher.config.rerank_weight)
     baseline = tried[0]  # "as written", no prior: the product's hybrid_rerank
     assert baseline.prior == (0.0, 0.0)
 
     def score(sets: QuerySets, lever: Lever) -> dict[str, list[dict[str, float]]]:
-        rank = rerank_variant(searcher, prior=lever.prior, ages=ages, sexes=sexes)
+        fused = searcher
+        if lever.dense_share is not None:
+            fused = replace(searcher, config=replace(searcher.config, rerank_weight=lever.dense_share))
+        rank = rerank_variant(fused, prior=lever.prior, ages=ages, sexes=sexes)
         return {name: sets.run(name, rank, lever.rewrite) for name in sets.sets}
 
     tune = QuerySets(searcher, lever_sets("tune", physician["tune"], records))
@@ -238,6 +241,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--levers", action="store_true", help="also try the levers of physician_levers.py")
     parser.add_argument("--queries", type=Path, default=QUERIES_DIR, help="a BEIR folder of physician descriptions")
+    parser.add_argument("--corpus", action="store_true", help="also the corpus short and full queries, as rows")
     args = parser.parse_args()
     records = real_records()
     settings = Settings()
@@ -254,6 +258,9 @@ def main() -> None:
         for split in SPLITS:
             views[(split, "all")] = physician[split]
             views[(split, "other articles")] = other_articles(physician[split], records)
+            if args.corpus:  # retrieval_quality.py's corpus queries, beside them, with the same settings
+                corpus = lever_sets(split, physician[split], records)
+                views[(split, "corpus short")], views[(split, "corpus full")] = corpus["short"], corpus["full"]
         sets = QuerySets(searcher, {f"{split}, {view}": qs for (split, view), qs in views.items()})
         for ((split, view), queries), retriever in itertools.product(views.items(), RETRIEVERS):
             started = time.perf_counter()
