@@ -161,11 +161,16 @@ def choose(on_tune: dict[str, dict[str, dict[str, float]]], baseline: str) -> st
     return max((n for n, m in on_tune.items() if allowed(m)), key=lambda n: on_tune[n]["physician"]["ndcg@10"])
 
 
-def lever_sets(split: str, physician: list[Query], records: pd.DataFrame) -> dict[str, list[Query]]:
+def corpus_sets(split: str, records: pd.DataFrame) -> dict[str, list[Query]]:
+    """retrieval_quality.py's corpus queries of the split: short and full."""
     full = build_queries(records, mode="full", split=split)
+    return {"short": [replace(q, text=query_text(q.text, "short")) for q in full], "full": full}
+
+
+def lever_sets(split: str, physician: list[Query], records: pd.DataFrame) -> dict[str, list[Query]]:
     return {
         "physician": physician, "physician, other articles": other_articles(physician, records),
-        "short": [replace(q, text=query_text(q.text, "short")) for q in full], "full": full,
+        **corpus_sets(split, records),
     }  # fmt: skip
 
 
@@ -258,9 +263,9 @@ def main() -> None:
         for split in SPLITS:
             views[(split, "all")] = physician[split]
             views[(split, "other articles")] = other_articles(physician[split], records)
-            if args.corpus:  # retrieval_quality.py's corpus queries, beside them, with the same settings
-                corpus = lever_sets(split, physician[split], records)
-                views[(split, "corpus short")], views[(split, "corpus full")] = corpus["short"], corpus["full"]
+            if args.corpus:  # beside them, with the same settings
+                for mode, queries in corpus_sets(split, records).items():
+                    views[(split, f"corpus {mode}")] = queries
         sets = QuerySets(searcher, {f"{split}, {view}": qs for (split, view), qs in views.items()})
         for ((split, view), queries), retriever in itertools.product(views.items(), RETRIEVERS):
             started = time.perf_counter()
